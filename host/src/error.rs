@@ -1,0 +1,25 @@
+//! Errors at the binary's edge, and the exit codes users' scripts rely on.
+
+use crate::config::ConfigError;
+
+/// A command's failure. Usage and configuration problems exit with 2, so a
+/// supervisor can tell "fix your settings" from "something broke at run
+/// time" (1).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) | CliError::Config(_) => 2,
+            CliError::Other(_) => 1,
+        }
+    }
+}

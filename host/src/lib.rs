@@ -1,0 +1,15 @@
+//! uns-kafka: an MQTT to Apache Kafka bridge whose message logic runs in a
+//! sandboxed WebAssembly component.
+//!
+//! Flow, one direction only:
+//! MQTT in ([`mqtt`]) -> component ([`transform`]) -> Kafka out ([`kafka`])
+//! -> MQTT ack, wired together by [`pipeline`].
+
+pub mod config;
+pub mod error;
+pub mod kafka;
+pub mod message;
+pub mod mqtt;
+pub mod offline;
+pub mod pipeline;
+pub mod transform;

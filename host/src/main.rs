@@ -1,0 +1,49 @@
+//! The `uns-kafka` binary: parses the command line and hands over to the
+//! library. Nothing here knows about MQTT, Kafka or wasm.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use uns_kafka::error::CliError;
+
+#[derive(Parser)]
+#[command(name = "uns-kafka", version, about = "MQTT (UNS, Sparkplug B) to Apache Kafka bridge with WebAssembly transforms")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Arguments of `run`, the default when no subcommand is given.
+    #[command(flatten)]
+    run: uns_kafka::pipeline::RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bridge MQTT to Kafka (the default).
+    Run(uns_kafka::pipeline::RunArgs),
+    /// Run a component over messages offline, with no broker.
+    Transform(uns_kafka::offline::TransformArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout with success; everything
+            // else is a usage error (exit 2).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let result: Result<(), CliError> = match cli.command {
+        None => uns_kafka::pipeline::main(cli.run),
+        Some(Command::Run(args)) => uns_kafka::pipeline::main(args),
+        Some(Command::Transform(args)) => uns_kafka::offline::main(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
