@@ -1,1 +1,67 @@
+//! The default uns-kafka transform component, `uns-default`.
+//!
+//! It turns each MQTT message into one Kafka record: the Kafka topic is the
+//! MQTT topic with `/` replaced (made legal where needed, see [`topic`]), the
+//! payload is decoded to JSON (Sparkplug B protobuf under `spBv1.0/`, JSON
+//! elsewhere, see [`decode`] and [`sparkplug`]), configured attributes are
+//! removed (see [`filter`] and [`config`]), and the record carries the MQTT
+//! topic as key and the message's metadata as headers (see [`mod@transform`]).
+//! The exact rules are in `spec/default-transform.md` of the project.
+//!
+//! The logic is plain Rust so the host can run it natively, e.g. to compare
+//! the sandboxed component with native speed:
+//!
+//! ```
+//! use uns_default::{transform, Config, Message};
+//!
+//! let config = Config::from_json(r#"{"ignored_attributes": {"a/+/c": "secret"}}"#)?;
+//! let msg = Message {
+//!     topic: "a/b/c",
+//!     payload: br#"{"v": 1, "secret": "x", "timestamp": 1700000000000}"#,
+//!     qos: 1,
+//!     retain: false,
+//!     user_properties: &[],
+//!     content_type: None,
+//!     received_at_ms: 5,
+//! };
+//! let records = transform(&config, &msg).map_err(|e| e.to_string())?;
+//! assert_eq!(records[0].topic, "a_b_c");
+//! assert_eq!(records[0].value.as_deref(), Some(&br#"{"v":1,"timestamp":1700000000000}"#[..]));
+//! assert_eq!(records[0].timestamp_ms, Some(1_700_000_000_000));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Native API: [`Config::from_json`] parses the `init` object (errors are
+//! [`ConfigError`], whose text names the setting); [`transform()`] turns one
+//! [`Message`] into a `Vec<`[`Record`]`>` (always one record) or a
+//! [`TransformError`] with an [`ErrorKind`].
+//!
+//! Choices the specification leaves open, made here:
+//! - a JSON payload whose top level is not an object is forwarded as compact
+//!   JSON, unfiltered, with the receive time as timestamp;
+//! - a negative timestamp attribute counts as absent (Kafka refuses negative
+//!   record timestamps);
+//! - a Kafka topic name that needs changing gets `-` and the 16 hex digits of
+//!   the 64-bit FNV-1a hash of the MQTT topic (see [`topic`]);
+//! - unfiltered JSON keeps the publisher's spelling of numbers and escapes;
+//!   filtered JSON is re-serialised (see [`json`]); key order is kept either
+//!   way.
+//!
+//! On `wasm32` a private `component` module (not built natively) exports
+//! the WIT world `uns:bridge/transformer` by calling this API.
 
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod filter;
+pub mod json;
+pub mod sparkplug;
+pub mod topic;
+pub mod transform;
+
+#[cfg(target_arch = "wasm32")]
+mod component;
+
+pub use config::Config;
+pub use error::{ConfigError, ErrorKind, TransformError};
+pub use transform::{transform, Message, Record, NAME, VERSION};

@@ -1,0 +1,66 @@
+//! A transform component that misbehaves on request, so the host's tests can
+//! check that a trap, a runaway loop or a memory hog costs one message, not
+//! the bridge. Payload `trap` traps, `loop` never returns, `alloc` grows
+//! memory until the limit traps; anything else becomes one record on the
+//! topic with `/` replaced by `_`, keyed by the topic, payload unchanged.
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    wit_bindgen::generate!({
+        world: "transformer",
+        path: "../../wit",
+    });
+
+    use exports::uns::bridge::transform::Guest;
+    use uns::bridge::types::{ComponentInfo, KafkaRecord, MqttMessage, TransformError};
+
+    struct Faulty;
+
+    impl Guest for Faulty {
+        fn info() -> ComponentInfo {
+            ComponentInfo {
+                name: "test-faulty".to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            }
+        }
+
+        fn init(_config: String) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn transform_batch(
+            messages: Vec<MqttMessage>,
+        ) -> Vec<Result<Vec<KafkaRecord>, TransformError>> {
+            messages.into_iter().map(one).collect()
+        }
+    }
+
+    fn one(m: MqttMessage) -> Result<Vec<KafkaRecord>, TransformError> {
+        match m.payload.as_slice() {
+            b"trap" => panic!("asked to trap"),
+            b"loop" => {
+                let mut n = 0u64;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            b"alloc" => {
+                // Kept alive and written to, so every page really is claimed.
+                let mut hog: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hog.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hog);
+                }
+            }
+            _ => Ok(vec![KafkaRecord {
+                topic: m.topic.replace('/', "_"),
+                key: Some(m.topic.into_bytes()),
+                value: Some(m.payload),
+                headers: Vec::new(),
+                timestamp_ms: None,
+            }]),
+        }
+    }
+
+    export!(Faulty);
+}

@@ -1,0 +1,116 @@
+//! The WIT binding layer: `uns:bridge/transform` on top of the native API.
+//! Only renames types; all behaviour lives in the other modules.
+
+use std::cell::RefCell;
+
+use crate::config::Config;
+use crate::error::ErrorKind;
+use crate::transform::{transform, Message, NAME, VERSION};
+
+wit_bindgen::generate!({
+    world: "transformer",
+    path: "../../wit",
+});
+
+use exports::uns::bridge::transform::Guest;
+use uns::bridge::log::{log, Level};
+use uns::bridge::types::{
+    ComponentInfo, ErrorKind as WitErrorKind, Header, KafkaRecord, MqttMessage, Qos,
+    TransformError as WitTransformError,
+};
+
+thread_local! {
+    // A component instance is single-threaded; `init` fills this once.
+    static CONFIG: RefCell<Option<Config>> = const { RefCell::new(None) };
+}
+
+struct Component;
+
+impl Guest for Component {
+    fn info() -> ComponentInfo {
+        ComponentInfo {
+            name: NAME.to_owned(),
+            version: VERSION.to_owned(),
+        }
+    }
+
+    fn init(config: String) -> Result<(), String> {
+        let config = Config::from_json(&config).map_err(|e| e.to_string())?;
+        log(
+            Level::Info,
+            &format!(
+                "{NAME} {VERSION}: {} ignored-attribute filter(s), timestamp attribute {:?}, topic separator {:?}",
+                config.ignored.len(),
+                config.timestamp_attribute,
+                config.separator
+            ),
+        );
+        CONFIG.with(|c| *c.borrow_mut() = Some(config));
+        Ok(())
+    }
+
+    fn transform_batch(
+        messages: Vec<MqttMessage>,
+    ) -> Vec<Result<Vec<KafkaRecord>, WitTransformError>> {
+        CONFIG.with(|c| {
+            let config = c.borrow();
+            messages
+                .into_iter()
+                .map(|m| match config.as_ref() {
+                    Some(config) => one(config, m),
+                    None => Err(WitTransformError {
+                        kind: WitErrorKind::Internal,
+                        message: "transform-batch called before init".to_owned(),
+                    }),
+                })
+                .collect()
+        })
+    }
+}
+
+fn one(config: &Config, m: MqttMessage) -> Result<Vec<KafkaRecord>, WitTransformError> {
+    let user_properties: Vec<(String, String)> = m
+        .user_properties
+        .into_iter()
+        .map(|p| (p.name, p.value))
+        .collect();
+    let msg = Message {
+        topic: &m.topic,
+        payload: &m.payload,
+        qos: match m.qos {
+            Qos::AtMostOnce => 0,
+            Qos::AtLeastOnce => 1,
+            Qos::ExactlyOnce => 2,
+        },
+        retain: m.retain,
+        user_properties: &user_properties,
+        content_type: m.content_type.as_deref(),
+        received_at_ms: m.received_at_ms,
+    };
+    match transform(config, &msg) {
+        Ok(records) => Ok(records
+            .into_iter()
+            .map(|r| KafkaRecord {
+                topic: r.topic,
+                key: r.key,
+                value: r.value,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|(name, value)| Header { name, value })
+                    .collect(),
+                timestamp_ms: r.timestamp_ms,
+            })
+            .collect()),
+        Err(e) => Err(WitTransformError {
+            kind: match e.kind {
+                ErrorKind::Decode => WitErrorKind::Decode,
+                ErrorKind::Rejected => WitErrorKind::Rejected,
+                ErrorKind::Internal => WitErrorKind::Internal,
+            },
+            message: e.message,
+        }),
+    }
+}
+
+export!(Component);

@@ -1,0 +1,220 @@
+//! The fast path for JSON payloads that no ignore rule touches: validate,
+//! read the top-level timestamp and drop insignificant whitespace, without
+//! building a `serde_json::Value`.
+//!
+//! The output is the payload's own text minus whitespace between tokens, so
+//! numbers and string escapes keep the publisher's spelling (a payload that
+//! has attributes removed is re-serialised instead, which may respell them:
+//! `1e3` as `1000.0`, `"\u00e9"` as `"é"`; the values are the same).
+
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+use crate::decode::not_json;
+use crate::error::TransformError;
+
+/// Nesting serde_json accepts when it builds a `Value` (its recursion limit);
+/// the fast path refuses the same payloads the `Value` path does.
+pub const MAX_DEPTH: usize = 127;
+
+/// A validated payload: its top-level `attribute` (if the top level is an
+/// object that holds it) and its compact text.
+pub struct Scanned {
+    pub attribute: Option<Value>,
+    pub compact: Vec<u8>,
+}
+
+pub fn scan(text: &str, attribute: &str) -> Result<Scanned, TransformError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let found = TopLevel { attribute }
+        .deserialize(&mut de)
+        .map_err(not_json)?;
+    de.end().map_err(not_json)?;
+    let compact = minify(text.as_bytes())?;
+    Ok(Scanned {
+        attribute: found,
+        compact,
+    })
+}
+
+/// Drops whitespace outside strings from valid JSON and refuses nesting
+/// deeper than [`MAX_DEPTH`].
+fn minify(text: &[u8]) -> Result<Vec<u8>, TransformError> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < text.len() {
+        let b = text[i];
+        match b {
+            b' ' | b'\n' | b'\r' | b'\t' => {}
+            b'"' => {
+                // Copy the whole string; the text is valid JSON, so it ends
+                // at the first quote not escaped by a backslash.
+                let start = i;
+                i += 1;
+                while i < text.len() {
+                    match text[i] {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+                let end = (i + 1).min(text.len());
+                out.extend_from_slice(&text[start..end]);
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(TransformError::decode(format!(
+                        "payload is not JSON: recursion limit exceeded (more than {MAX_DEPTH} nested arrays or objects)"
+                    )));
+                }
+                out.push(b);
+            }
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                out.push(b);
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// Visits the top level: for an object, keeps the last value of `attribute`
+/// (as a `Value`, like the map serde_json would build) and skips the rest.
+struct TopLevel<'a> {
+    attribute: &'a str,
+}
+
+impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
+    type Value = Option<Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopLevel<'_> {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(is_attribute) = map.next_key_seed(KeyIs(self.attribute))? {
+            if is_attribute {
+                found = Some(map.next_value::<Value>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// Compares a key with the attribute name without allocating it.
+struct KeyIs<'a>(&'a str);
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
+        Ok(key == self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compact(text: &str) -> String {
+        String::from_utf8(scan(text, "timestamp").unwrap().compact).unwrap()
+    }
+
+    #[test]
+    fn whitespace_between_tokens_goes_and_strings_stay_verbatim() {
+        assert_eq!(
+            compact(" {\n\t\"a b\" : [ 1 , 2.50 , 1e3 ] ,\r\n \"s\" : \" x \\\" { \\\\\" } "),
+            r#"{"a b":[1,2.50,1e3],"s":" x \" { \\"}"#
+        );
+        assert_eq!(compact(r#""\u00e9\/""#), r#""\u00e9\/""#);
+        assert_eq!(compact(" 42 "), "42");
+    }
+
+    #[test]
+    fn the_last_top_level_attribute_wins() {
+        let s = scan(
+            r#"{"timestamp": 1, "a": {"timestamp": 2}, "timestamp": 3}"#,
+            "timestamp",
+        )
+        .unwrap();
+        assert_eq!(s.attribute, Some(Value::from(3)));
+        let s = scan(r#"{"ts\u0031": 5}"#, "ts1").unwrap();
+        assert_eq!(s.attribute, Some(Value::from(5)));
+        assert_eq!(scan("[1]", "timestamp").unwrap().attribute, None);
+    }
+
+    #[test]
+    fn invalid_json_and_deep_nesting_are_refused_like_the_value_path() {
+        for bad in ["{", "[1,]", "{\"a\":1} x", "NaN", "{'a':1}", "\"\t\""] {
+            assert!(scan(bad, "t").is_err(), "{bad}");
+            assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad}");
+        }
+        for n in [MAX_DEPTH, MAX_DEPTH + 1, 10_000] {
+            let deep = "[".repeat(n) + &"]".repeat(n);
+            assert_eq!(
+                scan(&deep, "t").is_ok(),
+                serde_json::from_str::<Value>(&deep).is_ok(),
+                "{n}"
+            );
+            let deep = "{\"a\":".repeat(n) + "1" + &"}".repeat(n);
+            assert_eq!(
+                scan(&deep, "t").is_ok(),
+                serde_json::from_str::<Value>(&deep).is_ok(),
+                "{n}"
+            );
+        }
+    }
+}

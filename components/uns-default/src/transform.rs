@@ -1,0 +1,154 @@
+//! One MQTT message to one Kafka record.
+
+use serde_json::{Map, Value};
+
+use crate::config::Config;
+use crate::decode::{self, Encoding};
+use crate::error::TransformError;
+use crate::{json, sparkplug, topic};
+
+/// Name in the `transform_name` header and in `info`.
+pub const NAME: &str = "uns-default";
+/// Version in the `transform_version` header and in `info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// One MQTT message, borrowed from whoever received it.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    /// 0, 1 or 2.
+    pub qos: u8,
+    pub retain: bool,
+    pub user_properties: &'a [(String, String)],
+    pub content_type: Option<&'a str>,
+    /// Milliseconds since the Unix epoch when the host received it.
+    pub received_at_ms: i64,
+}
+
+/// One Kafka record.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Transforms one message into exactly one record, or says why it cannot.
+///
+/// - value: the decoded payload, with the matching `ignored_attributes`
+///   removed, as compact JSON (see [`crate::json`] for how its spelling is
+///   kept). A JSON payload whose top level is not an
+///   object (an array, a number, a string...) is forwarded as it is: the
+///   attribute paths walk objects only, and it has no timestamp attribute;
+/// - timestamp: the top-level timestamp attribute of the decoded payload,
+///   read before filtering (removing the attribute from the record does not
+///   lose the time), if it is an integer from 0 to `i64::MAX`; otherwise the
+///   receive time. Negative values are refused because Kafka does not accept
+///   negative record timestamps;
+/// - key: the MQTT topic, so per-topic order holds and the source topic is
+///   never lost where Kafka topic names collide;
+/// - headers, in this order: `mqtt_topic`, `mqtt_qos` (`0`/`1`/`2`),
+///   `mqtt_retain` (`true`/`false`), `mqtt_content_type` (if the publisher set
+///   one), each MQTT 5 user property under its own name, then
+///   `transform_name` and `transform_version`. A user property may repeat a
+///   name used here; ours come last, so Kafka's "last header wins" lookup
+///   returns the component's own.
+pub fn transform(config: &Config, msg: &Message<'_>) -> Result<Vec<Record>, TransformError> {
+    if msg.payload.is_empty() {
+        return Err(TransformError::decode("empty payload"));
+    }
+    let filtered = config.ignored.iter().any(|r| r.filter.matches(msg.topic));
+    // Without filtering, the JSON text is written straight from the payload
+    // (JSON) or the protobuf structs (Sparkplug): no `Value` tree to build.
+    let (json, timestamp) = match (decode::encoding(msg.topic), filtered) {
+        (Encoding::Json, false) => {
+            let scanned = json::scan(decode::utf8(msg.payload)?, &config.timestamp_attribute)?;
+            let ts = scanned.attribute.as_ref().and_then(Value::as_i64);
+            (scanned.compact, ts)
+        }
+        (Encoding::SparkplugB, false) => {
+            let payload = sparkplug::decode(msg.payload)?;
+            let ts = sparkplug::top_level_integer(&payload, &config.timestamp_attribute)
+                .and_then(|ts| i64::try_from(ts).ok());
+            (sparkplug::to_json_bytes(&payload)?, ts)
+        }
+        (_, true) => {
+            let mut value = decode::decode(msg.topic, msg.payload)?;
+            let mut ts = None;
+            if let Value::Object(object) = &mut value {
+                ts = object
+                    .get(&config.timestamp_attribute)
+                    .and_then(Value::as_i64);
+                remove_ignored(config, msg.topic, object);
+            }
+            let json = serde_json::to_vec(&value).map_err(|e| {
+                TransformError::internal(format!("cannot serialise the record: {e}"))
+            })?;
+            (json, ts)
+        }
+    };
+    Ok(vec![Record {
+        topic: topic::kafka_topic(msg.topic, config.separator),
+        key: Some(msg.topic.as_bytes().to_vec()),
+        value: Some(json),
+        headers: headers(msg),
+        timestamp_ms: Some(
+            timestamp
+                .filter(|ts| *ts >= 0)
+                .unwrap_or(msg.received_at_ms),
+        ),
+    }])
+}
+
+fn remove_ignored(config: &Config, topic: &str, object: &mut Map<String, Value>) {
+    for rule in &config.ignored {
+        if rule.filter.matches(topic) {
+            for path in &rule.paths {
+                remove_path(object, path);
+            }
+        }
+    }
+}
+
+/// Removes the last key of `path`, whatever its value (null included). A
+/// missing key or a non-object on the way leaves the object as it is.
+pub fn remove_path(object: &mut Map<String, Value>, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut current = object;
+    for key in parents {
+        match current.get_mut(key) {
+            Some(Value::Object(child)) => current = child,
+            _ => return,
+        }
+    }
+    // `shift_remove` keeps the other keys in the publisher's order.
+    current.shift_remove(last);
+}
+
+fn headers(msg: &Message<'_>) -> Vec<(String, Vec<u8>)> {
+    let mut h = Vec::with_capacity(6 + msg.user_properties.len());
+    h.push(("mqtt_topic".to_owned(), msg.topic.as_bytes().to_vec()));
+    let qos = match msg.qos {
+        0 => b"0".to_vec(),
+        1 => b"1".to_vec(),
+        2 => b"2".to_vec(),
+        other => other.to_string().into_bytes(),
+    };
+    h.push(("mqtt_qos".to_owned(), qos));
+    let retain: &[u8] = if msg.retain { b"true" } else { b"false" };
+    h.push(("mqtt_retain".to_owned(), retain.to_vec()));
+    if let Some(ct) = msg.content_type {
+        h.push(("mqtt_content_type".to_owned(), ct.as_bytes().to_vec()));
+    }
+    for (name, value) in msg.user_properties {
+        h.push((name.clone(), value.as_bytes().to_vec()));
+    }
+    h.push(("transform_name".to_owned(), NAME.as_bytes().to_vec()));
+    h.push(("transform_version".to_owned(), VERSION.as_bytes().to_vec()));
+    h
+}

@@ -1,0 +1,421 @@
+//! The whole transform, message in, record out, through the public API the
+//! component and the host's benchmark use.
+
+use prost::Message as _;
+use serde_json::{json, Value};
+use uns_default::sparkplug::datatype::INT8;
+use uns_default::sparkplug::payload::{metric, Metric};
+use uns_default::sparkplug::Payload;
+use uns_default::{transform, Config, ErrorKind, Message, Record, TransformError, VERSION};
+
+const RECEIVED: i64 = 1_111;
+
+fn msg<'a>(topic: &'a str, payload: &'a [u8]) -> Message<'a> {
+    Message {
+        topic,
+        payload,
+        qos: 1,
+        retain: false,
+        user_properties: &[],
+        content_type: None,
+        received_at_ms: RECEIVED,
+    }
+}
+
+fn run(config: &Config, topic: &str, payload: &[u8]) -> Result<Record, TransformError> {
+    let mut records = transform(config, &msg(topic, payload))?;
+    assert_eq!(records.len(), 1, "one record per message");
+    Ok(records.remove(0))
+}
+
+fn value_text(r: &Record) -> String {
+    String::from_utf8(r.value.clone().unwrap()).unwrap()
+}
+
+fn value(r: &Record) -> Value {
+    serde_json::from_slice(r.value.as_deref().unwrap()).unwrap()
+}
+
+fn cfg(json: &str) -> Config {
+    Config::from_json(json).unwrap()
+}
+
+#[test]
+fn seed_case_a_b_c_json() {
+    let r = run(&Config::default(), "a/b/c", br#"{"x": 1, "y": "z"}"#).unwrap();
+    assert_eq!(r.topic, "a_b_c");
+    assert_eq!(r.key.as_deref(), Some(&b"a/b/c"[..]));
+    assert_eq!(value_text(&r), r#"{"x":1,"y":"z"}"#);
+    assert_eq!(r.timestamp_ms, Some(RECEIVED));
+}
+
+#[test]
+fn seed_case_abc() {
+    let r = run(&Config::default(), "abc", br#"{"k": true}"#).unwrap();
+    assert_eq!(r.topic, "abc");
+    assert_eq!(r.key.as_deref(), Some(&b"abc"[..]));
+    assert_eq!(value_text(&r), r#"{"k":true}"#);
+}
+
+#[test]
+fn value_is_compact_json_in_the_publishers_key_order() {
+    let r = run(
+        &Config::default(),
+        "t",
+        b"{ \"z\" : 1,\n \"a\" : [ 1 , 2 ],\t\"m\": {\"y\": null, \"b\": 1.5} }",
+    )
+    .unwrap();
+    assert_eq!(
+        value_text(&r),
+        r#"{"z":1,"a":[1,2],"m":{"y":null,"b":1.5}}"#
+    );
+}
+
+#[test]
+fn unfiltered_json_keeps_the_publishers_spelling_filtered_json_is_reserialised() {
+    let payload =
+        br#"{ "n": 1.0e3, "s": "caf\u00e9", "big": 123456789012345678901234567890, "drop": 1 }"#;
+    let r = run(&Config::default(), "t", payload).unwrap();
+    assert_eq!(
+        value_text(&r),
+        r#"{"n":1.0e3,"s":"caf\u00e9","big":123456789012345678901234567890,"drop":1}"#
+    );
+    let c = cfg(r#"{"ignored_attributes": {"t": "drop"}}"#);
+    let r = run(&c, "t", payload).unwrap();
+    assert_eq!(
+        value(&r),
+        json!({"n": 1000.0, "s": "café", "big": 1.2345678901234568e29})
+    );
+}
+
+#[test]
+fn sparkplug_timestamp_attribute_can_name_any_top_level_integer() {
+    let p = Payload {
+        timestamp: Some(10),
+        seq: Some(20),
+        uuid: Some("u".into()),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    for (attribute, expected) in [
+        ("timestamp", 10),
+        ("seq", 20),
+        ("uuid", RECEIVED),
+        ("x", RECEIVED),
+    ] {
+        let c = cfg(&format!(r#"{{"timestamp_attribute": "{attribute}"}}"#));
+        assert_eq!(
+            run(&c, "spBv1.0/g/NDATA/n", &p).unwrap().timestamp_ms,
+            Some(expected)
+        );
+        // The same through the filtering path.
+        let c = cfg(&format!(
+            r##"{{"timestamp_attribute": "{attribute}", "ignored_attributes": {{"#": "none"}}}}"##
+        ));
+        assert_eq!(
+            run(&c, "spBv1.0/g/NDATA/n", &p).unwrap().timestamp_ms,
+            Some(expected)
+        );
+    }
+    let huge = Payload {
+        timestamp: Some(u64::MAX),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    assert_eq!(
+        run(&Config::default(), "spBv1.0/g/NDATA/n", &huge)
+            .unwrap()
+            .timestamp_ms,
+        Some(RECEIVED)
+    );
+}
+
+#[test]
+fn separator_and_empty_levels_and_illegal_characters() {
+    let dot = cfg(r#"{"topic_separator": "."}"#);
+    assert_eq!(run(&dot, "a/b/c", b"{}").unwrap().topic, "a.b.c");
+    let d = Config::default();
+    assert_eq!(run(&d, "a//b", b"{}").unwrap().topic, "a__b");
+    assert_eq!(run(&d, "/a", b"{}").unwrap().topic, "_a");
+    assert_eq!(run(&d, "a/", b"{}").unwrap().topic, "a_");
+    let umlaut = run(&d, "Halle 1/Füllstand", b"{}").unwrap();
+    assert!(
+        umlaut.topic.starts_with("Halle_1_F_llstand-"),
+        "{}",
+        umlaut.topic
+    );
+    assert_eq!(umlaut.topic.len(), "Halle_1_F_llstand-".len() + 16);
+    assert_eq!(umlaut.key.as_deref(), Some("Halle 1/Füllstand".as_bytes()));
+    let long = "l/".repeat(200);
+    let r = run(&d, &long, b"{}").unwrap();
+    assert_eq!(r.topic.len(), 249);
+    assert_eq!(r.key.as_deref(), Some(long.as_bytes()));
+}
+
+#[test]
+fn headers_carry_mqtt_metadata_user_properties_and_the_component() {
+    let props = vec![
+        ("site".to_owned(), "Berlin".to_owned()),
+        ("site".to_owned(), "Köln".to_owned()),
+    ];
+    let m = Message {
+        topic: "a/b",
+        payload: b"{}",
+        qos: 2,
+        retain: true,
+        user_properties: &props,
+        content_type: Some("application/json"),
+        received_at_ms: RECEIVED,
+    };
+    let r = transform(&Config::default(), &m).unwrap().remove(0);
+    let h: Vec<(&str, &[u8])> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    assert_eq!(
+        h,
+        vec![
+            ("mqtt_topic", &b"a/b"[..]),
+            ("mqtt_qos", b"2"),
+            ("mqtt_retain", b"true"),
+            ("mqtt_content_type", b"application/json"),
+            ("site", b"Berlin"),
+            ("site", "Köln".as_bytes()),
+            ("transform_name", b"uns-default"),
+            ("transform_version", VERSION.as_bytes()),
+        ]
+    );
+    assert_eq!(VERSION, env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn headers_without_content_type_or_properties() {
+    for (qos, q) in [(0u8, "0"), (1, "1"), (2, "2")] {
+        let m = Message {
+            qos,
+            ..msg("x", b"{}")
+        };
+        let r = transform(&Config::default(), &m).unwrap().remove(0);
+        let names: Vec<&str> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "mqtt_topic",
+                "mqtt_qos",
+                "mqtt_retain",
+                "transform_name",
+                "transform_version"
+            ]
+        );
+        assert_eq!(r.headers[1].1, q.as_bytes());
+        assert_eq!(r.headers[2].1, b"false");
+    }
+}
+
+#[test]
+fn timestamp_attribute_present_absent_or_not_an_integer() {
+    let d = Config::default();
+    let f = cfg(r##"{"ignored_attributes": {"#": "none"}}"##);
+    let ts = |payload: &str| {
+        let fast = run(&d, "t", payload.as_bytes()).unwrap().timestamp_ms;
+        let filtered = run(&f, "t", payload.as_bytes()).unwrap().timestamp_ms;
+        assert_eq!(fast, filtered, "{payload}");
+        fast
+    };
+    assert_eq!(
+        ts(r#"{"timestamp": 1700000000000}"#),
+        Some(1_700_000_000_000)
+    );
+    assert_eq!(ts(r#"{"other": 5}"#), Some(RECEIVED));
+    assert_eq!(ts(r#"{"timestamp": "1700000000000"}"#), Some(RECEIVED));
+    assert_eq!(ts(r#"{"timestamp": 1700000000000.5}"#), Some(RECEIVED));
+    assert_eq!(ts(r#"{"timestamp": 1.7e12}"#), Some(RECEIVED));
+    assert_eq!(ts(r#"{"timestamp": null}"#), Some(RECEIVED));
+    assert_eq!(ts(r#"{"timestamp": -5}"#), Some(RECEIVED));
+    assert_eq!(ts(r#"{"timestamp": 18446744073709551615}"#), Some(RECEIVED));
+    // Only the top level counts.
+    assert_eq!(ts(r#"{"a": {"timestamp": 5}}"#), Some(RECEIVED));
+    // The configured name, not "timestamp".
+    let custom = cfg(r#"{"timestamp_attribute": "ts"}"#);
+    let r = run(&custom, "t", br#"{"ts": 42, "timestamp": 7}"#).unwrap();
+    assert_eq!(r.timestamp_ms, Some(42));
+}
+
+#[test]
+fn timestamp_is_read_before_the_attribute_is_filtered_out() {
+    let c = cfg(r#"{"ignored_attributes": {"t": "timestamp"}}"#);
+    let r = run(&c, "t", br#"{"timestamp": 99, "v": 1}"#).unwrap();
+    assert_eq!(r.timestamp_ms, Some(99));
+    assert_eq!(value_text(&r), r#"{"v":1}"#);
+}
+
+#[test]
+fn sparkplug_timestamp_becomes_the_record_timestamp() {
+    let p = Payload {
+        timestamp: Some(1_700_000_000_000),
+        seq: Some(1),
+        ..Default::default()
+    };
+    let r = run(&Config::default(), "spBv1.0/g/NDATA/n", &p.encode_to_vec()).unwrap();
+    assert_eq!(r.timestamp_ms, Some(1_700_000_000_000));
+    assert_eq!(r.topic, "spBv1.0_g_NDATA_n");
+    assert_eq!(value_text(&r), r#"{"timestamp":1700000000000,"seq":1}"#);
+}
+
+#[test]
+fn ignored_attributes_seed_example() {
+    let c = cfg(r#"{"ignored_attributes": {
+        "topic1": ["attr1", "attr2.subAttr1"],
+        "topic2/+": "A.B.C",
+        "topic3/#": ["x"]}}"#);
+    let r = run(
+        &c,
+        "topic1",
+        br#"{"attr1": 1, "attr2": {"subAttr1": 2, "subAttr2": 3}, "keep": 4}"#,
+    )
+    .unwrap();
+    assert_eq!(value_text(&r), r#"{"attr2":{"subAttr2":3},"keep":4}"#);
+    let r = run(&c, "topic2/x", br#"{"A": {"B": {"C": 1, "D": 2}}}"#).unwrap();
+    assert_eq!(value(&r), json!({"A": {"B": {"D": 2}}}));
+    // `+` needs exactly one level.
+    let r = run(&c, "topic2/x/y", br#"{"A": {"B": {"C": 1}}}"#).unwrap();
+    assert_eq!(value(&r), json!({"A": {"B": {"C": 1}}}));
+    // `#` covers the parent level and below.
+    for t in ["topic3", "topic3/a", "topic3/a/b"] {
+        let r = run(&c, t, br#"{"x": 1, "y": 2}"#).unwrap();
+        assert_eq!(value(&r), json!({"y": 2}), "{t}");
+    }
+    let r = run(&c, "other", br#"{"attr1": 1, "x": 1}"#).unwrap();
+    assert_eq!(value(&r), json!({"attr1": 1, "x": 1}));
+}
+
+#[test]
+fn every_matching_filter_applies() {
+    let c = cfg(r#"{"ignored_attributes": {"a/+": "x", "a/#": ["y"], "+/b": "z", "a/b": "w"}}"#);
+    let r = run(&c, "a/b", br#"{"x": 1, "y": 2, "z": 3, "w": 4, "keep": 5}"#).unwrap();
+    assert_eq!(value_text(&r), r#"{"keep":5}"#);
+}
+
+#[test]
+fn null_valued_keys_are_removed_and_any_value_type() {
+    let c = cfg(r#"{"ignored_attributes": {"t": ["n", "o", "l", "s"]}}"#);
+    let r = run(
+        &c,
+        "t",
+        br#"{"n": null, "o": {"deep": 1}, "l": [1], "s": "x", "k": 0}"#,
+    )
+    .unwrap();
+    assert_eq!(value_text(&r), r#"{"k":0}"#);
+}
+
+#[test]
+fn missing_keys_and_non_objects_on_the_path_leave_the_message_as_is() {
+    let c = cfg(r#"{"ignored_attributes": {"t": ["a.b.c", "missing", "l.0", "s.x"]}}"#);
+    let payload = br#"{"a": {"b": 5}, "l": [{"0": 1}], "s": "text"}"#;
+    let r = run(&c, "t", payload).unwrap();
+    assert_eq!(value_text(&r), r#"{"a":{"b":5},"l":[{"0":1}],"s":"text"}"#);
+    let r = run(&c, "t", br#"{"a": {"b": null}}"#).unwrap();
+    assert_eq!(value_text(&r), r#"{"a":{"b":null}}"#);
+    let r = run(&c, "t", br#"{"a": {"b": {"c": 1, "d": 2}}}"#).unwrap();
+    assert_eq!(value_text(&r), r#"{"a":{"b":{"d":2}}}"#);
+}
+
+#[test]
+fn wildcard_filters_skip_dollar_topics() {
+    let c = cfg(r##"{"ignored_attributes": {"#": "x", "+/y": "x", "$SYS/#": "z"}}"##);
+    let r = run(&c, "$SYS/y", br#"{"x": 1, "z": 2}"#).unwrap();
+    assert_eq!(value(&r), json!({"x": 1}));
+    assert!(r.topic.starts_with("_SYS_y-"));
+    let r = run(&c, "plain/y", br#"{"x": 1, "z": 2}"#).unwrap();
+    assert_eq!(value(&r), json!({"z": 2}));
+}
+
+#[test]
+fn filters_apply_to_sparkplug_json_too() {
+    let c = cfg(r#"{"ignored_attributes": {"spBv1.0/+/NDATA/#": ["seq", "uuid"]}}"#);
+    let p = Payload {
+        timestamp: Some(5),
+        seq: Some(3),
+        uuid: Some("u".into()),
+        metrics: vec![Metric {
+            name: Some("m".into()),
+            datatype: Some(INT8),
+            value: Some(metric::Value::IntValue(251)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let r = run(&c, "spBv1.0/g/NDATA/n/d", &p.encode_to_vec()).unwrap();
+    assert_eq!(
+        value_text(&r),
+        r#"{"timestamp":5,"metrics":[{"name":"m","datatype":1,"value":-5}]}"#
+    );
+}
+
+#[test]
+fn state_topic_is_json() {
+    let r = run(
+        &Config::default(),
+        "spBv1.0/STATE/host1",
+        br#"{"online":false}"#,
+    )
+    .unwrap();
+    assert_eq!(r.topic, "spBv1.0_STATE_host1");
+    assert_eq!(value_text(&r), r#"{"online":false}"#);
+    // Not exactly one level after STATE: protobuf, so JSON text fails.
+    let e = run(
+        &Config::default(),
+        "spBv1.0/STATE/a/b",
+        br#"{"online":false}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Decode);
+}
+
+#[test]
+fn non_object_json_is_forwarded_unfiltered_with_the_receive_time() {
+    let c = cfg(r##"{"ignored_attributes": {"#": "timestamp"}}"##);
+    for (payload, out) in [
+        ("[1, {\"timestamp\": 5}]", r#"[1,{"timestamp":5}]"#),
+        ("42", "42"),
+        ("\"text\"", "\"text\""),
+        ("null", "null"),
+        (" true ", "true"),
+    ] {
+        let r = run(&c, "t", payload.as_bytes()).unwrap();
+        assert_eq!(value_text(&r), out);
+        assert_eq!(r.timestamp_ms, Some(RECEIVED));
+    }
+}
+
+#[test]
+fn undecodable_payloads_are_decode_errors() {
+    let d = Config::default();
+    let f = cfg(r##"{"ignored_attributes": {"#": "none", "spBv1.0/#": "none"}}"##);
+    for (topic, payload) in [
+        ("t", &b""[..]),
+        ("t", b"{not json"),
+        ("t", b"{\"a\": 1} trailing"),
+        ("t", b"\xff\xfe"),
+        ("spBv1.0/g/NDATA/n", b"\xff\xff\xff\xff"),
+        ("spBv1.0/g/NDATA/n", b""),
+        ("spBv1.0/STATE/h", b"not json"),
+    ] {
+        let e = run(&d, topic, payload).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Decode, "{topic} {payload:?}");
+        assert!(!e.message.is_empty());
+        let e = run(&f, topic, payload).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Decode, "{topic} {payload:?}");
+    }
+    let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+    for c in [&d, &f] {
+        let e = run(c, "t", deep.as_bytes()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Decode);
+        assert!(
+            e.message.contains("recursion limit exceeded"),
+            "{}",
+            e.message
+        );
+    }
+}
