@@ -1,10 +1,1006 @@
-//! TODO: being written. Placeholder so the crate builds.
+//! Settings: `settings.yaml`, then `.secrets.yaml` merged over it, then
+//! `UNS_` environment variables, validated up front.
+//!
+//! The layering is the one the Python bridge's users know from dynaconf, so
+//! their files and deployment variables keep working. Every value remembers
+//! where it came from, because an error that says "mqtt.port is wrong" is
+//! only half an answer when the port was set in three places.
 
-/// A configuration problem: names the file and the key.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}: {key}: {message}")]
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_yaml::{Mapping, Value};
+
+/// A configuration problem: names the file (or environment variable) and the
+/// key, so the user knows what to edit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
+    /// The file, or `environment variable UNS_...`, the bad value came from.
     pub file: String,
+    /// Dotted key path, e.g. `mqtt.port`; empty when the file as a whole is
+    /// unreadable.
     pub key: String,
     pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.message)
+        }
+    }
+}
+
+pub const SETTINGS_FILE: &str = "settings.yaml";
+pub const SECRETS_FILE: &str = ".secrets.yaml";
+const ENV_PREFIX: &str = "UNS_";
+
+/// Everything the bridge needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mqtt: MqttSettings,
+    pub kafka: KafkaSettings,
+    pub transform: TransformSettings,
+    pub bridge: BridgeSettings,
+    /// The configuration directory; relative paths in the files resolve
+    /// against it, not against the working directory of the process.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSettings {
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub host: Option<String>,
+    #[serde(default = "defaults::port")]
+    pub port: u16,
+    #[serde(default = "defaults::topics", deserialize_with = "de::one_or_many")]
+    pub topics: Vec<String>,
+    #[serde(default = "defaults::qos")]
+    pub qos: u8,
+    /// Seconds.
+    #[serde(default = "defaults::keep_alive")]
+    pub keep_alive: u64,
+    #[serde(default = "defaults::yes")]
+    pub reconnect_on_failure: bool,
+    #[serde(default)]
+    pub version: MqttVersion,
+    #[serde(default)]
+    pub transport: Transport,
+    /// Path of the websocket endpoint (`ws://host:port/<path>`).
+    #[serde(default = "defaults::websocket_path")]
+    pub websocket_path: String,
+    /// MQTT 3.1.1 clean session, MQTT 5 clean start. `false` lets the broker
+    /// keep QoS 1/2 messages for us while the bridge is down.
+    #[serde(default = "defaults::yes")]
+    pub clean_session: bool,
+    /// MQTT 5 session expiry interval in seconds (0: ends with the connection).
+    #[serde(default)]
+    pub session_expiry: u32,
+    /// Default: `uns-kafka-<random>`, unique per process, so two bridges
+    /// never kick each other off the broker.
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub client_id: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub username: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_secret")]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
+    /// Component setting, kept under `mqtt` where the seed had it.
+    #[serde(default)]
+    pub ignored_attributes: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub timestamp_attribute: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MqttVersion {
+    /// MQTT 3.1.1 (`version: 4`).
+    V311,
+    /// MQTT 5 (`version: 5`).
+    #[default]
+    V5,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Tcp,
+    Websockets,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// CA bundle (PEM) to verify the broker with; the system's roots when
+    /// absent.
+    pub ca_certs: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    pub certfile: Option<PathBuf>,
+    /// Client private key (PEM, unencrypted).
+    pub keyfile: Option<PathBuf>,
+    /// `false` turns off verification of the broker's certificate entirely.
+    #[serde(default)]
+    pub cert_reqs: Option<bool>,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub ciphers: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_secret")]
+    pub keyfile_password: Option<Secret>,
+    /// Accept a broker certificate whose name does not match `mqtt.host`
+    /// (the chain is still verified against the CA).
+    #[serde(default)]
+    pub insecure_cert: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Handed to librdkafka as it is, plus the data-protecting defaults.
+    #[serde(default, deserialize_with = "de::string_map")]
+    pub config: BTreeMap<String, String>,
+    #[serde(default = "defaults::dead_letter_topic")]
+    pub dead_letter_topic: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformSettings {
+    /// The component (`.wasm`); the default component beside the binary
+    /// when absent.
+    #[serde(default)]
+    pub component: Option<PathBuf>,
+    #[serde(default = "defaults::topic_separator")]
+    pub topic_separator: String,
+    /// Extra keys for the component's `init`; they override the keys the
+    /// host derives from `mqtt.*`.
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Wall-clock budget of one component call.
+    #[serde(default = "defaults::timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "defaults::max_memory_mb")]
+    pub max_memory_mb: u64,
+    /// Where compiled components are cached; `$XDG_CACHE_HOME/uns-kafka`
+    /// when absent.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeSettings {
+    /// Most messages handed to the component in one call.
+    #[serde(default = "defaults::batch_size")]
+    pub batch_size: usize,
+    /// Most MQTT messages received but not yet acknowledged. When Kafka is
+    /// slow the bridge stops reading from MQTT at this point.
+    #[serde(default = "defaults::max_in_flight")]
+    pub max_in_flight: usize,
+    /// `host:port` for `/health` and `/metrics`; off when absent.
+    #[serde(default)]
+    pub health_listen: Option<SocketAddr>,
+    /// How long shutdown waits for Kafka to confirm what is in flight.
+    #[serde(default = "defaults::shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+}
+
+/// A secret: never printed, not even by `{:?}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+mod defaults {
+    pub fn port() -> u16 {
+        1883
+    }
+    pub fn topics() -> Vec<String> {
+        vec!["spBv1.0/#".to_owned()]
+    }
+    pub fn qos() -> u8 {
+        1
+    }
+    pub fn keep_alive() -> u64 {
+        60
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn websocket_path() -> String {
+        "/mqtt".to_owned()
+    }
+    pub fn dead_letter_topic() -> String {
+        "uns_kafka_dlq".to_owned()
+    }
+    pub fn topic_separator() -> String {
+        "_".to_owned()
+    }
+    pub fn timeout_ms() -> u64 {
+        1000
+    }
+    pub fn max_memory_mb() -> u64 {
+        128
+    }
+    pub fn batch_size() -> usize {
+        256
+    }
+    pub fn max_in_flight() -> usize {
+        10_000
+    }
+    pub fn shutdown_timeout_ms() -> u64 {
+        10_000
+    }
+}
+
+/// The librdkafka settings we add when the user did not choose: a bridge
+/// that loses or duplicates data under retries is worse than a slow one.
+pub const KAFKA_DEFAULTS: &[(&str, &str)] = &[("enable.idempotence", "true"), ("acks", "all")];
+
+impl Settings {
+    /// The JSON object the component's `init` receives: the seed's
+    /// transform settings from `mqtt.*` and `transform.topic_separator`,
+    /// overridden by anything in `transform.config`.
+    pub fn component_config(&self) -> String {
+        let mut object = serde_json::Map::new();
+        if let Some(ignored) = &self.mqtt.ignored_attributes {
+            object.insert("ignored_attributes".into(), ignored.clone());
+        }
+        if let Some(ts) = &self.mqtt.timestamp_attribute {
+            object.insert("timestamp_attribute".into(), ts.clone().into());
+        }
+        object.insert(
+            "topic_separator".into(),
+            self.transform.topic_separator.clone().into(),
+        );
+        for (k, v) in &self.transform.config {
+            object.insert(k.clone(), v.clone());
+        }
+        serde_json::Value::Object(object).to_string()
+    }
+
+    /// The settings file, for errors about settings that span sources.
+    pub fn settings_file(&self) -> String {
+        self.dir.join(SETTINGS_FILE).display().to_string()
+    }
+}
+
+/// What the caller is about to do; `transform` needs no broker settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Bridge,
+    Offline,
+}
+
+/// Loads the bridge's settings from `dir` and the process environment.
+pub fn load(dir: &Path) -> Result<Settings, ConfigError> {
+    load_from(dir, std::env::vars(), Mode::Bridge)
+}
+
+/// Loads settings for `uns-kafka transform`: no broker keys are required and
+/// a missing `settings.yaml` means defaults.
+pub fn load_offline(dir: &Path) -> Result<Settings, ConfigError> {
+    load_from(dir, std::env::vars(), Mode::Offline)
+}
+
+/// Loads settings from `dir` with the given environment (tests pass their
+/// own so they do not depend on the process's).
+pub fn load_from(
+    dir: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+    mode: Mode,
+) -> Result<Settings, ConfigError> {
+    let settings_path = dir.join(SETTINGS_FILE);
+    let settings_name = settings_path.display().to_string();
+    let mut layers = Layers::default();
+
+    match std::fs::read_to_string(&settings_path) {
+        Ok(text) => layers.merge_file(&text, &settings_name)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && mode == Mode::Offline => {}
+        Err(e) => {
+            return Err(ConfigError {
+                file: settings_name,
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            })
+        }
+    }
+    let secrets_path = dir.join(SECRETS_FILE);
+    match std::fs::read_to_string(&secrets_path) {
+        Ok(text) => layers.merge_file(&text, &secrets_path.display().to_string())?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(ConfigError {
+                file: secrets_path.display().to_string(),
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            })
+        }
+    }
+    let mut env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
+    env.sort();
+    for (name, value) in env {
+        layers.merge_env(&name, &value)?;
+    }
+    layers.into_settings(dir, &settings_name, mode)
+}
+
+/// The merged tree plus, for every key path set, where it came from.
+#[derive(Default)]
+struct Layers {
+    root: Mapping,
+    origin: HashMap<String, String>,
+}
+
+impl Layers {
+    fn merge_file(&mut self, text: &str, file: &str) -> Result<(), ConfigError> {
+        let value: Value = serde_yaml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            key: String::new(),
+            message: format!("not valid YAML: {e}"),
+        })?;
+        let mut map = match value {
+            Value::Null => Mapping::new(),
+            Value::Mapping(m) => m,
+            other => {
+                return Err(ConfigError {
+                    file: file.to_owned(),
+                    key: String::new(),
+                    message: format!(
+                        "must be a map of sections (mqtt, kafka, ...), got {}",
+                        kind(&other)
+                    ),
+                })
+            }
+        };
+        // dynaconf's switch. We always merge; `false` replaces whole
+        // sections, as it did there.
+        let merge = match map.remove("dynaconf_merge") {
+            None | Some(Value::Bool(true)) => true,
+            Some(Value::Bool(false)) => false,
+            Some(other) => {
+                return Err(ConfigError {
+                    file: file.to_owned(),
+                    key: "dynaconf_merge".into(),
+                    message: format!("must be true or false, got {}", kind(&other)),
+                })
+            }
+        };
+        for (key, value) in map {
+            let Some(name) = key.as_str().map(str::to_owned) else {
+                return Err(ConfigError {
+                    file: file.to_owned(),
+                    key: format!("{key:?}"),
+                    message: "section names must be strings".into(),
+                });
+            };
+            let value = strip_merge_flag(value);
+            if merge {
+                self.set(&[name], value, file);
+            } else {
+                self.origin
+                    .retain(|k, _| k != &name && !k.starts_with(&format!("{name}.")));
+                self.root.remove(name.as_str());
+                self.set(&[name], value, file);
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_env(&mut self, name: &str, raw: &str) -> Result<(), ConfigError> {
+        let rest = &name[ENV_PREFIX.len()..];
+        // Only nested keys: every setting lives in a section, and other
+        // `UNS_*` variables of the environment are none of our business.
+        if !rest.contains("__") {
+            return Ok(());
+        }
+        let mut path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+        if path.iter().any(String::is_empty) {
+            return Ok(());
+        }
+        // librdkafka names use dots, which shells cannot put in variable
+        // names: UNS_KAFKA__CONFIG__BOOTSTRAP_SERVERS is bootstrap.servers.
+        if path.len() == 3 && path[0] == "kafka" && path[1] == "config" {
+            path[2] = path[2].replace('_', ".");
+        }
+        let source = format!("environment variable {name}");
+        // As dynaconf does: the text is parsed, so `1883` is a number and
+        // `[a, b]` a list; anything that does not parse is a string.
+        let value = serde_yaml::from_str::<Value>(raw).unwrap_or(Value::String(raw.to_owned()));
+        let value = match value {
+            Value::Null if !raw.trim().is_empty() && raw.trim() != "null" && raw.trim() != "~" => {
+                Value::String(raw.to_owned())
+            }
+            v => v,
+        };
+        self.set(&path, value, &source);
+        Ok(())
+    }
+
+    /// Deep-merges `value` at `path`, recording the origin of every leaf.
+    fn set(&mut self, path: &[String], value: Value, source: &str) {
+        let mut node = &mut self.root;
+        for part in &path[..path.len() - 1] {
+            let key = Value::String(part.clone());
+            if !matches!(node.get(&key), Some(Value::Mapping(_))) {
+                node.insert(key.clone(), Value::Mapping(Mapping::new()));
+            }
+            match node.get_mut(&key) {
+                Some(Value::Mapping(m)) => node = m,
+                _ => return,
+            }
+        }
+        let last = path[path.len() - 1].clone();
+        let dotted = path.join(".");
+        let existing = node.get_mut(last.as_str());
+        match (existing, value) {
+            (Some(Value::Mapping(old)), Value::Mapping(new)) => {
+                merge_mapping(old, new, &dotted, source, &mut self.origin);
+            }
+            (_, value) => {
+                self.origin
+                    .retain(|k, _| !k.starts_with(&format!("{dotted}.")));
+                record_origins(&value, &dotted, source, &mut self.origin);
+                node.insert(Value::String(last), value);
+            }
+        }
+    }
+
+    /// The file or variable that set `path` or its nearest parent.
+    fn origin_of(&self, path: &str, fallback: &str) -> String {
+        let mut p = path;
+        loop {
+            if let Some(o) = self.origin.get(p) {
+                return o.clone();
+            }
+            match p.rfind('.') {
+                Some(i) => p = &p[..i],
+                None => return fallback.to_owned(),
+            }
+        }
+    }
+
+    fn into_settings(
+        self,
+        dir: &Path,
+        settings_file: &str,
+        mode: Mode,
+    ) -> Result<Settings, ConfigError> {
+        let section = |name: &str| -> Value {
+            self.root
+                .get(name)
+                .cloned()
+                .unwrap_or(Value::Mapping(Mapping::new()))
+        };
+        for (key, value) in &self.root {
+            let name = key.as_str().unwrap_or_default();
+            if !matches!(name, "mqtt" | "kafka" | "transform" | "bridge") {
+                return Err(ConfigError {
+                    file: self.origin_of(name, settings_file),
+                    key: name.to_owned(),
+                    message: "unknown section; expected one of mqtt, kafka, transform, bridge"
+                        .into(),
+                });
+            }
+            if !matches!(value, Value::Mapping(_) | Value::Null) {
+                return Err(ConfigError {
+                    file: self.origin_of(name, settings_file),
+                    key: name.to_owned(),
+                    message: format!("must be a map, got {}", kind(value)),
+                });
+            }
+        }
+        let mut mqtt: MqttSettings = self.section_as("mqtt", section("mqtt"), settings_file)?;
+        let mut kafka: KafkaSettings = self.section_as("kafka", section("kafka"), settings_file)?;
+        let mut transform: TransformSettings =
+            self.section_as("transform", section("transform"), settings_file)?;
+        let bridge: BridgeSettings = self.section_as("bridge", section("bridge"), settings_file)?;
+
+        let err = |key: &str, message: String| ConfigError {
+            file: self.origin_of(key, settings_file),
+            key: key.to_owned(),
+            message,
+        };
+
+        // --- mqtt
+        if mode == Mode::Bridge {
+            match mqtt.host.as_deref().map(str::trim) {
+                None | Some("") => {
+                    return Err(err(
+                        "mqtt.host",
+                        "is mandatory: the host name or address of the MQTT broker".into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if mqtt.qos > 2 {
+            return Err(err(
+                "mqtt.qos",
+                format!("must be 0, 1 or 2, got {}", mqtt.qos),
+            ));
+        }
+        if mqtt.topics.is_empty() {
+            return Err(err(
+                "mqtt.topics",
+                "must name at least one topic filter".into(),
+            ));
+        }
+        for topic in &mqtt.topics {
+            if let Err(why) = check_filter(topic) {
+                return Err(err(
+                    "mqtt.topics",
+                    format!("invalid topic filter {topic:?}: {why}"),
+                ));
+            }
+        }
+        if mqtt.keep_alive > u64::from(u16::MAX) {
+            return Err(err(
+                "mqtt.keep_alive",
+                format!("must be 0..=65535 seconds, got {}", mqtt.keep_alive),
+            ));
+        }
+        if let Some(id) = &mqtt.client_id {
+            if id.is_empty() || id.len() > 65535 {
+                return Err(err("mqtt.client_id", "must be a non-empty string".into()));
+            }
+        }
+        if mqtt.password.is_some() && mqtt.username.is_none() {
+            return Err(err(
+                "mqtt.password",
+                "is set but mqtt.username is not; MQTT sends a password only with a user name"
+                    .into(),
+            ));
+        }
+        if mqtt.transport == Transport::Websockets && !mqtt.websocket_path.starts_with('/') {
+            return Err(err(
+                "mqtt.websocket_path",
+                format!("must start with '/', got {:?}", mqtt.websocket_path),
+            ));
+        }
+        if let Some(tls) = &mut mqtt.tls {
+            if tls.ciphers.is_some() {
+                return Err(err(
+                    "mqtt.tls.ciphers",
+                    "is not supported: the bridge uses rustls, which offers only its own safe cipher suites; remove the key"
+                        .into(),
+                ));
+            }
+            if tls.keyfile_password.is_some() {
+                return Err(err(
+                    "mqtt.tls.keyfile_password",
+                    "is not supported: give an unencrypted PEM key (openssl pkey -in key.pem -out plain.pem) and protect the file instead"
+                        .into(),
+                ));
+            }
+            if tls.certfile.is_some() != tls.keyfile.is_some() {
+                return Err(err(
+                    if tls.certfile.is_some() { "mqtt.tls.keyfile" } else { "mqtt.tls.certfile" },
+                    "mqtt.tls.certfile and mqtt.tls.keyfile go together: set both for a client certificate, or neither".into(),
+                ));
+            }
+            for (key, path) in [
+                ("mqtt.tls.ca_certs", &mut tls.ca_certs),
+                ("mqtt.tls.certfile", &mut tls.certfile),
+                ("mqtt.tls.keyfile", &mut tls.keyfile),
+            ] {
+                if let Some(p) = path {
+                    let resolved = dir.join(&*p);
+                    if !resolved.is_file() {
+                        return Err(err(key, format!("file not found: {}", resolved.display())));
+                    }
+                    *p = resolved;
+                }
+            }
+        }
+
+        // --- kafka
+        for (key, value) in KAFKA_DEFAULTS {
+            kafka
+                .config
+                .entry((*key).to_owned())
+                .or_insert_with(|| (*value).to_owned());
+        }
+        if mode == Mode::Bridge
+            && kafka
+                .config
+                .get("bootstrap.servers")
+                .is_none_or(|s| s.trim().is_empty())
+        {
+            return Err(err(
+                "kafka.config.bootstrap.servers",
+                "is mandatory: the Kafka brokers to connect to, e.g. localhost:9092".into(),
+            ));
+        }
+        if let Err(why) = check_kafka_topic(&kafka.dead_letter_topic) {
+            return Err(err("kafka.dead_letter_topic", why));
+        }
+
+        // --- transform
+        if let Some(c) = &mut transform.component {
+            *c = dir.join(&*c);
+        }
+        if let Some(c) = &mut transform.cache_dir {
+            *c = dir.join(&*c);
+        }
+        if transform.timeout_ms == 0 {
+            return Err(err("transform.timeout_ms", "must be at least 1".into()));
+        }
+        if transform.max_memory_mb == 0 || transform.max_memory_mb > 4096 {
+            return Err(err(
+                "transform.max_memory_mb",
+                format!("must be 1..=4096, got {}", transform.max_memory_mb),
+            ));
+        }
+
+        // --- bridge
+        if bridge.batch_size == 0 || bridge.batch_size > 65_535 {
+            return Err(err(
+                "bridge.batch_size",
+                format!("must be 1..=65535, got {}", bridge.batch_size),
+            ));
+        }
+        if bridge.max_in_flight == 0 || bridge.max_in_flight > 65_535 {
+            return Err(err(
+                "bridge.max_in_flight",
+                format!("must be 1..=65535, got {}", bridge.max_in_flight),
+            ));
+        }
+
+        Ok(Settings {
+            mqtt,
+            kafka,
+            transform,
+            bridge,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Deserializes one section, turning serde's error into one that names
+    /// the key path and the file that set it.
+    fn section_as<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        value: Value,
+        settings_file: &str,
+    ) -> Result<T, ConfigError> {
+        let value = if value.is_null() {
+            Value::Mapping(Mapping::new())
+        } else {
+            value
+        };
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let inner = e.path().to_string();
+            let key = if inner == "." || inner.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{name}.{inner}")
+            };
+            let message = e.into_inner().to_string();
+            // serde_yaml appends " at line N column M" for values it parsed
+            // from text; a tree has no positions, so nothing to strip.
+            ConfigError {
+                file: self.origin_of(&key, settings_file),
+                key,
+                message,
+            }
+        })
+    }
+}
+
+fn merge_mapping(
+    old: &mut Mapping,
+    new: Mapping,
+    prefix: &str,
+    source: &str,
+    origin: &mut HashMap<String, String>,
+) {
+    for (k, v) in new {
+        let name = match &k {
+            Value::String(s) => s.clone(),
+            other => format!("{other:?}"),
+        };
+        let dotted = format!("{prefix}.{name}");
+        match (old.get_mut(&k), v) {
+            (Some(Value::Mapping(o)), Value::Mapping(n)) => {
+                merge_mapping(o, n, &dotted, source, origin)
+            }
+            (_, v) => {
+                origin.retain(|key, _| !key.starts_with(&format!("{dotted}.")));
+                record_origins(&v, &dotted, source, origin);
+                old.insert(k, v);
+            }
+        }
+    }
+}
+
+fn record_origins(value: &Value, path: &str, source: &str, origin: &mut HashMap<String, String>) {
+    origin.insert(path.to_owned(), source.to_owned());
+    if let Value::Mapping(m) = value {
+        for (k, v) in m {
+            if let Value::String(name) = k {
+                record_origins(v, &format!("{path}.{name}"), source, origin);
+            }
+        }
+    }
+}
+
+/// dynaconf allows `dynaconf_merge` inside a section too; it means nothing
+/// to us beyond "merge", which we always do.
+fn strip_merge_flag(value: Value) -> Value {
+    match value {
+        Value::Mapping(mut m) => {
+            if matches!(m.get("dynaconf_merge"), Some(Value::Bool(_))) {
+                m.remove("dynaconf_merge");
+            }
+            Value::Mapping(m)
+        }
+        v => v,
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a map",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// MQTT subscription filter rules (MQTT 5 §4.7): `#` alone and last, `+`
+/// a whole level, no NUL, not empty.
+pub fn check_filter(filter: &str) -> Result<(), &'static str> {
+    if filter.is_empty() {
+        return Err("must not be empty");
+    }
+    if filter.contains('\0') {
+        return Err("must not contain NUL");
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i != levels.len() - 1) {
+            return Err("'#' must be a whole level and the last one");
+        }
+        if level.contains('+') && *level != "+" {
+            return Err("'+' must be a whole level");
+        }
+    }
+    Ok(())
+}
+
+/// Kafka's topic name rules, for topics the bridge names itself.
+pub fn check_kafka_topic(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 249 {
+        return Err(format!("must be 1..=249 characters, got {}", name.len()));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} is not a legal Kafka topic name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "illegal character {c:?} in {name:?}; Kafka topics use only [A-Za-z0-9._-]"
+        ));
+    }
+    Ok(())
+}
+
+/// Lenient readers for values that arrive as text from the environment or
+/// as numbers from YAML (`password: 1234`).
+mod de {
+    use super::{MqttVersion, Secret};
+    use serde::de::{self, Deserializer};
+    use serde::Deserialize;
+    use serde_yaml::Value;
+    use std::collections::BTreeMap;
+
+    fn scalar_text(v: Value) -> Result<Option<String>, String> {
+        match v {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s)),
+            Value::Number(n) => Ok(Some(n.to_string())),
+            Value::Bool(b) => Ok(Some(b.to_string())),
+            Value::Sequence(_) => Err("expected text, got a list".into()),
+            Value::Mapping(_) => Err("expected text, got a map".into()),
+            Value::Tagged(_) => Err("expected text, got a tagged value".into()),
+        }
+    }
+
+    pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        scalar_text(Value::deserialize(d)?).map_err(de::Error::custom)
+    }
+
+    pub fn opt_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+        Ok(opt_string(d)?.map(Secret))
+    }
+
+    pub fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Sequence(items) => items
+                .into_iter()
+                .map(|v| match scalar_text(v) {
+                    Ok(Some(s)) => Ok(s),
+                    Ok(None) => Err(de::Error::custom("a topic filter must not be empty")),
+                    Err(e) => Err(de::Error::custom(e)),
+                })
+                .collect(),
+            v => match scalar_text(v).map_err(de::Error::custom)? {
+                Some(s) => Ok(vec![s]),
+                None => Ok(super::defaults::topics()),
+            },
+        }
+    }
+
+    /// librdkafka takes every property as text.
+    pub fn string_map<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, String>, D::Error> {
+        let map = match Value::deserialize(d)? {
+            Value::Null => return Ok(BTreeMap::new()),
+            Value::Mapping(m) => m,
+            _ => return Err(de::Error::custom("expected a map of librdkafka properties")),
+        };
+        let mut out = BTreeMap::new();
+        for (k, v) in map {
+            let key = scalar_text(k)
+                .map_err(de::Error::custom)?
+                .unwrap_or_default();
+            match scalar_text(v) {
+                Ok(Some(text)) => {
+                    out.insert(key, text);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(de::Error::custom(format!("{key}: {e}"))),
+            }
+        }
+        Ok(out)
+    }
+
+    impl<'de> Deserialize<'de> for MqttVersion {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let text = scalar_text(Value::deserialize(d)?).map_err(de::Error::custom)?;
+            match text.as_deref().map(str::trim) {
+                None | Some("5") | Some("5.0") => Ok(MqttVersion::V5),
+                Some("4") | Some("3.1.1") => Ok(MqttVersion::V311),
+                Some("3") | Some("3.1") => Err(de::Error::custom(
+                    "MQTT 3.1 (version 3) is not supported; use 4 (MQTT 3.1.1), which every broker that speaks 3.1 also speaks, or 5",
+                )),
+                Some(other) => Err(de::Error::custom(format!(
+                    "unknown MQTT version {other:?}; use 5 (MQTT 5) or 4 (MQTT 3.1.1)"
+                ))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(settings: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SETTINGS_FILE), settings).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        load_from(dir.path(), env, Mode::Bridge)
+    }
+
+    const MINIMAL: &str = "mqtt: {host: broker}\nkafka: {config: {bootstrap.servers: 'k:9092'}}\n";
+
+    #[test]
+    fn defaults_follow_the_seed_and_protect_data() {
+        let s = load_str(MINIMAL, &[]).unwrap();
+        assert_eq!(s.mqtt.port, 1883);
+        assert_eq!(s.mqtt.topics, vec!["spBv1.0/#"]);
+        assert_eq!(s.mqtt.qos, 1);
+        assert_eq!(s.mqtt.keep_alive, 60);
+        assert!(s.mqtt.reconnect_on_failure);
+        assert_eq!(s.mqtt.version, MqttVersion::V5);
+        assert_eq!(s.mqtt.transport, Transport::Tcp);
+        assert_eq!(s.kafka.config["enable.idempotence"], "true");
+        assert_eq!(s.kafka.config["acks"], "all");
+        assert_eq!(s.kafka.dead_letter_topic, "uns_kafka_dlq");
+    }
+
+    #[test]
+    fn env_overrides_with_double_underscore_and_parsed_values() {
+        let s = load_str(
+            MINIMAL,
+            &[
+                ("UNS_MQTT__PORT", "2883"),
+                ("UNS_MQTT__TOPICS", "[a/#, b/+]"),
+                ("UNS_MQTT__PASSWORD", "1234"),
+                ("UNS_MQTT__USERNAME", "u"),
+                ("UNS_KAFKA__CONFIG__BOOTSTRAP_SERVERS", "x:1"),
+                ("UNS_KAFKA_BIN", "/ignored/because/not/nested"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.mqtt.port, 2883);
+        assert_eq!(s.mqtt.topics, vec!["a/#", "b/+"]);
+        assert_eq!(s.mqtt.password.as_ref().map(Secret::expose), Some("1234"));
+        assert_eq!(s.kafka.config["bootstrap.servers"], "x:1");
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let e = load_str(MINIMAL, &[("UNS_MQTT__PORT", "abc")]).unwrap_err();
+        assert_eq!(e.file, "environment variable UNS_MQTT__PORT");
+        assert_eq!(e.key, "mqtt.port");
+    }
+
+    #[test]
+    fn secrets_merge_over_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SETTINGS_FILE), MINIMAL).unwrap();
+        std::fs::write(
+            dir.path().join(SECRETS_FILE),
+            "dynaconf_merge: true\nmqtt: {username: u, password: p}\n",
+        )
+        .unwrap();
+        let s = load_from(dir.path(), Vec::new(), Mode::Bridge).unwrap();
+        assert_eq!(s.mqtt.host.as_deref(), Some("broker"));
+        assert_eq!(s.mqtt.username.as_deref(), Some("u"));
+        assert_eq!(format!("{:?}", s.mqtt.password), "Some(\"***\")");
+    }
+
+    #[test]
+    fn component_config_carries_seed_keys_and_overrides() {
+        let s = load_str(
+            "mqtt: {host: h, timestamp_attribute: ts, ignored_attributes: {'a/+': x}}\n\
+             kafka: {config: {bootstrap.servers: k}}\n\
+             transform: {topic_separator: '.', config: {extra: 1}}\n",
+            &[],
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&s.component_config()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"ignored_attributes": {"a/+": "x"}, "timestamp_attribute": "ts",
+                               "topic_separator": ".", "extra": 1})
+        );
+    }
+
+    #[test]
+    fn offline_mode_needs_no_files_or_broker() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = load_from(dir.path(), Vec::new(), Mode::Offline).unwrap();
+        assert_eq!(s.transform.timeout_ms, 1000);
+    }
+
+    #[test]
+    fn filters_follow_the_mqtt_spec() {
+        assert!(check_filter("a/+/c/#").is_ok());
+        assert!(check_filter("#").is_ok());
+        assert!(check_filter("a/#/c").is_err());
+        assert!(check_filter("a/b+").is_err());
+        assert!(check_filter("").is_err());
+    }
 }

@@ -1,0 +1,83 @@
+//! Configuration errors as golden files: each directory under
+//! `tests/config/` is a configuration directory (`settings.yaml`, maybe
+//! `.secrets.yaml`, maybe an `env` file of `NAME=value` lines) and
+//! `expected.txt` is the exact message a user gets, with the directory
+//! written as `$DIR`. Run with `UPDATE_GOLDEN=1` to rewrite the expected
+//! files after a deliberate change, then review the diff.
+
+use std::path::{Path, PathBuf};
+
+use uns_kafka::config::{load_from, Mode};
+
+fn cases() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    cases
+}
+
+fn env_of(case: &Path) -> Vec<(String, String)> {
+    match std::fs::read_to_string(case.join("env")) {
+        Ok(text) => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let (k, v) = l.split_once('=').expect("env lines are NAME=value");
+                (k.to_owned(), v.to_owned())
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn every_bad_configuration_gives_its_exact_message() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut failures = Vec::new();
+    let cases = cases();
+    assert!(cases.len() >= 10, "golden cases missing");
+    for case in cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let got = match load_from(&case, env_of(&case), Mode::Bridge) {
+            Ok(_) => format!("(no error: {name} loaded fine)"),
+            Err(e) => e.to_string().replace(&case.display().to_string(), "$DIR"),
+        };
+        let expected_path = case.join("expected.txt");
+        if update {
+            std::fs::write(&expected_path, format!("{got}\n")).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path)
+            .unwrap_or_else(|_| panic!("{name}: expected.txt missing; run with UPDATE_GOLDEN=1"));
+        if expected.trim_end() != got {
+            failures.push(format!(
+                "{name}:\n  expected: {}\n  got:      {got}",
+                expected.trim_end()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The configuration we ship must load as it is.
+#[test]
+fn shipped_conf_loads() {
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf");
+    let settings = load_from(&conf, Vec::new(), Mode::Bridge).expect("conf/ loads");
+    assert_eq!(settings.mqtt.host.as_deref(), Some("localhost"));
+    assert_eq!(settings.kafka.config["acks"], "all");
+    // The template has the same shape as .secrets.yaml: it must load too.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(conf.join("settings.yaml"), dir.path().join("settings.yaml")).unwrap();
+    std::fs::copy(
+        conf.join(".secrets_template.yaml"),
+        dir.path().join(".secrets.yaml"),
+    )
+    .unwrap();
+    let s = load_from(dir.path(), Vec::new(), Mode::Bridge).expect("template loads");
+    assert_eq!(s.mqtt.username.as_deref(), Some("uns-bridge"));
+}
