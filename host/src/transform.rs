@@ -1,1 +1,808 @@
-//! TODO
+//! The sandbox: runs a transform component (`uns:bridge/transformer`) with
+//! wasmtime.
+//!
+//! A component is compiled once per process ([`TransformRuntime`]) and the
+//! compiled form is cached on disk, keyed by the hash of the `.wasm` file and
+//! the wasmtime build, so a restart does not pay for Cranelift again. Each
+//! [`Transformer`] owns one store and instance; every call into the component
+//! is bounded in time (epoch interruption) and memory ([`ResourceLimiter`]),
+//! and a component that traps, loops or hogs memory costs the offending
+//! message, never the host: the instance is replaced and the rest of the
+//! batch is rerun one message at a time.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{
+    Component, ComponentExportIndex, ComponentType, HasSelf, Instance, Linker, Lower, ResourceTable,
+};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::config::TransformSettings;
+use crate::message::{KafkaRecord, MessageError, MqttMessage, TransformOutcome};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "transformer",
+        path: "../wit",
+    });
+}
+
+use bindings::uns::bridge::log::Level;
+use bindings::uns::bridge::types::{ErrorKind, Qos, TransformError as WitTransformError};
+
+/// The interface the host calls; its version pins the WIT package.
+const TRANSFORM_INTERFACE: &str = "uns:bridge/transform@0.1.0";
+/// How often the background ticker advances the engine's epoch. Call
+/// deadlines are rounded up to this granularity.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// A component has no business with huge tables; this bounds the host memory
+/// one can claim through `table.grow` (one pointer per element).
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// Limits and caching for a component.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Wall-clock budget of one call into the component (a whole batch).
+    pub timeout: Duration,
+    /// Largest linear memory an instance may grow to, in bytes.
+    pub max_memory_bytes: usize,
+    /// Directory for compiled components. `None` means the default:
+    /// `$XDG_CACHE_HOME/uns-kafka`, else `$HOME/.cache/uns-kafka`; when
+    /// neither is set, nothing is cached on disk.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(1000),
+            max_memory_bytes: 128 << 20,
+            cache_dir: None,
+        }
+    }
+}
+
+impl From<&TransformSettings> for RuntimeOptions {
+    fn from(t: &TransformSettings) -> Self {
+        Self {
+            timeout: Duration::from_millis(t.timeout_ms),
+            max_memory_bytes: usize::try_from(t.max_memory_mb.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
+            cache_dir: t.cache_dir.clone(),
+        }
+    }
+}
+
+/// Why a component could not be loaded or started. Per-message failures are
+/// not errors of this type: they are [`MessageError`]s in the outcomes.
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    #[error("cannot read component {}: {source}", path.display())]
+    Load {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("cannot compile component {}: {message}", path.display())]
+    Compile { path: PathBuf, message: String },
+    #[error("component {} does not fit the uns:bridge world: {message}", path.display())]
+    Instantiate { path: PathBuf, message: String },
+    /// The component's `info` or `init` trapped or ran out of time/memory.
+    #[error("component {name} failed while starting: {message}")]
+    Start { name: String, message: String },
+    /// The component's `init` rejected its configuration; the text is the
+    /// component's.
+    #[error("{0}")]
+    Init(String),
+}
+
+/// Name and version the component reports through `info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentInfo {
+    pub name: String,
+    pub version: String,
+}
+
+/// A compiled component, ready to instantiate. Created once per process and
+/// shared (`Arc`) by every [`Transformer`].
+pub struct TransformRuntime {
+    engine: Engine,
+    component: Component,
+    linker: Linker<HostState>,
+    transform_batch: ComponentExportIndex,
+    path: PathBuf,
+    opts: RuntimeOptions,
+    /// Epoch ticks a call may use (timeout rounded up, plus one because the
+    /// current tick is already partly spent).
+    deadline_ticks: u64,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for TransformRuntime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl TransformRuntime {
+    /// Reads and compiles (or loads the cached compilation of) the component
+    /// at `path`, and checks that it exports `uns:bridge/transform`.
+    pub fn load(path: &Path, opts: RuntimeOptions) -> Result<Self, TransformError> {
+        let wasm = fs::read(path).map_err(|source| TransformError::Load {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).map_err(|e| TransformError::Engine(format!("{e:#}")))?;
+
+        let cache_dir = opts.cache_dir.clone().or_else(default_cache_dir);
+        let component = load_component(&engine, path, &wasm, cache_dir.as_deref())?;
+
+        let instantiate_err = |message: String| TransformError::Instantiate {
+            path: path.to_owned(),
+            message,
+        };
+        let iface = component
+            .get_export_index(None, TRANSFORM_INTERFACE)
+            .ok_or_else(|| instantiate_err(format!("it does not export {TRANSFORM_INTERFACE}")))?;
+        let transform_batch = component
+            .get_export_index(Some(&iface), "transform-batch")
+            .ok_or_else(|| {
+                instantiate_err(format!("{TRANSFORM_INTERFACE} has no transform-batch"))
+            })?;
+
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        bindings::Transformer::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| instantiate_err(format!("{e:#}")))?;
+        // Components built for wasm32-wasip2 import WASI for the standard
+        // library's sake even when they never use it. Those get WASI with an
+        // empty context (see `HostState::new`); a component that imports no
+        // WASI gets none.
+        let imports_wasi = component
+            .component_type()
+            .imports(&engine)
+            .any(|(name, _)| name.starts_with("wasi:"));
+        if imports_wasi {
+            wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+                .map_err(|e| instantiate_err(format!("{e:#}")))?;
+        }
+        // Fail here, with the import's name, rather than at the first
+        // instantiation.
+        linker
+            .instantiate_pre(&component)
+            .map_err(|e| instantiate_err(format!("{e:#}")))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_ticker(engine.clone(), ticker_stop.clone());
+        let deadline_ticks = (opts.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
+        Ok(Self {
+            engine,
+            component,
+            linker,
+            transform_batch,
+            path: path.to_owned(),
+            opts,
+            deadline_ticks,
+            ticker_stop,
+        })
+    }
+
+    /// A new instance: calls `info`, then `init(config_json)`.
+    pub fn instantiate(self: &Arc<Self>, config_json: &str) -> Result<Transformer, TransformError> {
+        let fallback_name = self
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "component".to_owned());
+        let live = self.start(config_json, &fallback_name)?;
+        Ok(Transformer {
+            runtime: Arc::clone(self),
+            config_json: config_json.to_owned(),
+            info: live.info.clone(),
+            live: Some(live),
+            start_error: None,
+        })
+    }
+
+    fn start(&self, config_json: &str, name: &str) -> Result<Live, TransformError> {
+        let mut store = Store::new(
+            &self.engine,
+            HostState::new(name.to_owned(), self.opts.max_memory_bytes),
+        );
+        store.limiter(|s| s as &mut dyn ResourceLimiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.deadline_ticks);
+
+        let start_err = |store: &Store<HostState>, e: wasmtime::Error| TransformError::Start {
+            name: store.data().name.clone(),
+            message: self.describe_failure(store, &e).message,
+        };
+        let instance = self
+            .linker
+            .instantiate(&mut store, &self.component)
+            .map_err(|e| match classify(&store, &e) {
+                // Traps (e.g. a start function out of memory) are failures to
+                // start; anything else is a mismatch with the world.
+                FailureKind::Other => TransformError::Instantiate {
+                    path: self.path.clone(),
+                    message: format!("{e:#}"),
+                },
+                _ => start_err(&store, e),
+            })?;
+        let api = bindings::Transformer::new(&mut store, &instance).map_err(|e| {
+            TransformError::Instantiate {
+                path: self.path.clone(),
+                message: format!("{e:#}"),
+            }
+        })?;
+        let transform = api.uns_bridge_transform();
+
+        store.set_epoch_deadline(self.deadline_ticks);
+        let info = transform
+            .call_info(&mut store)
+            .map_err(|e| start_err(&store, e))?;
+        store.data_mut().name = info.name.clone();
+
+        store.set_epoch_deadline(self.deadline_ticks);
+        transform
+            .call_init(&mut store, config_json)
+            .map_err(|e| start_err(&store, e))?
+            .map_err(TransformError::Init)?;
+
+        Ok(Live {
+            store,
+            instance,
+            info: ComponentInfo {
+                name: info.name,
+                version: info.version,
+            },
+        })
+    }
+
+    /// Turns a failed call into the message-level error users see.
+    fn describe_failure(&self, store: &Store<HostState>, e: &wasmtime::Error) -> MessageError {
+        match classify(store, e) {
+            FailureKind::Timeout => MessageError::new(
+                "timeout",
+                format!(
+                    "component exceeded its time limit of {} ms (transform.timeout_ms)",
+                    self.opts.timeout.as_millis()
+                ),
+            ),
+            FailureKind::Memory => MessageError::new(
+                "memory",
+                format!(
+                    "component exceeded its memory limit of {} MiB (transform.max_memory_mb)",
+                    self.opts.max_memory_bytes >> 20
+                ),
+            ),
+            FailureKind::Trap(trap) => {
+                MessageError::new("trap", format!("component trapped: {trap}"))
+            }
+            FailureKind::Other => {
+                MessageError::new("trap", format!("component failed: {}", e.root_cause()))
+            }
+        }
+    }
+}
+
+/// One running instance of the component, with its own store.
+pub struct Transformer {
+    runtime: Arc<TransformRuntime>,
+    config_json: String,
+    info: ComponentInfo,
+    /// `None` after a failure whose replacement could not be started; the
+    /// next batch tries again.
+    live: Option<Live>,
+    /// Why the last replacement failed, for the messages it costs.
+    start_error: Option<String>,
+}
+
+struct Live {
+    store: Store<HostState>,
+    instance: Instance,
+    info: ComponentInfo,
+}
+
+/// The host's view of `mqtt-message` for lowering: borrows everything from
+/// [`MqttMessage`], so nothing is copied twice on the way into the guest.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct MessageRef<'a> {
+    topic: &'a str,
+    payload: &'a [u8],
+    qos: Qos,
+    retain: bool,
+    #[component(name = "user-properties")]
+    user_properties: Vec<UserPropertyRef<'a>>,
+    #[component(name = "content-type")]
+    content_type: Option<&'a str>,
+    #[component(name = "received-at-ms")]
+    received_at_ms: i64,
+}
+
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct UserPropertyRef<'a> {
+    name: &'a str,
+    value: &'a str,
+}
+
+type WitOutcome = Result<Vec<bindings::uns::bridge::types::KafkaRecord>, WitTransformError>;
+
+impl<'a> MessageRef<'a> {
+    fn new(m: &'a MqttMessage) -> Self {
+        Self {
+            topic: &m.topic,
+            payload: &m.payload,
+            qos: match m.qos {
+                0 => Qos::AtMostOnce,
+                1 => Qos::AtLeastOnce,
+                _ => Qos::ExactlyOnce,
+            },
+            retain: m.retain,
+            // `Vec::new` does not allocate: MQTT 3.1.1 messages cost nothing.
+            user_properties: m
+                .user_properties
+                .iter()
+                .map(|(name, value)| UserPropertyRef { name, value })
+                .collect(),
+            content_type: m.content_type.as_deref(),
+            received_at_ms: m.received_at_ms,
+        }
+    }
+}
+
+impl Transformer {
+    /// What the component said about itself in `info`.
+    pub fn info(&self) -> &ComponentInfo {
+        &self.info
+    }
+
+    /// Transforms a batch. Always returns exactly `msgs.len()` outcomes, in
+    /// order; a component that traps, times out or runs out of memory costs
+    /// only the message(s) that caused it.
+    pub fn transform_batch(&mut self, msgs: &[MqttMessage]) -> Vec<TransformOutcome> {
+        if msgs.is_empty() {
+            return Vec::new();
+        }
+        if self.live.is_none() {
+            // The last replacement failed; one new attempt per batch.
+            self.replace_instance();
+        }
+        if self.live.is_none() {
+            return msgs.iter().map(|_| Err(self.not_running())).collect();
+        }
+        let refs: Vec<MessageRef<'_>> = msgs.iter().map(MessageRef::new).collect();
+        let failure = match self.call(&refs) {
+            Ok(outcomes) => return outcomes,
+            Err(failure) => failure,
+        };
+        self.replace_instance();
+        if msgs.len() == 1 {
+            return vec![Err(failure)];
+        }
+        tracing::warn!(
+            component = %self.info.name,
+            kind = %failure.kind,
+            error = %failure.message,
+            batch = msgs.len(),
+            "component failed on a batch; retrying its messages one by one on a fresh instance"
+        );
+        // Whichever message(s) broke the batch break their own call again;
+        // the others get their normal results.
+        let mut outcomes = Vec::with_capacity(refs.len());
+        for r in &refs {
+            if self.live.is_none() {
+                outcomes.push(Err(self.not_running()));
+                continue;
+            }
+            outcomes.push(match self.call(std::slice::from_ref(r)) {
+                Ok(mut one) => one.pop().unwrap_or_else(|| {
+                    Err(MessageError::new(
+                        "internal",
+                        "component returned no result",
+                    ))
+                }),
+                Err(failure) => {
+                    self.replace_instance();
+                    Err(failure)
+                }
+            });
+        }
+        outcomes
+    }
+
+    fn not_running(&self) -> MessageError {
+        MessageError::new(
+            "internal",
+            format!(
+                "no component instance: a fresh one could not be started ({})",
+                self.start_error.as_deref().unwrap_or("unknown reason")
+            ),
+        )
+    }
+
+    /// One call into the component. `Err` means the instance is broken (a
+    /// trap) and must be replaced; per-message errors the component returns
+    /// are `Ok` outcomes.
+    fn call(&mut self, refs: &[MessageRef<'_>]) -> Result<Vec<TransformOutcome>, MessageError> {
+        let runtime = Arc::clone(&self.runtime);
+        let Some(live) = self.live.as_mut() else {
+            return Err(MessageError::new(
+                "internal",
+                "the component could not be restarted after an earlier failure",
+            ));
+        };
+        let func = live
+            .instance
+            .get_func(&mut live.store, runtime.transform_batch)
+            .ok_or_else(|| MessageError::new("internal", "transform-batch export vanished"))?;
+        // Typed per call because `MessageRef` borrows the batch; the check
+        // walks a small type tree, negligible against a batch.
+        let typed = func
+            .typed::<(&[MessageRef<'_>],), (Vec<WitOutcome>,)>(&live.store)
+            .map_err(|e| MessageError::new("internal", format!("transform-batch: {e:#}")))?;
+        live.store.set_epoch_deadline(runtime.deadline_ticks);
+        live.store.data_mut().memory_exceeded = false;
+        let (results,) = typed
+            .call(&mut live.store, (refs,))
+            .map_err(|e| runtime.describe_failure(&live.store, &e))?;
+        if results.len() != refs.len() {
+            // A contract violation, but the instance itself is healthy.
+            let why = format!(
+                "component returned {} results for {} messages",
+                results.len(),
+                refs.len()
+            );
+            return Ok(refs
+                .iter()
+                .map(|_| Err(MessageError::new("internal", why.clone())))
+                .collect());
+        }
+        Ok(results.into_iter().map(convert_outcome).collect())
+    }
+
+    /// Drops the broken instance (and its store, so its memory is freed) and
+    /// starts a fresh one with the same configuration.
+    fn replace_instance(&mut self) {
+        // Dropped first, so the old store's memory is free before the new
+        // one claims its own.
+        self.live = None;
+        match self.runtime.start(&self.config_json, &self.info.name) {
+            Ok(live) => {
+                self.live = Some(live);
+                self.start_error = None;
+            }
+            Err(e) => {
+                tracing::error!(
+                    component = %self.info.name,
+                    error = %e,
+                    "cannot start a fresh component instance"
+                );
+                self.start_error = Some(e.to_string());
+            }
+        }
+    }
+}
+
+fn convert_outcome(outcome: WitOutcome) -> TransformOutcome {
+    match outcome {
+        Ok(records) => Ok(records
+            .into_iter()
+            .map(|r| KafkaRecord {
+                topic: r.topic,
+                key: r.key,
+                value: r.value,
+                headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+                timestamp_ms: r.timestamp_ms,
+            })
+            .collect()),
+        Err(e) => Err(MessageError {
+            kind: match e.kind {
+                ErrorKind::Decode => "decode",
+                ErrorKind::Rejected => "rejected",
+                ErrorKind::Internal => "internal",
+            }
+            .to_owned(),
+            message: e.message,
+        }),
+    }
+}
+
+enum FailureKind {
+    Timeout,
+    Memory,
+    Trap(Trap),
+    Other,
+}
+
+fn classify(store: &Store<HostState>, e: &wasmtime::Error) -> FailureKind {
+    if store.data().memory_exceeded || e.downcast_ref::<MemoryLimitExceeded>().is_some() {
+        return FailureKind::Memory;
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => FailureKind::Timeout,
+        Some(trap) => FailureKind::Trap(*trap),
+        None => FailureKind::Other,
+    }
+}
+
+/// Returned from the limiter so the grow traps at once (instead of the
+/// guest's allocator aborting with an anonymous `unreachable`).
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {limit} bytes exceeded (wanted {desired})")]
+struct MemoryLimitExceeded {
+    limit: usize,
+    desired: usize,
+}
+
+/// Per-instance host state: limits, the WASI context and the log tag.
+struct HostState {
+    /// The component's name, for log lines; the file stem until `info` ran.
+    name: String,
+    max_memory: usize,
+    memory_exceeded: bool,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl HostState {
+    fn new(name: String, max_memory: usize) -> Self {
+        // The sandbox grants nothing: `WasiCtxBuilder::new()` has no
+        // preopened directories, no environment variables, no arguments,
+        // stdin closed, stdout/stderr discarded. Networking in
+        // wasmtime-wasi 48 is denied by default too: the socket address check
+        // refuses every address and TCP, UDP and name lookup are off
+        // (`AllowedNetworkUses::default()` is all false); we say so
+        // explicitly so a future default change cannot open it. The wall
+        // clock is frozen at the epoch, as the WIT promises no clock beyond
+        // the messages' own.
+        let wasi = WasiCtxBuilder::new()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .wall_clock(FrozenWallClock)
+            .build();
+        Self {
+            name,
+            max_memory,
+            memory_exceeded: false,
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+struct FrozenWallClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.memory_exceeded = true;
+            return Err(MemoryLimitExceeded {
+                limit: self.max_memory,
+                desired,
+            }
+            .into());
+        }
+        Ok(maximum.is_none_or(|m| desired <= m))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS && maximum.is_none_or(|m| desired <= m))
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::uns::bridge::types::Host for HostState {}
+
+impl bindings::uns::bridge::log::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        let component = self.name.as_str();
+        match level {
+            Level::Trace => tracing::trace!(component, "{message}"),
+            Level::Debug => tracing::debug!(component, "{message}"),
+            Level::Info => tracing::info!(component, "{message}"),
+            Level::Warn => tracing::warn!(component, "{message}"),
+            Level::Error => tracing::error!(component, "{message}"),
+        }
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the runtime is
+/// dropped; store deadlines count these ticks.
+fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) {
+    let spawned = std::thread::Builder::new()
+        .name("uns-kafka-epoch".to_owned())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        });
+    if let Err(e) = spawned {
+        // Without the ticker a looping component would hang its caller.
+        tracing::error!(error = %e, "cannot start the epoch ticker: component calls have no time limit");
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let non_empty = |v: &str| {
+        std::env::var_os(v)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    non_empty("XDG_CACHE_HOME")
+        .filter(|p| p.is_absolute())
+        .or_else(|| non_empty("HOME").map(|h| h.join(".cache")))
+        .map(|d| d.join("uns-kafka"))
+}
+
+/// The cache file name: what was compiled, and by which compiler with which
+/// settings. Entries of another wasmtime build simply never match.
+fn cache_key(engine: &Engine, wasm: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut compat = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut compat);
+    let mut h = Sha256::new();
+    h.update(wasm);
+    h.update(b"\0wasmtime-48\0");
+    h.update(compat.finish().to_le_bytes());
+    let digest = h.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}.cwasm")
+}
+
+fn load_component(
+    engine: &Engine,
+    path: &Path,
+    wasm: &[u8],
+    cache_dir: Option<&Path>,
+) -> Result<Component, TransformError> {
+    let cached = cache_dir.map(|d| d.join(cache_key(engine, wasm)));
+    if let Some(file) = cached.as_deref().filter(|f| f.is_file()) {
+        // SAFETY: `deserialize_file` trusts the file to be a compilation by
+        // this wasmtime. The cache directory is ours, entries are only ever
+        // written whole (temp file + rename, below) from `serialize`, and
+        // the name includes the hash of the source and of the engine's
+        // compatibility settings; wasmtime also checks its own version and
+        // settings in the header and errors (handled: we recompile) on a
+        // mismatch.
+        match unsafe { Component::deserialize_file(engine, file) } {
+            Ok(component) => {
+                tracing::debug!(component = %path.display(), cache = %file.display(), "loaded compiled component from cache");
+                return Ok(component);
+            }
+            Err(e) => tracing::warn!(
+                cache = %file.display(),
+                error = %e,
+                "ignoring unusable compiled-component cache entry; recompiling"
+            ),
+        }
+    }
+    let component = Component::new(engine, wasm).map_err(|e| TransformError::Compile {
+        path: path.to_owned(),
+        message: format!("{e:#}"),
+    })?;
+    if let Some(file) = cached {
+        if let Err(e) = store_cache(&component, &file) {
+            tracing::warn!(cache = %file.display(), error = %e, "cannot cache the compiled component");
+        }
+    }
+    Ok(component)
+}
+
+fn store_cache(component: &Component, file: &Path) -> std::io::Result<()> {
+    let bytes = component.serialize().map_err(std::io::Error::other)?;
+    let dir = file.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        file.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let written = fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(&bytes)?;
+        f.sync_all()
+    });
+    // Rename is atomic: a reader sees no file or the whole file.
+    let result = written.and_then(|()| fs::rename(&tmp, file));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Where the default component is found when neither `--component` nor
+/// `transform.component` names one: beside the binary, in the install
+/// prefix's `share/`, in `/usr/local/share`, and (during development) in the
+/// workspace's `target/wasm32-wasip2/release/`. The first that exists wins;
+/// if none does, the first candidate, so the error names where it belongs.
+pub fn default_component_path() -> PathBuf {
+    const FILE: &str = "uns_default.wasm";
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok().or(Some(p)))
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    let mut candidates = Vec::new();
+    if let Some(dir) = &exe_dir {
+        candidates.push(dir.join(FILE));
+        candidates.push(dir.join("../share/uns-kafka").join(FILE));
+    }
+    candidates.push(PathBuf::from("/usr/local/share/uns-kafka").join(FILE));
+    if let Some(dir) = &exe_dir {
+        for ancestor in dir.ancestors() {
+            let candidate = ancestor.join("target/wasm32-wasip2/release").join(FILE);
+            if candidate.is_file() {
+                candidates.push(candidate);
+                break;
+            }
+            if ancestor.file_name().is_some_and(|n| n == "target") {
+                let candidate = ancestor.join("wasm32-wasip2/release").join(FILE);
+                if candidate.is_file() {
+                    candidates.push(candidate);
+                    break;
+                }
+            }
+        }
+    }
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| candidates[0].clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>() {}
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn thread_safety_the_pipeline_relies_on() {
+        assert_send_sync::<TransformRuntime>();
+        assert_send::<Transformer>();
+    }
+}

@@ -1,0 +1,253 @@
+//! The cost of the sandbox: messages per second through
+//! `Transformer::transform_batch` (the default component in wasmtime) against
+//! the same transform called natively (`uns_default::transform`), for a UNS
+//! JSON message and a Sparkplug B NDATA.
+//!
+//! Run: `cargo bench -p uns-kafka --bench transform`
+//! (needs `cargo build --release --target wasm32-wasip2 -p uns-default`).
+//!
+//! Rounds alternate native and wasm and the table shows medians, so a noisy
+//! neighbour slows both sides rather than one.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prost::Message as _;
+use uns_default::sparkplug::{datatype, payload::metric, payload::Metric, Payload};
+use uns_kafka::message::{KafkaRecord, MessageError, MqttMessage, TransformOutcome};
+use uns_kafka::transform::{RuntimeOptions, TransformRuntime};
+
+const BATCH: usize = 256;
+const ROUNDS: usize = 11;
+/// Messages per round and side: long enough to dwarf timer noise.
+const PER_ROUND: usize = BATCH * 200;
+/// The configuration `uns-kafka` passes with default settings.
+const CONFIG: &str = r#"{"timestamp_attribute":"timestamp","topic_separator":"_"}"#;
+
+fn main() {
+    println!("cargo bench -p uns-kafka --bench transform");
+    println!(
+        "batch size {BATCH}, {ROUNDS} alternating rounds of {PER_ROUND} messages per side, medians\n"
+    );
+    let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-wasip2/release/uns_default.wasm");
+    if !wasm.is_file() {
+        eprintln!(
+            "{} is missing; build it with: cargo build --release --target wasm32-wasip2 -p uns-default",
+            wasm.display()
+        );
+        std::process::exit(2);
+    }
+    let cache = std::env::temp_dir().join("uns-kafka-bench-cache");
+    let runtime = Arc::new(
+        TransformRuntime::load(
+            &wasm,
+            RuntimeOptions {
+                cache_dir: Some(cache),
+                ..RuntimeOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let mut transformer = runtime
+        .instantiate(CONFIG)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let config = uns_default::Config::from_json(CONFIG).unwrap();
+
+    let cases = [
+        ("UNS JSON", uns_json()),
+        ("Sparkplug NDATA, 10 metrics", ndata()),
+    ];
+    println!(
+        "{:<30} {:>8} {:>15} {:>15} {:>11}",
+        "message", "bytes", "native msg/s", "wasm msg/s", "wasm/native"
+    );
+    for (name, msg) in cases {
+        let batch: Vec<MqttMessage> = vec![msg; BATCH];
+        // Same work, same answer: check before timing.
+        let native_out = native_batch(&config, &batch);
+        let wasm_out = transformer.transform_batch(&batch);
+        assert_eq!(native_out, wasm_out, "native and wasm disagree on {name}");
+        assert!(
+            wasm_out.iter().all(|o| o.is_ok()),
+            "{name}: {:?}",
+            wasm_out[0]
+        );
+
+        let (mut native, mut wasm) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            native.push(rate(|| {
+                black_box(native_batch(&config, black_box(&batch)));
+            }));
+            wasm.push(rate(|| {
+                black_box(transformer.transform_batch(black_box(&batch)));
+            }));
+        }
+        let (n, w) = (median(native), median(wasm));
+        println!(
+            "{:<30} {:>8} {:>15.0} {:>15.0} {:>10.2}x",
+            name,
+            batch[0].payload.len(),
+            n,
+            w,
+            n / w
+        );
+    }
+    boundary_row();
+    println!("\nwasm/native is time per message in wasm over time per message natively (1.00x = no overhead).");
+}
+
+/// The crossing alone: `test-faulty` copies each message into a record and
+/// does nothing else, so its rate bounds what any component can reach.
+fn boundary_row() {
+    let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-wasip2/release/test_faulty.wasm");
+    let Ok(runtime) = TransformRuntime::load(&wasm, RuntimeOptions::default()) else {
+        println!("(boundary row skipped: build test-faulty for wasm32-wasip2 to see it)");
+        return;
+    };
+    let runtime = Arc::new(runtime);
+    let Ok(mut transformer) = runtime.instantiate("{}") else {
+        return;
+    };
+    let batch = vec![uns_json(); BATCH];
+    let rates: Vec<f64> = (0..ROUNDS)
+        .map(|_| {
+            rate(|| {
+                black_box(transformer.transform_batch(black_box(&batch)));
+            })
+        })
+        .collect();
+    println!(
+        "{:<30} {:>8} {:>15} {:>15.0} {:>11}",
+        "crossing only (test-faulty)",
+        batch[0].payload.len(),
+        "-",
+        median(rates),
+        "-"
+    );
+}
+
+/// Messages per second of one round.
+fn rate(mut one_batch: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..PER_ROUND / BATCH {
+        one_batch();
+    }
+    PER_ROUND as f64 / start.elapsed().max(Duration::from_nanos(1)).as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The native equivalent of `transform_batch`: same input type, same output
+/// type, so both sides pay for building their results.
+fn native_batch(config: &uns_default::Config, batch: &[MqttMessage]) -> Vec<TransformOutcome> {
+    batch
+        .iter()
+        .map(|m| {
+            let msg = uns_default::Message {
+                topic: &m.topic,
+                payload: &m.payload,
+                qos: m.qos,
+                retain: m.retain,
+                user_properties: &m.user_properties,
+                content_type: m.content_type.as_deref(),
+                received_at_ms: m.received_at_ms,
+            };
+            match uns_default::transform(config, &msg) {
+                Ok(records) => Ok(records
+                    .into_iter()
+                    .map(|r| KafkaRecord {
+                        topic: r.topic,
+                        key: r.key,
+                        value: r.value,
+                        headers: r.headers,
+                        timestamp_ms: r.timestamp_ms,
+                    })
+                    .collect()),
+                Err(e) => Err(MessageError::new(
+                    format!("{:?}", e.kind).to_lowercase(),
+                    e.message,
+                )),
+            }
+        })
+        .collect()
+}
+
+fn message(topic: &str, payload: Vec<u8>) -> MqttMessage {
+    MqttMessage {
+        topic: topic.to_owned(),
+        payload: Bytes::from(payload),
+        qos: 1,
+        retain: false,
+        user_properties: Vec::new(),
+        content_type: None,
+        received_at_ms: 1_700_000_000_000,
+    }
+}
+
+/// About 200 bytes: a timestamp and six fields, as UNS publishers send.
+fn uns_json() -> MqttMessage {
+    let payload = br#"{"timestamp": 1700000000000, "value": 21.5, "unit": "degC", "quality": "GOOD", "sensor": "TT-1042", "alarm": false, "setpoint": 22.0, "description": "cell temperature"}"#;
+    message(
+        "enterprise/site/area/line/cell/temperature",
+        payload.to_vec(),
+    )
+}
+
+/// An NDATA with ten metrics of mixed datatypes.
+fn ndata() -> MqttMessage {
+    use metric::Value::*;
+    let m = |name: &str, dt: u32, value: metric::Value| Metric {
+        name: Some(name.to_owned()),
+        timestamp: Some(1_700_000_000_000),
+        datatype: Some(dt),
+        value: Some(value),
+        ..Default::default()
+    };
+    let payload = Payload {
+        timestamp: Some(1_700_000_000_000),
+        seq: Some(7),
+        metrics: vec![
+            m(
+                "Node Control/Rebirth",
+                datatype::BOOLEAN,
+                BooleanValue(false),
+            ),
+            m("line/speed", datatype::DOUBLE, DoubleValue(12.75)),
+            m("line/temperature", datatype::FLOAT, FloatValue(21.5)),
+            m("line/count", datatype::INT64, LongValue(123_456_789)),
+            m("line/state", datatype::INT32, IntValue(3)),
+            m("line/offset", datatype::INT8, IntValue((-5i8) as u8 as u32)),
+            m(
+                "line/status",
+                datatype::STRING,
+                StringValue("RUNNING".into()),
+            ),
+            m("line/alarm", datatype::BOOLEAN, BooleanValue(true)),
+            m(
+                "line/last_change",
+                datatype::DATETIME,
+                LongValue(1_699_999_999_000),
+            ),
+            m(
+                "line/samples",
+                datatype::INT16_ARRAY,
+                BytesValue(
+                    [1i16, -2, 300, 4]
+                        .iter()
+                        .flat_map(|x| x.to_le_bytes())
+                        .collect(),
+                ),
+            ),
+        ],
+        ..Default::default()
+    };
+    message("spBv1.0/plant1/NDATA/edge7", payload.encode_to_vec())
+}
