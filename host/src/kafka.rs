@@ -1,1 +1,190 @@
-//! TODO
+//! Kafka out: an rdkafka producer configured from `kafka.config`, and the
+//! rule for which delivery failures are the record's fault (dead-letter it)
+//! and which are the cluster's (try again, never drop).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientContext, Message};
+
+use crate::message::KafkaRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("kafka.config: librdkafka rejected the configuration: {0}")]
+    Config(KafkaError),
+}
+
+/// Routes librdkafka's own complaints (broker down, auth failed) to our
+/// logs, where operators look.
+pub struct LogContext;
+
+impl ClientContext for LogContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                tracing::error!(target: "librdkafka", fac, "{log_message}")
+            }
+            L::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
+            L::Notice | L::Info => tracing::info!(target: "librdkafka", fac, "{log_message}"),
+            L::Debug => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, "{reason}");
+    }
+}
+
+impl rdkafka::producer::ProducerContext for LogContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+pub type Producer_ = FutureProducer<LogContext>;
+
+/// The producer, cheap to clone (librdkafka's handle is shared).
+#[derive(Clone)]
+pub struct Sink {
+    producer: Producer_,
+}
+
+/// Why a record did not make it.
+#[derive(Debug, Clone)]
+pub struct DeliveryError {
+    pub error: KafkaError,
+}
+
+impl DeliveryError {
+    /// Errors no retry can fix: the record itself is wrong for this
+    /// cluster. Everything else (timeouts, leaders moving, brokers down) is
+    /// retried, because giving up would drop data.
+    pub fn is_permanent(&self) -> bool {
+        use RDKafkaErrorCode as C;
+        matches!(
+            self.error.rdkafka_error_code(),
+            Some(
+                C::MessageSizeTooLarge
+                    | C::InvalidTopic
+                    | C::MessageBatchTooLarge
+                    | C::InvalidRecord
+                    | C::InvalidMessage
+                    | C::InvalidMessageSize
+                    | C::TopicAuthorizationFailed
+                    | C::UnknownTopic
+                    | C::PolicyViolation
+                    | C::InvalidTimestamp
+            )
+        )
+    }
+}
+
+impl std::fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.error)
+    }
+}
+
+impl Sink {
+    pub fn new(config: &BTreeMap<String, String>) -> Result<Self, KafkaSetupError> {
+        let mut cc = ClientConfig::new();
+        for (k, v) in config {
+            cc.set(k, v);
+        }
+        let producer: Producer_ = cc
+            .create_with_context(LogContext)
+            .map_err(KafkaSetupError::Config)?;
+        Ok(Self { producer })
+    }
+
+    /// Enqueues one record; the future resolves when Kafka confirms it.
+    /// Waits (without blocking the runtime) while librdkafka's queue is
+    /// full, which is back-pressure, not failure.
+    pub async fn send(&self, record: &KafkaRecord) -> Result<DeliveryFuture, DeliveryError> {
+        loop {
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for (name, value) in &record.headers {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_slice()),
+                });
+            }
+            let mut fr: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&record.topic).headers(headers);
+            if let Some(k) = &record.key {
+                fr = fr.key(k.as_slice());
+            }
+            if let Some(v) = &record.value {
+                fr = fr.payload(v.as_slice());
+            }
+            if let Some(ts) = record.timestamp_ms {
+                fr = fr.timestamp(ts);
+            }
+            match self.producer.send_result(fr) {
+                Ok(f) => return Ok(f),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((error, _)) => return Err(DeliveryError { error }),
+            }
+        }
+    }
+
+    /// Waits for a delivery report.
+    pub async fn confirm(future: DeliveryFuture) -> Result<(), DeliveryError> {
+        match future.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((error, _msg))) => Err(DeliveryError { error }),
+            // The producer went away before reporting: treat as retryable.
+            Err(_) => Err(DeliveryError {
+                error: KafkaError::Canceled,
+            }),
+        }
+    }
+
+    /// Sends and waits, retrying what can be retried until it succeeds or
+    /// fails permanently.
+    pub async fn deliver(&self, record: &KafkaRecord) -> Result<(), DeliveryError> {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let result = match self.send(record).await {
+                Ok(f) => Self::confirm(f).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_permanent() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(topic = %record.topic, error = %e, "Kafka delivery failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for everything queued to be confirmed.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(timeout)
+    }
+
+    pub fn in_flight(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+}
+
+/// Used by tests and the demo to read what the bridge wrote.
+pub fn header_str<M: Message>(m: &M, name: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    let headers = m.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}

@@ -6,9 +6,13 @@
 //! -> MQTT ack, wired together by [`pipeline`].
 
 pub mod config;
+pub mod demo;
 pub mod error;
+pub mod health;
 pub mod kafka;
+pub mod logging;
 pub mod message;
+pub mod metrics;
 pub mod mqtt;
 pub mod offline;
 pub mod pipeline;

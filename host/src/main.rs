@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use uns_kafka::error::CliError;
 
 #[derive(Parser)]
-#[command(name = "uns-kafka", version, about = "MQTT (UNS, Sparkplug B) to Apache Kafka bridge with WebAssembly transforms")]
+#[command(
+    name = "uns-kafka",
+    version,
+    about = "MQTT (UNS, Sparkplug B) to Apache Kafka bridge with WebAssembly transforms"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -22,6 +26,14 @@ enum Command {
     Run(uns_kafka::pipeline::RunArgs),
     /// Run a component over messages offline, with no broker.
     Transform(uns_kafka::offline::TransformArgs),
+    /// The whole job on an embedded MQTT broker and a mock Kafka cluster.
+    Demo(uns_kafka::demo::DemoArgs),
+    /// Probe a running bridge's health endpoint (for Docker HEALTHCHECK).
+    Health {
+        /// The bridge's /health URL (bridge.health_listen).
+        #[arg(long, default_value = "http://127.0.0.1:8080/health")]
+        url: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -38,6 +50,9 @@ fn main() -> ExitCode {
         None => uns_kafka::pipeline::main(cli.run),
         Some(Command::Run(args)) => uns_kafka::pipeline::main(args),
         Some(Command::Transform(args)) => uns_kafka::offline::main(args),
+        Some(Command::Demo(args)) => uns_kafka::demo::main(args),
+        Some(Command::Health { url }) => uns_kafka::health::probe(&url)
+            .map_err(|e| CliError::Other(anyhow::anyhow!("unhealthy: {e}"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

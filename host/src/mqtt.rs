@@ -1,1 +1,715 @@
-//! TODO
+//! MQTT in: connects with rumqttc (MQTT 5 or 3.1.1, TCP/TLS/websockets),
+//! subscribes, and hands every publish to the pipeline together with a
+//! token to acknowledge it later.
+//!
+//! Acknowledgements are manual: the broker only forgets a QoS 1/2 message
+//! when Kafka has it. Each message also holds a permit of a semaphore
+//! sized `bridge.max_in_flight`; when none is left the reader stops
+//! polling the connection, so a slow Kafka slows the broker down instead of
+//! filling our memory.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::config::{MqttSettings, MqttVersion, TlsSettings, Transport};
+use crate::message::{now_ms, MqttMessage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("MQTT TLS setup: {0}")]
+    Tls(String),
+    #[error("MQTT broker {addr} refused the connection: {reason}")]
+    Refused { addr: String, reason: String },
+    #[error("MQTT broker {addr} refused the subscription to {filter:?}: {reason}")]
+    SubscriptionRefused {
+        addr: String,
+        filter: String,
+        reason: String,
+    },
+    #[error("MQTT connection to {addr} lost and mqtt.reconnect_on_failure is false: {reason}")]
+    Lost { addr: String, reason: String },
+}
+
+/// One received message and what it takes to acknowledge it.
+pub struct Inbound {
+    pub message: MqttMessage,
+    pub ack: AckToken,
+}
+
+/// Acknowledges one message; dropping it without [`Acker::ack`] leaves the
+/// message unacknowledged (the broker redelivers it to a persistent
+/// session).
+pub struct AckToken {
+    generation: u64,
+    inner: AckInner,
+    _permit: OwnedSemaphorePermit,
+}
+
+enum AckInner {
+    None,
+    V311(rumqttc::Publish),
+    V5(v5::mqttbytes::v5::Publish),
+}
+
+#[derive(Clone)]
+enum Client {
+    V311(rumqttc::AsyncClient),
+    V5(v5::AsyncClient),
+}
+
+/// Sends acknowledgements; cheap to clone.
+#[derive(Clone)]
+pub struct Acker {
+    client: Client,
+    generation: Arc<AtomicU64>,
+}
+
+impl Acker {
+    /// Queues the acknowledgement. A message received on an earlier
+    /// connection is not acknowledged on this one: its packet id means
+    /// nothing to the broker any more (a persistent session redelivers it).
+    pub async fn ack(&self, token: AckToken) {
+        if token.generation != self.generation.load(Ordering::Acquire) {
+            tracing::debug!("not acknowledging a message from an earlier connection");
+            return;
+        }
+        let result = match (&self.client, &token.inner) {
+            (_, AckInner::None) => Ok(()),
+            (Client::V311(c), AckInner::V311(p)) => c.ack(p).await.map_err(|e| e.to_string()),
+            (Client::V5(c), AckInner::V5(p)) => c.ack(p).await.map_err(|e| e.to_string()),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not queue an MQTT acknowledgement");
+        }
+    }
+}
+
+/// A handle to stop reading and to close the connection.
+#[derive(Clone)]
+pub struct Control {
+    client: Client,
+    topics: Vec<String>,
+    clean_session: bool,
+}
+
+impl Control {
+    /// Stops new messages at the broker. With a clean session we
+    /// unsubscribe, so the broker stops sending; with a persistent
+    /// session unsubscribing would make the broker forget what it should
+    /// keep for us while we are down, so the reader simply stops
+    /// forwarding and the broker redelivers the rest next time.
+    pub async fn stop_subscriptions(&self) {
+        if !self.clean_session {
+            return;
+        }
+        for topic in &self.topics {
+            let r = match &self.client {
+                Client::V311(c) => c
+                    .unsubscribe(topic.clone())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Client::V5(c) => c
+                    .unsubscribe(topic.clone())
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "unsubscribe on shutdown");
+            }
+        }
+    }
+
+    pub async fn disconnect(&self) {
+        let r = match &self.client {
+            Client::V311(c) => c.disconnect().await.map_err(|e| e.to_string()),
+            Client::V5(c) => c.disconnect().await.map_err(|e| e.to_string()),
+        };
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "disconnect on shutdown");
+        }
+    }
+}
+
+/// What the reader reports besides messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Connecting,
+    /// Connected and every subscription granted.
+    Ready,
+    /// The broker confirmed our unsubscribe at shutdown: it sends nothing
+    /// more.
+    Unsubscribed,
+    Disconnected,
+}
+
+/// The running reader: poll it to completion on a task.
+pub struct Reader {
+    events: EventLoop,
+    client: Client,
+    topics: Vec<String>,
+    qos: u8,
+    reconnect: bool,
+    addr: String,
+    generation: Arc<AtomicU64>,
+    permits: Arc<Semaphore>,
+    tx: mpsc::UnboundedSender<Inbound>,
+    state: watch::Sender<State>,
+    /// Becomes true when the pipeline is draining: stop forwarding.
+    stopping: watch::Receiver<bool>,
+}
+
+enum EventLoop {
+    V311(Box<rumqttc::EventLoop>),
+    V5(Box<v5::EventLoop>),
+}
+
+enum Event {
+    Connected { session_present: bool },
+    Refused(String),
+    Subscribed { refused: Vec<String> },
+    Publish(Box<(MqttMessage, AckInner)>),
+    Unsubscribed,
+    Other,
+}
+
+/// Builds the client from settings. Nothing touches the network until the
+/// reader runs.
+pub fn connect(
+    settings: &MqttSettings,
+    max_in_flight: usize,
+    tx: mpsc::UnboundedSender<Inbound>,
+    stopping: watch::Receiver<bool>,
+) -> Result<(Reader, Acker, Control, watch::Receiver<State>), MqttError> {
+    let host = settings.host.clone().unwrap_or_default();
+    let client_id = settings
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("uns-kafka-{}", uuid::Uuid::new_v4().simple()));
+    let transport = transport(settings)?;
+    let (broker_host, addr) = match settings.transport {
+        Transport::Tcp => (host.clone(), format!("{host}:{}", settings.port)),
+        Transport::Websockets => {
+            let scheme = if settings.tls.is_some() { "wss" } else { "ws" };
+            let url = format!(
+                "{scheme}://{host}:{}{}",
+                settings.port, settings.websocket_path
+            );
+            (url.clone(), url)
+        }
+    };
+    let keep_alive = Duration::from_secs(settings.keep_alive);
+    // Room for every acknowledgement we can owe, so queuing one never
+    // waits for the event loop, which may itself be waiting for a permit.
+    let capacity = max_in_flight * 2 + 64;
+    let (events, client) = match settings.version {
+        MqttVersion::V311 => {
+            let mut o = rumqttc::MqttOptions::new(client_id, broker_host, settings.port);
+            o.set_keep_alive(keep_alive)
+                .set_clean_session(settings.clean_session)
+                .set_manual_acks(true)
+                .set_transport(transport)
+                .set_request_channel_capacity(capacity)
+                .set_max_packet_size(256 * 1024 * 1024, 256 * 1024 * 1024);
+            if let Some(user) = &settings.username {
+                let pass = settings.password.as_ref().map(|p| p.expose()).unwrap_or("");
+                o.set_credentials(user.clone(), pass.to_owned());
+            }
+            let (c, e) = rumqttc::AsyncClient::new(o, capacity);
+            (EventLoop::V311(Box::new(e)), Client::V311(c))
+        }
+        MqttVersion::V5 => {
+            let mut o = v5::MqttOptions::new(client_id, broker_host, settings.port);
+            o.set_keep_alive(keep_alive)
+                .set_clean_start(settings.clean_session)
+                .set_manual_acks(true)
+                .set_transport(transport)
+                .set_request_channel_capacity(capacity)
+                .set_max_packet_size(Some(256 * 1024 * 1024))
+                .set_receive_maximum(Some(max_in_flight.min(65_535) as u16));
+            if settings.session_expiry > 0 {
+                o.set_session_expiry_interval(Some(settings.session_expiry));
+            }
+            if let Some(user) = &settings.username {
+                let pass = settings.password.as_ref().map(|p| p.expose()).unwrap_or("");
+                o.set_credentials(user.clone(), pass.to_owned());
+            }
+            let (c, e) = v5::AsyncClient::new(o, capacity);
+            (EventLoop::V5(Box::new(e)), Client::V5(c))
+        }
+    };
+    let generation = Arc::new(AtomicU64::new(0));
+    let (state_tx, state_rx) = watch::channel(State::Connecting);
+    let reader = Reader {
+        events,
+        client: client.clone(),
+        topics: settings.topics.clone(),
+        qos: settings.qos,
+        reconnect: settings.reconnect_on_failure,
+        addr,
+        generation: generation.clone(),
+        permits: Arc::new(Semaphore::new(max_in_flight)),
+        tx,
+        state: state_tx,
+        stopping,
+    };
+    let acker = Acker {
+        client: client.clone(),
+        generation,
+    };
+    let control = Control {
+        client,
+        topics: settings.topics.clone(),
+        clean_session: settings.clean_session,
+    };
+    Ok((reader, acker, control, state_rx))
+}
+
+impl Reader {
+    /// Runs until the connection is closed on purpose (Ok) or lost for
+    /// good (Err).
+    pub async fn run(mut self) -> Result<(), MqttError> {
+        let mut backoff = Backoff::new();
+        let mut connected_once = false;
+        let mut unsubscribed = 0;
+        loop {
+            // Hold the connection still while the pipeline is full.
+            let permit = match self.permits.clone().acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => return Ok(()),
+            };
+            let event = match self.poll().await {
+                Ok(e) => e,
+                Err(Closed::OnPurpose) => return Ok(()),
+                Err(Closed::Error(reason)) => {
+                    let _ = self.state.send(State::Disconnected);
+                    if !self.reconnect {
+                        return Err(MqttError::Lost {
+                            addr: self.addr.clone(),
+                            reason,
+                        });
+                    }
+                    let wait = backoff.next();
+                    if connected_once {
+                        tracing::warn!(broker = %self.addr, error = %reason, retry_in_ms = wait.as_millis() as u64, "MQTT connection lost; reconnecting");
+                    } else {
+                        tracing::warn!(broker = %self.addr, error = %reason, retry_in_ms = wait.as_millis() as u64, "cannot connect to MQTT broker; retrying");
+                    }
+                    if *self.stopping.borrow() {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            };
+            match event {
+                Event::Connected { session_present } => {
+                    self.generation.fetch_add(1, Ordering::AcqRel);
+                    backoff.reset();
+                    tracing::info!(broker = %self.addr, session_present, "connected to MQTT broker");
+                    if *self.stopping.borrow() {
+                        continue;
+                    }
+                    // Always subscribe: cheap, idempotent, and the only safe
+                    // choice when the broker lost our session.
+                    subscribe(&self.client, &self.topics, self.qos).await;
+                }
+                Event::Refused(reason) => {
+                    let _ = self.state.send(State::Disconnected);
+                    if !connected_once || !self.reconnect {
+                        return Err(MqttError::Refused {
+                            addr: self.addr.clone(),
+                            reason,
+                        });
+                    }
+                    let wait = backoff.next();
+                    tracing::error!(broker = %self.addr, %reason, "MQTT broker refused the connection; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Event::Subscribed { refused } => {
+                    if let Some(reason) = refused.first() {
+                        return Err(MqttError::SubscriptionRefused {
+                            addr: self.addr.clone(),
+                            filter: self.topics.join(", "),
+                            reason: reason.clone(),
+                        });
+                    }
+                    if !connected_once {
+                        tracing::info!(topics = ?self.topics, "uns-kafka ready: subscribed to {} topic filter(s)", self.topics.len());
+                    }
+                    connected_once = true;
+                    let _ = self.state.send(State::Ready);
+                }
+                Event::Publish(publish) => {
+                    let (message, inner) = *publish;
+                    if *self.stopping.borrow() {
+                        // Not acknowledged: a persistent session gets it again.
+                        continue;
+                    }
+                    let ack = AckToken {
+                        generation: self.generation.load(Ordering::Acquire),
+                        inner,
+                        _permit: permit,
+                    };
+                    if self.tx.send(Inbound { message, ack }).is_err() {
+                        return Ok(());
+                    }
+                }
+                Event::Unsubscribed => {
+                    unsubscribed += 1;
+                    if unsubscribed >= self.topics.len() {
+                        let _ = self.state.send(State::Unsubscribed);
+                    }
+                }
+                Event::Other => {}
+            }
+        }
+    }
+}
+
+async fn subscribe(client: &Client, topics: &[String], qos: u8) {
+    let r = match client {
+        Client::V311(c) => {
+            let q = rumqttc::qos(qos).unwrap_or(rumqttc::QoS::AtLeastOnce);
+            c.subscribe_many(
+                topics
+                    .iter()
+                    .map(|t| rumqttc::SubscribeFilter::new(t.clone(), q)),
+            )
+            .await
+            .map_err(|e| e.to_string())
+        }
+        Client::V5(c) => {
+            let q = v5::mqttbytes::qos(qos).unwrap_or(v5::mqttbytes::QoS::AtLeastOnce);
+            c.subscribe_many(
+                topics
+                    .iter()
+                    .map(|t| v5::mqttbytes::v5::Filter::new(t.clone(), q)),
+            )
+            .await
+            .map_err(|e| e.to_string())
+        }
+    };
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "could not queue the subscription");
+    }
+}
+
+impl Reader {
+    async fn poll(&mut self) -> Result<Event, Closed> {
+        match &mut self.events {
+            EventLoop::V311(e) => {
+                use rumqttc::{ConnectReturnCode, Event as E, Packet};
+                match e.poll().await {
+                    Ok(E::Incoming(Packet::ConnAck(c))) => {
+                        if c.code == ConnectReturnCode::Success {
+                            Ok(Event::Connected {
+                                session_present: c.session_present,
+                            })
+                        } else {
+                            Ok(Event::Refused(format!("{:?}", c.code)))
+                        }
+                    }
+                    Ok(E::Incoming(Packet::SubAck(s))) => Ok(Event::Subscribed {
+                        refused: s
+                            .return_codes
+                            .iter()
+                            .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                            .map(|c| format!("{c:?}"))
+                            .collect(),
+                    }),
+                    Ok(E::Incoming(Packet::Publish(p))) => {
+                        let message = MqttMessage {
+                            topic: p.topic.clone(),
+                            payload: p.payload.clone(),
+                            qos: p.qos as u8,
+                            retain: p.retain,
+                            user_properties: Vec::new(),
+                            content_type: None,
+                            received_at_ms: now_ms(),
+                        };
+                        let inner = if p.qos == rumqttc::QoS::AtMostOnce {
+                            AckInner::None
+                        } else {
+                            // Only the packet id and QoS matter for the ack.
+                            let mut ack = p;
+                            ack.payload = Bytes::new();
+                            AckInner::V311(ack)
+                        };
+                        Ok(Event::Publish(Box::new((message, inner))))
+                    }
+                    Ok(E::Incoming(Packet::UnsubAck(_))) => Ok(Event::Unsubscribed),
+                    Ok(E::Outgoing(rumqttc::Outgoing::Disconnect)) => Err(Closed::OnPurpose),
+                    Ok(_) => Ok(Event::Other),
+                    Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
+                        Ok(Event::Refused(format!("{code:?}")))
+                    }
+                    Err(rumqttc::ConnectionError::RequestsDone) => Err(Closed::OnPurpose),
+                    Err(e) => Err(Closed::Error(e.to_string())),
+                }
+            }
+            EventLoop::V5(e) => {
+                use v5::mqttbytes::v5::{ConnectReturnCode, Packet, SubscribeReasonCode};
+                use v5::Event as E;
+                match e.poll().await {
+                    Ok(E::Incoming(Packet::ConnAck(c))) => {
+                        if c.code == ConnectReturnCode::Success {
+                            Ok(Event::Connected {
+                                session_present: c.session_present,
+                            })
+                        } else {
+                            Ok(Event::Refused(format!("{:?}", c.code)))
+                        }
+                    }
+                    Ok(E::Incoming(Packet::SubAck(s))) => Ok(Event::Subscribed {
+                        refused: s
+                            .return_codes
+                            .iter()
+                            .filter(|c| !matches!(c, SubscribeReasonCode::Success(_)))
+                            .map(|c| format!("{c:?}"))
+                            .collect(),
+                    }),
+                    Ok(E::Incoming(Packet::Publish(p))) => {
+                        let topic = match std::str::from_utf8(&p.topic) {
+                            Ok(t) => t.to_owned(),
+                            Err(_) => String::from_utf8_lossy(&p.topic).into_owned(),
+                        };
+                        let (user_properties, content_type) = match &p.properties {
+                            Some(props) => {
+                                (props.user_properties.clone(), props.content_type.clone())
+                            }
+                            None => (Vec::new(), None),
+                        };
+                        let message = MqttMessage {
+                            topic,
+                            payload: p.payload.clone(),
+                            qos: p.qos as u8,
+                            retain: p.retain,
+                            user_properties,
+                            content_type,
+                            received_at_ms: now_ms(),
+                        };
+                        let inner = if p.qos == v5::mqttbytes::QoS::AtMostOnce {
+                            AckInner::None
+                        } else {
+                            let mut ack = p;
+                            ack.payload = Bytes::new();
+                            ack.properties = None;
+                            AckInner::V5(ack)
+                        };
+                        Ok(Event::Publish(Box::new((message, inner))))
+                    }
+                    Ok(E::Incoming(Packet::UnsubAck(_))) => Ok(Event::Unsubscribed),
+                    Ok(E::Outgoing(rumqttc::Outgoing::Disconnect)) => Err(Closed::OnPurpose),
+                    Ok(_) => Ok(Event::Other),
+                    Err(v5::ConnectionError::ConnectionRefused(code)) => {
+                        Ok(Event::Refused(format!("{code:?}")))
+                    }
+                    Err(v5::ConnectionError::RequestsDone) => Err(Closed::OnPurpose),
+                    Err(e) => Err(Closed::Error(e.to_string())),
+                }
+            }
+        }
+    }
+}
+
+enum Closed {
+    OnPurpose,
+    Error(String),
+}
+
+/// Exponential backoff from 250 ms to 30 s, so a restarting broker is
+/// found quickly and a dead one is not hammered.
+struct Backoff {
+    current: Duration,
+}
+
+impl Backoff {
+    const MIN: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(30);
+    fn new() -> Self {
+        Self { current: Self::MIN }
+    }
+    fn next(&mut self) -> Duration {
+        let wait = self.current;
+        self.current = (self.current * 2).min(Self::MAX);
+        wait
+    }
+    fn reset(&mut self) {
+        self.current = Self::MIN;
+    }
+}
+
+fn transport(settings: &MqttSettings) -> Result<rumqttc::Transport, MqttError> {
+    match (&settings.tls, settings.transport) {
+        (None, Transport::Tcp) => Ok(rumqttc::Transport::Tcp),
+        (None, Transport::Websockets) => Ok(rumqttc::Transport::Ws),
+        (Some(tls), t) => {
+            let config = rumqttc::TlsConfiguration::Rustls(Arc::new(tls::client_config(tls)?));
+            Ok(match t {
+                Transport::Tcp => rumqttc::Transport::Tls(config),
+                Transport::Websockets => rumqttc::Transport::Wss(config),
+            })
+        }
+    }
+}
+
+/// rustls client configuration from the seed's `tls` keys.
+mod tls {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+    use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+    use super::{MqttError, TlsSettings};
+
+    pub fn client_config(tls: &TlsSettings) -> Result<ClientConfig, MqttError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = RootCertStore::empty();
+        match &tls.ca_certs {
+            Some(path) => {
+                let certs = CertificateDer::pem_file_iter(path)
+                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| {
+                        MqttError::Tls(format!("mqtt.tls.ca_certs {}: {e}", path.display()))
+                    })?;
+                if certs.is_empty() {
+                    return Err(MqttError::Tls(format!(
+                        "mqtt.tls.ca_certs {}: no PEM certificate in the file",
+                        path.display()
+                    )));
+                }
+                for cert in certs {
+                    roots.add(cert).map_err(|e| {
+                        MqttError::Tls(format!("mqtt.tls.ca_certs {}: {e}", path.display()))
+                    })?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                for cert in found.certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        let roots = Arc::new(roots);
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| MqttError::Tls(e.to_string()))?;
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| MqttError::Tls(e.to_string()))?;
+        let mode = match (tls.cert_reqs, tls.insecure_cert) {
+            (Some(false), _) => Mode::NoVerification,
+            (_, true) => Mode::SkipHostname,
+            _ => Mode::Full,
+        };
+        if mode != Mode::Full {
+            tracing::warn!(
+                ?mode,
+                "MQTT TLS: broker certificate checks relaxed by settings"
+            );
+        }
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Verifier {
+                inner: verifier,
+                mode,
+            }));
+        let config = match (&tls.certfile, &tls.keyfile) {
+            (Some(cert), Some(key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| {
+                        MqttError::Tls(format!("mqtt.tls.certfile {}: {e}", cert.display()))
+                    })?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                    MqttError::Tls(format!("mqtt.tls.keyfile {}: {e}", key.display()))
+                })?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| MqttError::Tls(format!("client certificate: {e}")))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        Ok(config)
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Mode {
+        Full,
+        /// `insecure_cert: true`: the chain must still lead to the CA, but
+        /// the name may differ (self-signed plant certificates).
+        SkipHostname,
+        /// `cert_reqs: false`: anything goes.
+        NoVerification,
+    }
+
+    #[derive(Debug)]
+    struct Verifier {
+        inner: Arc<WebPkiServerVerifier>,
+        mode: Mode,
+    }
+
+    impl ServerCertVerifier for Verifier {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            match self.mode {
+                Mode::NoVerification => Ok(ServerCertVerified::assertion()),
+                Mode::Full => {
+                    self.inner
+                        .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+                }
+                Mode::SkipHostname => match self.inner.verify_server_cert(
+                    end_entity,
+                    intermediates,
+                    server_name,
+                    ocsp,
+                    now,
+                ) {
+                    Err(rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::NotValidForName
+                        | rustls::CertificateError::NotValidForNameContext { .. },
+                    )) => Ok(ServerCertVerified::assertion()),
+                    other => other,
+                },
+            }
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.inner.supported_verify_schemes()
+        }
+    }
+}

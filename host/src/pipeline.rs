@@ -1,1 +1,556 @@
-//! TODO
+//! `uns-kafka run`: MQTT in -> component -> Kafka out -> MQTT ack.
+//!
+//! One task owns the flow. It takes what the MQTT reader has received (up
+//! to `bridge.batch_size`), has the component transform it on a dedicated
+//! thread, enqueues the records with the producer in receive order, and
+//! keeps one future per message in a `FuturesOrdered`. That queue yields
+//! messages in the order they arrived, which is the order MQTT requires for
+//! acknowledgements, so a message is acknowledged exactly when it and every
+//! message before it are safely in Kafka (or in the dead-letter topic).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::{self, ConfigError, Settings};
+use crate::error::CliError;
+use crate::kafka::{DeliveryError, Sink};
+use crate::message::{KafkaRecord, MessageError, MqttMessage, TransformOutcome};
+use crate::metrics::Stats;
+use crate::mqtt::{self, AckToken, Inbound, State};
+use crate::transform::{self, ComponentInfo, RuntimeOptions, TransformRuntime, Transformer};
+
+/// Arguments of `uns-kafka run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Configuration directory holding settings.yaml (and .secrets.yaml).
+    #[arg(long, value_name = "DIR", default_value = "conf")]
+    pub config: PathBuf,
+    /// Transform component (.wasm); overrides transform.component.
+    #[arg(long, value_name = "FILE.wasm")]
+    pub component: Option<PathBuf>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+/// Entry point of `uns-kafka run`.
+pub fn main(args: RunArgs) -> Result<(), CliError> {
+    crate::logging::init(args.log_json);
+    let settings = config::load(&args.config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(e.into()))?;
+    let bridge = Bridge::prepare(settings, args.component)?;
+    runtime.block_on(async { bridge.run(shutdown_signal()).await.map_err(CliError::Other) })
+}
+
+/// Resolves once SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Everything checked and built before the first connection, so a bad
+/// setting or a broken component stops the process at once with exit 2.
+pub struct Bridge {
+    settings: Settings,
+    runtime: Arc<TransformRuntime>,
+    transformer: Transformer,
+    sink: Sink,
+    stats: Arc<Stats>,
+    ready: Option<oneshot::Sender<()>>,
+}
+
+impl Bridge {
+    pub fn prepare(settings: Settings, component: Option<PathBuf>) -> Result<Self, CliError> {
+        let (runtime, transformer) = load_component(&settings, component)?;
+        let sink = Sink::new(&settings.kafka.config).map_err(|e| ConfigError {
+            file: settings.settings_file(),
+            key: "kafka.config".into(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            settings,
+            runtime,
+            transformer,
+            sink,
+            stats: Arc::new(Stats::default()),
+            ready: None,
+        })
+    }
+
+    /// Resolves when the bridge is connected and subscribed for the first
+    /// time (the demo publishes only then).
+    pub fn ready(&mut self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.ready = Some(tx);
+        rx
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Bridges until `shutdown` resolves or the MQTT connection is lost for
+    /// good; then stops reading, lets Kafka confirm what is in flight,
+    /// acknowledges it, and disconnects.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Bridge {
+            settings,
+            runtime,
+            transformer,
+            sink,
+            stats,
+            ready,
+        } = self;
+        let info = transformer.info().clone();
+        tracing::info!(component = %info.name, version = %info.version, "transform component loaded");
+        let worker = Worker::spawn(transformer, runtime, settings.component_config());
+
+        let (tx, mut rx) = mpsc::unbounded_channel::<Inbound>();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (reader, acker, control, mut state) =
+            mqtt::connect(&settings.mqtt, settings.bridge.max_in_flight, tx, stop_rx)?;
+        let mut reader_task = tokio::spawn(reader.run());
+        if let Some(ready) = ready {
+            let mut st = state.clone();
+            tokio::spawn(async move {
+                while *st.borrow_and_update() != State::Ready {
+                    if st.changed().await.is_err() {
+                        return;
+                    }
+                }
+                let _ = ready.send(());
+            });
+        }
+        let health = match settings.bridge.health_listen {
+            Some(addr) => Some(
+                crate::health::serve(addr, state.clone(), stats.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("bridge.health_listen {addr}: {e}"))?,
+            ),
+            None => None,
+        };
+
+        let dlq = Arc::new(DeadLetter {
+            sink: sink.clone(),
+            topic: settings.kafka.dead_letter_topic.clone(),
+            info: info.clone(),
+        });
+        let batch_size = settings.bridge.batch_size;
+        let clean_session = settings.mqtt.clean_session;
+        let mut pending = FuturesOrdered::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut draining = false;
+        let mut input_open = true;
+        let mut reader_result: Option<anyhow::Result<()>> = None;
+        let mut drain_deadline = None;
+
+        loop {
+            if draining && !input_open && pending.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = &mut shutdown, if !draining => {
+                    tracing::info!("shutting down: no new messages; waiting for Kafka to confirm those in flight");
+                    draining = true;
+                    if clean_session && *state.borrow() == State::Ready {
+                        // Unsubscribe and bridge what the broker sent before
+                        // it confirmed: with a clean session, whatever we do
+                        // not bridge now is gone.
+                        control.stop_subscriptions().await;
+                        drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                    } else {
+                        // A persistent session keeps the rest for next time;
+                        // without a connection there is nothing to wait for.
+                        let _ = stop_tx.send(true);
+                        input_open = false;
+                        while let Ok(m) = rx.try_recv() { drop(m); }
+                    }
+                }
+                done = pending.next(), if !pending.is_empty() => {
+                    if let Some(token) = done {
+                        acker.ack(token).await;
+                        stats.acked.add(1);
+                    }
+                }
+                changed = state.changed(), if draining && input_open => {
+                    let unsubscribed = changed.is_err() || *state.borrow() == State::Unsubscribed;
+                    if unsubscribed {
+                        input_open = false;
+                        drain(&mut rx, batch_size, &worker, &sink, &dlq, &stats, &mut pending).await;
+                    }
+                }
+                _ = async { if let Some(d) = drain_deadline { tokio::time::sleep_until(d).await } }, if draining && input_open && drain_deadline.is_some() => {
+                    input_open = false;
+                    drain(&mut rx, batch_size, &worker, &sink, &dlq, &stats, &mut pending).await;
+                }
+                received = rx.recv(), if input_open => {
+                    let Some(first) = received else {
+                        input_open = false;
+                        continue;
+                    };
+                    let mut batch = Vec::with_capacity(batch_size.min(64));
+                    batch.push(first);
+                    while batch.len() < batch_size {
+                        match rx.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(_) => break,
+                        }
+                    }
+                    process(batch, &worker, &sink, &dlq, &stats, &mut pending).await;
+                }
+                result = &mut reader_task, if reader_result.is_none() => {
+                    let result = match result {
+                        Ok(r) => r.map_err(anyhow::Error::from),
+                        Err(e) => Err(anyhow::anyhow!("MQTT reader failed: {e}")),
+                    };
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "MQTT input stopped; finishing what is in flight");
+                    }
+                    reader_result = Some(result);
+                    draining = true;
+                    input_open = !rx.is_empty();
+                }
+            }
+            if draining && input_open && rx.is_empty() && reader_result.is_some() {
+                input_open = false;
+            }
+        }
+
+        let timeout = Duration::from_millis(settings.bridge.shutdown_timeout_ms);
+        let flush_sink = sink.clone();
+        let _ = tokio::task::spawn_blocking(move || flush_sink.flush(timeout)).await;
+        control.disconnect().await;
+        let reader_result = match reader_result {
+            Some(r) => r,
+            None => match tokio::time::timeout(Duration::from_secs(5), &mut reader_task).await {
+                Ok(Ok(r)) => r.map_err(anyhow::Error::from),
+                Ok(Err(e)) => Err(anyhow::anyhow!("MQTT reader failed: {e}")),
+                Err(_) => {
+                    reader_task.abort();
+                    Ok(())
+                }
+            },
+        };
+        if let Some(h) = health {
+            h.abort();
+        }
+        tracing::info!(
+            received = stats.received.get(),
+            records = stats.records.get(),
+            dead_lettered = stats.dead_lettered.get(),
+            acknowledged = stats.acked.get(),
+            "uns-kafka stopped"
+        );
+        reader_result
+    }
+}
+
+/// Loads and instantiates the component once, so a missing file or a
+/// configuration the component rejects is a startup error (exit 2).
+pub fn load_component(
+    settings: &Settings,
+    component: Option<PathBuf>,
+) -> Result<(Arc<TransformRuntime>, Transformer), CliError> {
+    let (path, key) = match (component, &settings.transform.component) {
+        (Some(p), _) => (p, "--component"),
+        (None, Some(p)) => (p.clone(), "transform.component"),
+        (None, None) => (transform::default_component_path(), "transform.component"),
+    };
+    let config_error = |message: String| ConfigError {
+        file: settings.settings_file(),
+        key: key.to_owned(),
+        message,
+    };
+    let runtime = TransformRuntime::load(&path, RuntimeOptions::from(&settings.transform))
+        .map_err(|e| config_error(format!("{}: {e}", path.display())))?;
+    let runtime = Arc::new(runtime);
+    let transformer = runtime
+        .instantiate(&settings.component_config())
+        .map_err(|e| ConfigError {
+            file: settings.settings_file(),
+            key: "transform (component init)".into(),
+            message: e.to_string(),
+        })?;
+    Ok((runtime, transformer))
+}
+
+/// Runs the component on its own thread: a call may take up to
+/// `transform.timeout_ms`, which must not stall the async runtime.
+struct Worker {
+    tx: std::sync::mpsc::Sender<Job>,
+}
+
+type Job = (
+    Vec<MqttMessage>,
+    oneshot::Sender<(Vec<MqttMessage>, Vec<TransformOutcome>)>,
+);
+
+impl Worker {
+    fn spawn(mut transformer: Transformer, runtime: Arc<TransformRuntime>, config: String) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("uns-transform".into())
+            .spawn(move || {
+                while let Ok((messages, reply)) = rx.recv() {
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        transformer.transform_batch(&messages)
+                    }));
+                    let outcomes = match result {
+                        Ok(o) => o,
+                        Err(_) => {
+                            tracing::error!(
+                                "transform panicked in the host; starting a fresh instance"
+                            );
+                            if let Ok(t) = runtime.instantiate(&config) {
+                                transformer = t;
+                            }
+                            messages
+                                .iter()
+                                .map(|_| {
+                                    Err(MessageError::new(
+                                        "internal",
+                                        "host panic while transforming",
+                                    ))
+                                })
+                                .collect()
+                        }
+                    };
+                    let _ = reply.send((messages, outcomes));
+                }
+            })
+            .map(|_| ())
+            .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the transform thread"));
+        Self { tx }
+    }
+
+    async fn transform(
+        &self,
+        messages: Vec<MqttMessage>,
+    ) -> (Vec<MqttMessage>, Vec<TransformOutcome>) {
+        let n = messages.len();
+        let (reply, answer) = oneshot::channel();
+        let fallback = |messages: Vec<MqttMessage>| {
+            let outcomes = (0..n)
+                .map(|_| Err(MessageError::new("internal", "transform thread is gone")))
+                .collect();
+            (messages, outcomes)
+        };
+        if let Err(std::sync::mpsc::SendError((messages, _))) = self.tx.send((messages, reply)) {
+            return fallback(messages);
+        }
+        // An empty answer makes the caller leave the batch unacknowledged.
+        answer.await.unwrap_or_default()
+    }
+}
+
+type Pending = FuturesOrdered<std::pin::Pin<Box<dyn Future<Output = AckToken> + Send>>>;
+
+/// Bridges everything already received, at shutdown.
+async fn drain(
+    rx: &mut mpsc::UnboundedReceiver<Inbound>,
+    batch_size: usize,
+    worker: &Worker,
+    sink: &Sink,
+    dlq: &Arc<DeadLetter>,
+    stats: &Arc<Stats>,
+    pending: &mut Pending,
+) {
+    loop {
+        let mut batch = Vec::new();
+        while batch.len() < batch_size {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        process(batch, worker, sink, dlq, stats, pending).await;
+    }
+}
+
+/// Transforms a batch and enqueues its records, in receive order.
+async fn process(
+    batch: Vec<Inbound>,
+    worker: &Worker,
+    sink: &Sink,
+    dlq: &Arc<DeadLetter>,
+    stats: &Arc<Stats>,
+    pending: &mut Pending,
+) {
+    stats.received.add(batch.len() as u64);
+    let (messages, tokens): (Vec<MqttMessage>, Vec<AckToken>) =
+        batch.into_iter().map(|i| (i.message, i.ack)).unzip();
+    let (messages, outcomes) = worker.transform(messages).await;
+    if messages.len() != tokens.len() || outcomes.len() != tokens.len() {
+        // Cannot happen unless the transform thread died mid-call; the
+        // messages are not acknowledged, so a persistent session gets them
+        // again.
+        tracing::error!("transform thread lost a batch; its messages are not acknowledged");
+        return;
+    }
+    for ((message, outcome), token) in messages.into_iter().zip(outcomes).zip(tokens) {
+        match outcome {
+            Ok(records) => {
+                let mut sends = Vec::with_capacity(records.len());
+                let mut failure: Option<MessageError> = None;
+                for record in records {
+                    if let Err(why) = config::check_kafka_topic(&record.topic) {
+                        failure = Some(MessageError::new(
+                            "invalid-topic",
+                            format!("component returned Kafka topic {:?}: {why}", record.topic),
+                        ));
+                        continue;
+                    }
+                    let sent = sink.send(&record).await;
+                    sends.push((record, sent));
+                }
+                stats.records.add(sends.len() as u64);
+                let sink = sink.clone();
+                let dlq = dlq.clone();
+                let stats = stats.clone();
+                pending.push_back(Box::pin(async move {
+                    for (record, sent) in sends {
+                        let result = match sent {
+                            Ok(f) => Sink::confirm(f).await,
+                            Err(e) => Err(e),
+                        };
+                        let result = match result {
+                            Err(e) if !e.is_permanent() => sink.deliver(&record).await,
+                            r => r,
+                        };
+                        if let Err(e) = result {
+                            failure = Some(produce_error(&record, &e));
+                        }
+                    }
+                    if let Some(reason) = failure {
+                        dlq.send(&message, &reason, "produce").await;
+                        stats.dead_lettered.add(1);
+                    }
+                    token
+                }));
+            }
+            Err(reason) => {
+                let dlq = dlq.clone();
+                let stats = stats.clone();
+                pending.push_back(Box::pin(async move {
+                    dlq.send(&message, &reason, "transform").await;
+                    stats.dead_lettered.add(1);
+                    token
+                }));
+            }
+        }
+    }
+}
+
+fn produce_error(record: &KafkaRecord, e: &DeliveryError) -> MessageError {
+    MessageError::new(
+        "kafka-rejected",
+        format!(
+            "Kafka rejected the record for topic {:?}: {e}",
+            record.topic
+        ),
+    )
+}
+
+/// Writes messages that could not be bridged, with the reason, so nothing
+/// is dropped silently.
+struct DeadLetter {
+    sink: Sink,
+    topic: String,
+    info: ComponentInfo,
+}
+
+impl DeadLetter {
+    async fn send(&self, message: &MqttMessage, reason: &MessageError, stage: &str) {
+        tracing::warn!(mqtt_topic = %message.topic, kind = %reason.kind, reason = %reason.message, "message dead-lettered to {}", self.topic);
+        let mut record = dead_letter_record(&self.topic, message, reason, stage, &self.info);
+        match self.sink.deliver(&record).await {
+            Ok(()) => {}
+            Err(e) => {
+                // Usually too large for the dead-letter topic as well: keep
+                // the reason and the topic, say how big the payload was.
+                record.value = None;
+                record.headers.push((
+                    "dlq_payload_dropped".into(),
+                    format!("{} bytes: {e}", message.payload.len()).into_bytes(),
+                ));
+                if let Err(e) = self.sink.deliver(&record).await {
+                    tracing::error!(mqtt_topic = %message.topic, error = %e, dead_letter_topic = %self.topic,
+                        "cannot write to the dead-letter topic; the message is lost");
+                }
+            }
+        }
+    }
+}
+
+/// The dead-letter record: raw payload as value, MQTT topic as key, and
+/// the reason in headers (`dlq_reason`, `dlq_error_kind`, `dlq_stage`).
+pub fn dead_letter_record(
+    topic: &str,
+    message: &MqttMessage,
+    reason: &MessageError,
+    stage: &str,
+    info: &ComponentInfo,
+) -> KafkaRecord {
+    let mut headers = vec![
+        ("dlq_reason".to_owned(), reason.message.clone().into_bytes()),
+        (
+            "dlq_error_kind".to_owned(),
+            reason.kind.clone().into_bytes(),
+        ),
+        ("dlq_stage".to_owned(), stage.as_bytes().to_vec()),
+        ("mqtt_topic".to_owned(), message.topic.clone().into_bytes()),
+        ("mqtt_qos".to_owned(), message.qos.to_string().into_bytes()),
+        (
+            "mqtt_retain".to_owned(),
+            message.retain.to_string().into_bytes(),
+        ),
+        (
+            "received_at_ms".to_owned(),
+            message.received_at_ms.to_string().into_bytes(),
+        ),
+        ("transform_name".to_owned(), info.name.clone().into_bytes()),
+        (
+            "transform_version".to_owned(),
+            info.version.clone().into_bytes(),
+        ),
+    ];
+    if let Some(ct) = &message.content_type {
+        headers.push(("mqtt_content_type".to_owned(), ct.clone().into_bytes()));
+    }
+    KafkaRecord {
+        topic: topic.to_owned(),
+        key: Some(message.topic.clone().into_bytes()),
+        value: Some(message.payload.to_vec()),
+        headers,
+        timestamp_ms: Some(message.received_at_ms),
+    }
+}
