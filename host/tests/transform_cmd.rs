@@ -23,11 +23,19 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// Cargo's target directory, honouring `CARGO_TARGET_DIR` as cargo does.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace().join(dir),
+        _ => workspace().join("target"),
+    }
+}
+
 /// Path of a compiled component, building both test components once if
 /// either is missing.
 fn component(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
-    let dir = workspace().join("target/wasm32-wasip2/release");
+    let dir = target_dir().join("wasm32-wasip2/release");
     let path = dir.join(format!("{name}.wasm"));
     BUILT.get_or_init(|| {
         if dir.join("uns_default.wasm").is_file() && dir.join("test_faulty.wasm").is_file() {

@@ -1,0 +1,36 @@
+# Installs what building and testing uns-kafka needs on a fresh Debian
+# machine that has only rustup, Java and Maven. Sourced by demo.sh and
+# test.sh; every step is skipped when its tool is already there.
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "==> apt-get install ${missing[*]}" >&2
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# librdkafka is built from source by rdkafka-sys (C toolchain, OpenSSL,
+# zlib); aws-lc-sys (rustls) may want cmake.
+ensure_build_deps() {
+  apt_install build-essential pkg-config libssl-dev zlib1g-dev cmake perl
+}
+
+ensure_wasm_target() {
+  if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    echo "==> rustup target add wasm32-wasip2" >&2
+    rustup target add wasm32-wasip2
+  fi
+}
+
+ensure_cargo_component() {
+  if ! cargo component --version >/dev/null 2>&1; then
+    echo "==> cargo install cargo-component (takes a while, once)" >&2
+    cargo install cargo-component --locked
+  fi
+}

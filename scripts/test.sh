@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Every test in one command, on a fresh Debian machine with only rustup,
+# Java and Maven: installs what is missing, checks formatting and lints,
+# builds the components and the bridge, brings up the real brokers
+# (tests/brokers.sh), runs every test, prints the fault report and brings
+# the brokers down again, also when something fails.
+#
+#   bash scripts/test.sh
+#
+# UNS_FAULTS_LONG=1 runs the long variants of the fault tests (20,000+
+# messages per scenario); the default runs a short version of each.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+started=$(date +%s)
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "tools: build dependencies, wasm32-wasip2, cargo-component"
+ensure_build_deps
+ensure_wasm_target
+ensure_cargo_component
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "build the components (cargo build and cargo component build)"
+cargo build --locked --release --target wasm32-wasip2 -p uns-default -p test-faulty
+# The component must also build the way transform authors build theirs.
+(cd components/uns-default && cargo component build --locked --release >/dev/null)
+
+step "cargo clippy -D warnings"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+step "build the bridge and the tests"
+cargo build --locked -p uns-kafka
+cargo test --locked --workspace --no-run
+
+export UNS_FAULT_REPORT=${UNS_FAULT_REPORT:-$PWD/${CARGO_TARGET_DIR:-target}/fault-report.tsv}
+rm -f "$UNS_FAULT_REPORT"
+trap 'status=$?; step "brokers down"; bash tests/brokers.sh down || true; exit $status' EXIT
+step "brokers up"
+bash tests/brokers.sh up
+
+step "unit, golden, transform and end-to-end tests"
+cargo test --locked --workspace -- --skip fault_
+
+# Fault tests stop and start the shared brokers: one at a time, last.
+if [ -f tests/tests/faults.rs ]; then
+  step "fault tests (one at a time)"
+  cargo test --locked -p uns-kafka-e2e --test faults -- --test-threads=1
+fi
+
+if [ -s "$UNS_FAULT_REPORT" ]; then
+  step "fault report (every message counted)"
+  column -t -s $'\t' "$UNS_FAULT_REPORT" 2>/dev/null || cat "$UNS_FAULT_REPORT"
+fi
+step "all tests passed in $(( $(date +%s) - started )) s"

@@ -1,0 +1,207 @@
+//! Kafka clients for tests: create topics, read back what the bridge
+//! produced, and a producer for tests that write to Kafka themselves.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::env::env;
+use crate::unique;
+
+/// One record as read back from Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rec {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    /// In record order; Kafka allows repeated names.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Milliseconds since the Unix epoch (create time).
+    pub timestamp: Option<i64>,
+}
+
+impl Rec {
+    fn from_message(m: &BorrowedMessage<'_>) -> Rec {
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Rec {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers,
+            timestamp: m.timestamp().to_millis(),
+        }
+    }
+
+    /// The first header called `name`, as (lossy) UTF-8.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// The key as (lossy) UTF-8.
+    pub fn key_str(&self) -> Option<String> {
+        self.key
+            .as_deref()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+    }
+
+    /// The value as (lossy) UTF-8.
+    pub fn value_str(&self) -> Option<String> {
+        self.value
+            .as_deref()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// The value parsed as JSON; panics (naming the record) if there is no
+    /// value or it is not JSON.
+    pub fn value_json(&self) -> serde_json::Value {
+        let value = self.value.as_deref().unwrap_or_else(|| {
+            panic!(
+                "record {}/{}@{} has no value",
+                self.topic, self.partition, self.offset
+            )
+        });
+        serde_json::from_slice(value).unwrap_or_else(|e| {
+            panic!(
+                "record {}/{}@{} is not JSON ({e}): {}",
+                self.topic,
+                self.partition,
+                self.offset,
+                String::from_utf8_lossy(value)
+            )
+        })
+    }
+}
+
+fn base_config() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &env().kafka_bootstrap);
+    c
+}
+
+/// A producer on the test Kafka (acks=all, idempotent).
+pub fn producer() -> FutureProducer {
+    base_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .expect("create Kafka producer")
+}
+
+/// Creates topics (one replica each), ignoring ones that already exist, so a
+/// test can subscribe before the bridge produces anything.
+pub async fn create_topics(names: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        base_config().create().expect("create Kafka admin client");
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&topics, &opts)
+        .await
+        .unwrap_or_else(|e| panic!("create topics {names:?}: {e}"));
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => panic!("create topic {name}: {code}"),
+        }
+    }
+}
+
+/// A consumer in a group of its own, reading from the earliest offset, so it
+/// sees every record whether it subscribed before or after they were
+/// produced.
+pub struct Consumer {
+    inner: StreamConsumer,
+    group: String,
+}
+
+impl Consumer {
+    /// Subscribes to topic names and/or regular expressions (`^prefix-.*`).
+    /// Topics that do not exist yet are picked up once created (metadata is
+    /// refreshed every 500 ms).
+    pub fn new(topics: &[&str]) -> Consumer {
+        let group = unique("e2e-group");
+        let inner: StreamConsumer = base_config()
+            .set("group.id", &group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("topic.metadata.refresh.interval.ms", "500")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
+            .set("fetch.wait.max.ms", "100")
+            .create()
+            .expect("create Kafka consumer");
+        inner
+            .subscribe(topics)
+            .unwrap_or_else(|e| panic!("subscribe to {topics:?}: {e}"));
+        Consumer { inner, group }
+    }
+
+    pub fn group_id(&self) -> &str {
+        &self.group
+    }
+
+    /// Reads until `n` records arrived or `timeout` passed; returns what it
+    /// got (the test asserts the count).
+    pub async fn collect(&self, n: usize, timeout: Duration) -> Vec<Rec> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::with_capacity(n.min(16_384));
+        while out.len() < n {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            match tokio::time::timeout(left, self.inner.recv()).await {
+                Err(_) => break,
+                Ok(Ok(m)) => out.push(Rec::from_message(&m)),
+                Ok(Err(e)) => report(e),
+            }
+        }
+        out
+    }
+
+    /// Reads everything that arrives within `duration` (to assert that
+    /// nothing more, or nothing at all, comes).
+    pub async fn collect_for(&self, duration: Duration) -> Vec<Rec> {
+        self.collect(usize::MAX, duration).await
+    }
+}
+
+/// Consumer errors are not the test's verdict: a topic that does not exist
+/// yet is normal, anything else is printed for the post-mortem.
+fn report(e: KafkaError) {
+    match e {
+        KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)
+        | KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopic) => {}
+        e => eprintln!("kafka consumer: {e}"),
+    }
+}

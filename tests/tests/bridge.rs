@@ -1,0 +1,745 @@
+//! The real `uns-kafka run` against the real brokers of `tests/brokers.sh`:
+//! publish with an MQTT client, read back with a Kafka consumer, assert
+//! topic, key, headers, timestamp and value.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use prost::Message as _;
+use serde_json::json;
+use uns_default::sparkplug::{self, payload::metric};
+use uns_kafka_e2e::*;
+
+const READY: Duration = Duration::from_secs(60);
+const ARRIVE: Duration = Duration::from_secs(60);
+
+/// A bridge configured for `topics` with `extra` YAML lines under `mqtt:`,
+/// dead-lettering to `dlq`.
+struct Setup {
+    bridge: Bridge,
+    _dir: ConfigDir,
+}
+
+fn settings(port: u16, topics: &[String], extra_mqtt: &str, dlq: &str) -> String {
+    let topics: Vec<String> = topics.iter().map(|t| format!("'{t}'")).collect();
+    format!(
+        "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  topics: [{}]\n  qos: 1\n{extra_mqtt}\
+         kafka:\n  config:\n    bootstrap.servers: '{}'\n    linger.ms: 5\n  dead_letter_topic: '{dlq}'\n",
+        topics.join(", "),
+        env().kafka_bootstrap
+    )
+}
+
+async fn start(settings_yaml: &str, secrets_yaml: Option<&str>) -> Setup {
+    let dir = ConfigDir::new();
+    dir.write_settings(settings_yaml);
+    if let Some(s) = secrets_yaml {
+        dir.write_secrets(s);
+    }
+    let config = dir.path().to_string_lossy().into_owned();
+    let component = component("uns-default").to_string_lossy().into_owned();
+    let mut bridge = Bridge::start(["run", "--config", &config, "--component", &component], &[]);
+    bridge.wait_ready(READY).await;
+    Setup { bridge, _dir: dir }
+}
+
+fn headers(rec: &Rec) -> BTreeMap<String, String> {
+    rec.headers
+        .iter()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_cases_json_abc_and_sparkplug_nbirth() {
+    let p = unique("seed");
+    let group = unique("grp");
+    let json_topic = format!("{p}/a/b/c");
+    let plain_topic = format!("abc{p}");
+    let birth_topic = format!("spBv1.0/{group}/NBIRTH/eon1");
+    let kafka_json = format!("{p}_a_b_c");
+    let kafka_plain = plain_topic.clone();
+    let kafka_birth = format!("spBv1.0_{group}_NBIRTH_eon1");
+    create_topics(&[&kafka_json, &kafka_plain, &kafka_birth], 3).await;
+    let consumer = Consumer::new(&[&kafka_json, &kafka_plain, &kafka_birth]);
+
+    let dlq = format!("{p}-dlq");
+    let mut s = start(
+        &settings(
+            env().mqtt_port,
+            &[
+                json_topic.clone(),
+                plain_topic.clone(),
+                format!("spBv1.0/{group}/#"),
+            ],
+            "",
+            &dlq,
+        ),
+        None,
+    )
+    .await;
+
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    publisher
+        .publish_with_properties(
+            &json_topic,
+            json!({"timestamp": 1_700_000_000_123_i64, "temperature": 21.5, "unit": "C"})
+                .to_string(),
+            1,
+            false,
+            Some("application/json"),
+            &[("site", "plant-1")],
+        )
+        .await;
+    publisher
+        .publish(&plain_topic, json!({"value": 42}).to_string(), 1, false)
+        .await;
+    let birth = sparkplug::Payload {
+        timestamp: Some(1_700_000_000_999),
+        seq: Some(0),
+        metrics: vec![
+            sparkplug::payload::Metric {
+                name: Some("bdSeq".into()),
+                datatype: Some(sparkplug::datatype::INT64),
+                value: Some(metric::Value::LongValue(7)),
+                ..Default::default()
+            },
+            sparkplug::payload::Metric {
+                name: Some("Temperature".into()),
+                datatype: Some(sparkplug::datatype::DOUBLE),
+                value: Some(metric::Value::DoubleValue(21.25)),
+                ..Default::default()
+            },
+            sparkplug::payload::Metric {
+                name: Some("Offset".into()),
+                datatype: Some(sparkplug::datatype::INT8),
+                value: Some(metric::Value::IntValue((-5i8) as u8 as u32)),
+                ..Default::default()
+            },
+            sparkplug::payload::Metric {
+                name: Some("Running".into()),
+                datatype: Some(sparkplug::datatype::BOOLEAN),
+                value: Some(metric::Value::BooleanValue(true)),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    publisher
+        .publish(&birth_topic, birth.encode_to_vec(), 1, false)
+        .await;
+    publisher.wait_acked(ARRIVE).await;
+
+    let records = consumer.collect(3, ARRIVE).await;
+    assert_eq!(
+        records.len(),
+        3,
+        "records: {records:#?}\nlog:\n{}",
+        s.bridge.log()
+    );
+    let by_topic: BTreeMap<String, Rec> =
+        records.into_iter().map(|r| (r.topic.clone(), r)).collect();
+
+    let r = &by_topic[&kafka_json];
+    assert_eq!(r.key_str().as_deref(), Some(json_topic.as_str()));
+    assert_eq!(r.timestamp, Some(1_700_000_000_123));
+    assert_eq!(
+        r.value_json(),
+        json!({"timestamp": 1_700_000_000_123_i64, "temperature": 21.5, "unit": "C"})
+    );
+    let h = headers(r);
+    assert_eq!(h["mqtt_topic"], json_topic);
+    assert_eq!(h["mqtt_qos"], "1");
+    assert_eq!(h["mqtt_retain"], "false");
+    assert_eq!(h["mqtt_content_type"], "application/json");
+    assert_eq!(h["site"], "plant-1");
+    assert_eq!(h["transform_name"], "uns-default");
+    assert!(!h["transform_version"].is_empty());
+
+    let r = &by_topic[&kafka_plain];
+    assert_eq!(r.key_str().as_deref(), Some(plain_topic.as_str()));
+    assert_eq!(r.value_json(), json!({"value": 42}));
+    // No timestamp attribute: the time the bridge received it.
+    let ts = r.timestamp.expect("timestamp");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        (now - ts).abs() < 120_000,
+        "timestamp {ts} is not recent ({now})"
+    );
+
+    let r = &by_topic[&kafka_birth];
+    assert_eq!(r.key_str().as_deref(), Some(birth_topic.as_str()));
+    assert_eq!(r.timestamp, Some(1_700_000_000_999));
+    let v = r.value_json();
+    assert_eq!(v["timestamp"], json!(1_700_000_000_999_i64));
+    assert_eq!(v["seq"], json!(0));
+    let metrics = v["metrics"].as_array().expect("metrics");
+    let value_of = |name: &str| {
+        metrics
+            .iter()
+            .find(|m| m["name"] == json!(name))
+            .map(|m| m["value"].clone())
+            .unwrap_or_else(|| panic!("metric {name} missing in {v}"))
+    };
+    assert_eq!(value_of("bdSeq"), json!(7));
+    assert_eq!(value_of("Temperature"), json!(21.25));
+    assert_eq!(value_of("Offset"), json!(-5));
+    assert_eq!(value_of("Running"), json!(true));
+
+    publisher.disconnect().await;
+    let status = s.bridge.terminate(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", s.bridge.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ignored_attributes_follow_mqtt_wildcards() {
+    let p = unique("ign");
+    let dlq = format!("{p}-dlq");
+    let extra = format!(
+        "  ignored_attributes:\n    '{p}/+/sensor': ['secret', 'nested.drop']\n    '{p}/#': 'debug'\n"
+    );
+    let sensor = format!("{p}/x/sensor");
+    let other = format!("{p}/x/y/other");
+    let k_sensor = format!("{p}_x_sensor");
+    let k_other = format!("{p}_x_y_other");
+    create_topics(&[&k_sensor, &k_other], 3).await;
+    let consumer = Consumer::new(&[&k_sensor, &k_other]);
+    let mut s = start(
+        &settings(env().mqtt_port, &[format!("{p}/#")], &extra, &dlq),
+        None,
+    )
+    .await;
+
+    let body = json!({"v": 1, "secret": "s3cr3t", "debug": true, "nested": {"drop": 1, "keep": 2}});
+    publish(env().mqtt_port, &sensor, body.to_string(), 1, false).await;
+    publish(env().mqtt_port, &other, body.to_string(), 1, false).await;
+
+    let records = consumer.collect(2, ARRIVE).await;
+    assert_eq!(records.len(), 2, "log:\n{}", s.bridge.log());
+    for r in records {
+        if r.topic == k_sensor {
+            assert_eq!(r.value_json(), json!({"v": 1, "nested": {"keep": 2}}));
+        } else {
+            assert_eq!(r.topic, k_other);
+            // `+` matches one level only: the sensor rule does not apply.
+            assert_eq!(
+                r.value_json(),
+                json!({"v": 1, "secret": "s3cr3t", "nested": {"drop": 1, "keep": 2}})
+            );
+        }
+    }
+    assert_eq!(
+        s.bridge.terminate(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_json_goes_to_the_dead_letter_topic_with_its_reason() {
+    let p = unique("dlq");
+    let dlq = format!("{p}-dlq");
+    let bad_topic = format!("{p}/line/bad");
+    let good_topic = format!("{p}/line/good");
+    let k_good = format!("{p}_line_good");
+    create_topics(&[&dlq, &k_good], 1).await;
+    let dlq_consumer = Consumer::new(&[&dlq]);
+    let good_consumer = Consumer::new(&[&k_good]);
+    let mut s = start(
+        &settings(env().mqtt_port, &[format!("{p}/#")], "", &dlq),
+        None,
+    )
+    .await;
+
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    publisher
+        .publish(&bad_topic, "{\"value\": 1,", 1, false)
+        .await;
+    publisher
+        .publish(&good_topic, json!({"value": 2}).to_string(), 1, false)
+        .await;
+    publisher.wait_acked(ARRIVE).await;
+
+    let dead = dlq_consumer.collect(1, ARRIVE).await;
+    assert_eq!(dead.len(), 1, "log:\n{}", s.bridge.log());
+    let r = &dead[0];
+    assert_eq!(r.value.as_deref(), Some(&b"{\"value\": 1,"[..]));
+    assert_eq!(r.key_str().as_deref(), Some(bad_topic.as_str()));
+    let h = headers(r);
+    assert_eq!(h["mqtt_topic"], bad_topic);
+    assert_eq!(h["dlq_error_kind"], "decode");
+    assert_eq!(h["dlq_stage"], "transform");
+    assert!(
+        h["dlq_reason"].to_lowercase().contains("json"),
+        "reason should say what was wrong: {:?}",
+        h["dlq_reason"]
+    );
+    // The bad message does not hold up the next one.
+    let good = good_consumer.collect(1, ARRIVE).await;
+    assert_eq!(good.len(), 1);
+    assert_eq!(good[0].value_json(), json!({"value": 2}));
+    // Nothing else in the dead-letter topic.
+    assert!(dlq_consumer
+        .collect_for(Duration::from_secs(2))
+        .await
+        .is_empty());
+    publisher.disconnect().await;
+    assert_eq!(
+        s.bridge.terminate(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_qos1_messages_over_100_topics_exactly_once_in_order() {
+    const TOPICS: usize = 100;
+    const PER_TOPIC: usize = 100;
+    let p = unique("load");
+    let dlq = format!("{p}-dlq");
+    let kafka_topics: Vec<String> = (0..TOPICS).map(|t| format!("{p}_t{t}")).collect();
+    let names: Vec<&str> = kafka_topics.iter().map(String::as_str).collect();
+    create_topics(&names, 3).await;
+    let consumer = Consumer::new(&[&format!("^{p}_t.*")]);
+    let mut s = start(
+        &settings(env().mqtt_port, &[format!("{p}/#")], "", &dlq),
+        None,
+    )
+    .await;
+
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    for i in 0..PER_TOPIC {
+        for t in 0..TOPICS {
+            let payload = json!({"seq": i, "topic": t}).to_string();
+            publisher
+                .publish(&format!("{p}/t{t}"), payload, 1, false)
+                .await;
+        }
+    }
+    publisher.wait_acked(Duration::from_secs(120)).await;
+
+    let records = consumer
+        .collect(TOPICS * PER_TOPIC, Duration::from_secs(180))
+        .await;
+    let extra = consumer.collect_for(Duration::from_secs(3)).await;
+    assert!(
+        extra.is_empty(),
+        "{} duplicate or unexpected records",
+        extra.len()
+    );
+    assert_eq!(
+        records.len(),
+        TOPICS * PER_TOPIC,
+        "log: {}",
+        s.bridge.log_path().display()
+    );
+    let mut per_topic: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for r in &records {
+        let seq = r.value_json()["seq"].as_u64().expect("seq");
+        per_topic.entry(r.topic.clone()).or_default().push(seq);
+    }
+    assert_eq!(per_topic.len(), TOPICS);
+    let expected: Vec<u64> = (0..PER_TOPIC as u64).collect();
+    for (topic, seqs) in &per_topic {
+        assert_eq!(seqs, &expected, "order or count wrong in {topic}");
+    }
+    publisher.disconnect().await;
+    assert_eq!(
+        s.bridge.terminate(Duration::from_secs(60)).await.code(),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt_311_session() {
+    let p = unique("v311");
+    let dlq = format!("{p}-dlq");
+    let k = format!("{p}_m");
+    create_topics(&[&k], 1).await;
+    let consumer = Consumer::new(&[&k]);
+    let mut s = start(
+        // Subscribed at QoS 2, so a QoS 2 publish arrives as QoS 2.
+        &settings(env().mqtt_port, &[format!("{p}/#")], "  version: 4\n", &dlq)
+            .replace("qos: 1", "qos: 2"),
+        None,
+    )
+    .await;
+    let publisher = MqttClient::connect(MqttConnect::anonymous().version(MqttVersion::V311))
+        .await
+        .unwrap();
+    publisher
+        .publish(&format!("{p}/m"), json!({"v": 311}).to_string(), 2, false)
+        .await;
+    publisher.wait_acked(ARRIVE).await;
+    let got = consumer.collect(1, ARRIVE).await;
+    assert_eq!(got.len(), 1, "log:\n{}", s.bridge.log());
+    assert_eq!(got[0].value_json(), json!({"v": 311}));
+    assert_eq!(headers(&got[0])["mqtt_qos"], "2");
+    publisher.disconnect().await;
+    assert_eq!(
+        s.bridge.terminate(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn username_and_password_session() {
+    let p = unique("auth");
+    let dlq = format!("{p}-dlq");
+    let k = format!("{p}_m");
+    create_topics(&[&k], 1).await;
+    let consumer = Consumer::new(&[&k]);
+    let e = env();
+    let mut s = start(
+        &settings(e.mqtt_auth_port, &[format!("{p}/#")], "", &dlq),
+        Some(&format!(
+            "dynaconf_merge: true\nmqtt:\n  username: '{}'\n  password: '{}'\n",
+            e.mqtt_user, e.mqtt_password
+        )),
+    )
+    .await;
+    let publisher = MqttClient::connect(MqttConnect::authenticated())
+        .await
+        .unwrap();
+    publisher
+        .publish(
+            &format!("{p}/m"),
+            json!({"v": "auth"}).to_string(),
+            1,
+            false,
+        )
+        .await;
+    publisher.wait_acked(ARRIVE).await;
+    let got = consumer.collect(1, ARRIVE).await;
+    assert_eq!(got.len(), 1, "log:\n{}", s.bridge.log());
+    assert_eq!(got[0].value_json(), json!({"v": "auth"}));
+    assert!(
+        !s.bridge.log().contains(&e.mqtt_password),
+        "password leaked into the log"
+    );
+    publisher.disconnect().await;
+    assert_eq!(
+        s.bridge.terminate(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_password_is_a_clear_startup_error() {
+    let p = unique("badauth");
+    let dir = ConfigDir::new();
+    dir.write_settings(&settings(
+        env().mqtt_auth_port,
+        &[format!("{p}/#")],
+        "",
+        "dlq-x",
+    ));
+    dir.write_secrets("mqtt:\n  username: uns\n  password: wrong-password\n");
+    let config = dir.path().to_string_lossy().into_owned();
+    let component = component("uns-default").to_string_lossy().into_owned();
+    let out = run_to_exit(
+        ["run", "--config", &config, "--component", &component],
+        &[],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(out.code(), Some(1), "log:\n{}", out.log);
+    assert!(out.log.contains("refused"), "log:\n{}", out.log);
+    assert!(
+        !out.log.contains("wrong-password"),
+        "password leaked:\n{}",
+        out.log
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_session_with_a_generated_ca() {
+    let p = unique("tls");
+    let dlq = format!("{p}-dlq");
+    let k = format!("{p}_m");
+    create_topics(&[&k], 1).await;
+    let consumer = Consumer::new(&[&k]);
+    let e = env();
+    let yaml = settings(e.mqtt_tls_port, &[format!("{p}/#")], "", &dlq)
+        .replace("host: 127.0.0.1", "host: localhost");
+    let mut s = start(
+        &yaml,
+        Some(&format!(
+            "mqtt:\n  tls:\n    ca_certs: '{}'\n",
+            e.ca_cert().display()
+        )),
+    )
+    .await;
+    let publisher = MqttClient::connect(MqttConnect::tls()).await.unwrap();
+    publisher
+        .publish(&format!("{p}/m"), json!({"v": "tls"}).to_string(), 1, false)
+        .await;
+    publisher.wait_acked(ARRIVE).await;
+    let got = consumer.collect(1, ARRIVE).await;
+    assert_eq!(got.len(), 1, "log:\n{}", s.bridge.log());
+    assert_eq!(got[0].value_json(), json!({"v": "tls"}));
+    publisher.disconnect().await;
+    assert_eq!(
+        s.bridge.terminate(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_with_an_unknown_ca_never_connects() {
+    // The system roots do not know the test CA: the bridge must refuse the
+    // broker, not fall back to an unverified connection.
+    let p = unique("tlsbad");
+    let e = env();
+    let dir = ConfigDir::new();
+    dir.write_settings(
+        &settings(
+            e.mqtt_tls_port,
+            &[format!("{p}/#")],
+            "  reconnect_on_failure: false\n",
+            "dlq-x",
+        )
+        .replace("host: 127.0.0.1", "host: localhost"),
+    );
+    dir.write_secrets("mqtt:\n  tls: {}\n");
+    let config = dir.path().to_string_lossy().into_owned();
+    let component = component("uns-default").to_string_lossy().into_owned();
+    let out = run_to_exit(
+        ["run", "--config", &config, "--component", &component],
+        &[],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(out.code(), Some(1), "log:\n{}", out.log);
+    assert!(!out.log.contains("uns-kafka ready"), "log:\n{}", out.log);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websockets_session_on_a_broker_that_speaks_them() {
+    // Debian's Mosquitto has no websockets: rumqttd, a real broker, does.
+    let ws_port = free_port();
+    let tcp_port = free_port();
+    let config: rumqttd::Config = serde_json::from_value(json!({
+        "id": 0,
+        "router": {"max_connections": 100, "max_outgoing_packet_count": 1000,
+                   "max_segment_size": 104857600, "max_segment_count": 10},
+        "v4": {"1": {"name": "tcp", "listen": format!("127.0.0.1:{tcp_port}"), "next_connection_delay_ms": 1,
+                     "connections": {"connection_timeout_ms": 60000, "max_payload_size": 1048576,
+                                     "max_inflight_count": 1000, "dynamic_filters": true}}},
+        "ws": {"1": {"name": "ws", "listen": format!("127.0.0.1:{ws_port}"), "next_connection_delay_ms": 1,
+                     "connections": {"connection_timeout_ms": 60000, "max_payload_size": 1048576,
+                                     "max_inflight_count": 1000, "dynamic_filters": true}}}
+    }))
+    .unwrap();
+    std::thread::spawn(move || {
+        let _ = rumqttd::Broker::new(config).start();
+    });
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", ws_port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let p = unique("ws");
+    let dlq = format!("{p}-dlq");
+    let k = format!("{p}_m");
+    create_topics(&[&k], 1).await;
+    let consumer = Consumer::new(&[&k]);
+    let mut s = start(
+        &settings(
+            ws_port,
+            &[format!("{p}/#")],
+            "  version: 4\n  transport: websockets\n",
+            &dlq,
+        ),
+        None,
+    )
+    .await;
+    let publisher = MqttClient::connect(MqttConnect::new(tcp_port).version(MqttVersion::V311))
+        .await
+        .unwrap();
+    publisher
+        .publish(&format!("{p}/m"), json!({"v": "ws"}).to_string(), 1, false)
+        .await;
+    publisher.wait_acked(ARRIVE).await;
+    let got = consumer.collect(1, ARRIVE).await;
+    assert_eq!(got.len(), 1, "log:\n{}", s.bridge.log());
+    assert_eq!(got[0].value_json(), json!({"v": "ws"}));
+    publisher.disconnect().await;
+    assert_eq!(
+        s.bridge.terminate(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn configuration_errors_exit_2_and_name_the_key() {
+    let cases: &[(&str, &str)] = &[
+        ("mqtt:\n  port: 1883\nkafka: {config: {bootstrap.servers: x}}\n", "mqtt.host"),
+        ("mqtt:\n  host: h\n  port: abc\nkafka: {config: {bootstrap.servers: x}}\n", "mqtt.port"),
+        ("mqtt:\n  host: h\n  version: 3\nkafka: {config: {bootstrap.servers: x}}\n", "mqtt.version"),
+        (
+            "mqtt:\n  host: h\n  tls: {ca_certs: /nonexistent/ca.pem}\nkafka: {config: {bootstrap.servers: x}}\n",
+            "mqtt.tls.ca_certs",
+        ),
+        (
+            "mqtt:\n  host: h\nkafka: {config: {bootstrap.servers: x, no.such.property: 1}}\n",
+            "kafka.config",
+        ),
+    ];
+    for (yaml, key) in cases {
+        let dir = ConfigDir::new();
+        let file = dir.write_settings(yaml);
+        let config = dir.path().to_string_lossy().into_owned();
+        let out = run_to_exit(["run", "--config", &config], &[], Duration::from_secs(60)).await;
+        assert_eq!(out.code(), Some(2), "{key}: log:\n{}", out.log);
+        assert!(out.log.contains(key), "{key} not named:\n{}", out.log);
+        assert!(
+            out.log.contains(&file.display().to_string()),
+            "file not named:\n{}",
+            out.log
+        );
+    }
+    // An environment override is named as such.
+    let dir = ConfigDir::new();
+    dir.write_settings("mqtt:\n  host: h\nkafka: {config: {bootstrap.servers: x}}\n");
+    let config = dir.path().to_string_lossy().into_owned();
+    let out = run_to_exit(
+        ["run", "--config", &config],
+        &[("UNS_MQTT__QOS", "7")],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(out.code(), Some(2), "log:\n{}", out.log);
+    assert!(
+        out.log
+            .contains("environment variable UNS_MQTT__QOS: mqtt.qos"),
+        "log:\n{}",
+        out.log
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_mid_stream_then_restart_loses_nothing_with_a_persistent_session() {
+    const TOPICS: usize = 10;
+    const PER_TOPIC: usize = 300;
+    let p = unique("term");
+    let dlq = format!("{p}-dlq");
+    let kafka_topics: Vec<String> = (0..TOPICS).map(|t| format!("{p}_t{t}")).collect();
+    let names: Vec<&str> = kafka_topics.iter().map(String::as_str).collect();
+    create_topics(&names, 3).await;
+    let consumer = Consumer::new(&[&format!("^{p}_t.*")]);
+    let extra =
+        format!("  client_id: '{p}-bridge'\n  clean_session: false\n  session_expiry: 600\n");
+    let yaml = settings(env().mqtt_port, &[format!("{p}/#")], &extra, &dlq);
+    let mut first = start(&yaml, None).await;
+
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    for i in 0..PER_TOPIC {
+        for t in 0..TOPICS {
+            let payload = json!({"seq": i, "topic": t}).to_string();
+            publisher
+                .publish(&format!("{p}/t{t}"), payload, 1, false)
+                .await;
+        }
+        if i == PER_TOPIC / 3 {
+            // Mid-stream: the bridge has messages in every stage.
+            let status = first.bridge.terminate(Duration::from_secs(60)).await;
+            assert_eq!(status.code(), Some(0), "log:\n{}", first.bridge.log());
+            assert!(first.bridge.log().contains("uns-kafka stopped"));
+        }
+    }
+    publisher.wait_acked(Duration::from_secs(120)).await;
+
+    // The broker kept what the first bridge did not acknowledge.
+    let mut second = start(&yaml, None).await;
+    let records = consumer
+        .collect(TOPICS * PER_TOPIC, Duration::from_secs(180))
+        .await;
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &records {
+        let v = r.value_json();
+        seen.insert((v["topic"].as_u64().unwrap(), v["seq"].as_u64().unwrap()));
+    }
+    let more = consumer.collect_for(Duration::from_secs(3)).await;
+    for r in &more {
+        let v = r.value_json();
+        seen.insert((v["topic"].as_u64().unwrap(), v["seq"].as_u64().unwrap()));
+    }
+    assert_eq!(
+        seen.len(),
+        TOPICS * PER_TOPIC,
+        "messages lost across a SIGTERM and restart; logs {} and {}",
+        first.bridge.log_path().display(),
+        second.bridge.log_path().display()
+    );
+    publisher.disconnect().await;
+    let status = second.bridge.interrupt(Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", second.bridge.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_endpoint_and_probe_command() {
+    let p = unique("health");
+    let dlq = format!("{p}-dlq");
+    let k = format!("{p}_m");
+    create_topics(&[&k], 1).await;
+    let consumer = Consumer::new(&[&k]);
+    let port = free_port();
+    let yaml = format!(
+        "{}bridge:\n  health_listen: '127.0.0.1:{port}'\n",
+        settings(env().mqtt_port, &[format!("{p}/#")], "", &dlq)
+    );
+    let mut s = start(&yaml, None).await;
+    let url = format!("http://127.0.0.1:{port}/health");
+    let probe = run_to_exit(["health", "--url", &url], &[], Duration::from_secs(30)).await;
+    assert_eq!(probe.code(), Some(0), "probe: {}", probe.log);
+
+    publish(env().mqtt_port, &format!("{p}/m"), "{\"v\": 1}", 1, false).await;
+    assert_eq!(consumer.collect(1, ARRIVE).await.len(), 1);
+    // The counters move once the message is acknowledged.
+    let deadline = std::time::Instant::now() + ARRIVE;
+    let metrics = loop {
+        let m = http_get(port, "/metrics");
+        if m.contains("uns_kafka_messages_acknowledged_total 1") {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "metrics: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        metrics.contains("uns_kafka_messages_received_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("uns_kafka_records_produced_total 1"),
+        "{metrics}"
+    );
+
+    assert_eq!(
+        s.bridge.terminate(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+    // Nobody listens any more: the probe says so.
+    let probe = run_to_exit(["health", "--url", &url], &[], Duration::from_secs(30)).await;
+    assert_eq!(probe.code(), Some(1), "probe: {}", probe.log);
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
