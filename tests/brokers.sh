@@ -6,6 +6,8 @@
 #
 #   bash tests/brokers.sh up|down|status
 #   bash tests/brokers.sh kafka-stop|kafka-start|mqtt-stop|mqtt-start
+#   bash tests/brokers.sh kafka-kill|kafka-pause|kafka-resume
+#   bash tests/brokers.sh kafka-configs --alter --entity-type clients ...
 #
 # `up` installs what is missing, is idempotent and waits until both brokers
 # accept connections. `down` stops both and wipes Kafka's data so the next
@@ -103,6 +105,19 @@ stop() { # name
     rm -f "$STATE/$name.pid"
 }
 
+# Sends a signal to a broker we started: KILL for a crash, STOP/CONT for a
+# black hole (the socket stays open, nothing answers).
+signal() { # name signal
+    local pid
+    pid=$(pid_of "$1") || die "$1 is not running"
+    kill -"$2" "$pid"
+    if [[ $2 == KILL ]]; then
+        local i
+        for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+    log "$1: sent SIG$2"
+}
+
 fail_with_log() { # name message
     log "error: $2"
     log "last lines of $STATE/$1.log:"
@@ -166,7 +181,10 @@ write_mosquitto_conf() {
         # Root would otherwise drop to user mosquitto, who cannot read $STATE.
         [[ $EUID -eq 0 ]] && echo "user root"
         echo "per_listener_settings true"
-        echo "persistence false"
+        # Sessions and their queued messages survive a restart (fault tests).
+        echo "persistence true"
+        echo "persistence_location $MQTT_DIR/"
+        echo "autosave_interval 5"
         echo "log_dest stderr"
         echo "log_type error"
         echo "log_type warning"
@@ -347,15 +365,23 @@ case ${1:-} in
     down)
         stop kafka
         stop mosquitto
-        rm -rf "$KAFKA_DATA"
+        rm -rf "$KAFKA_DATA" "$MQTT_DIR/mosquitto.db"
         ;;
     status) status ;;
     kafka-stop) stop kafka ;;
     kafka-start) install_missing; kafka_start ;;
     mqtt-stop) stop mosquitto ;;
     mqtt-start) install_missing; mqtt_start ;;
+    kafka-kill) signal kafka KILL; rm -f "$STATE/kafka.pid" ;;
+    kafka-pause) signal kafka STOP ;;
+    kafka-resume) signal kafka CONT ;;
+    kafka-configs) # kafka-configs.sh without the distribution: quotas, topic configs
+        shift
+        kafka_java kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" "$@"
+        "${KAFKA_CMD[@]}"
+        ;;
     *)
-        echo "usage: $0 up|down|status|kafka-stop|kafka-start|mqtt-stop|mqtt-start" >&2
+        echo "usage: $0 up|down|status|kafka-stop|kafka-start|kafka-kill|kafka-pause|kafka-resume|kafka-configs ARGS|mqtt-stop|mqtt-start" >&2
         exit 2
         ;;
 esac
