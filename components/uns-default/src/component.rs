@@ -39,10 +39,11 @@ impl Guest for Component {
         log(
             Level::Info,
             &format!(
-                "{NAME} {VERSION}: {} ignored-attribute filter(s), timestamp attribute {:?}, topic separator {:?}",
+                "{NAME} {VERSION}: {} ignored-attribute filter(s), timestamp attribute {:?}, topic separator {:?}, non-object JSON {}",
                 config.ignored.len(),
                 config.timestamp_attribute,
-                config.separator
+                config.separator,
+                if config.accept_non_object_json { "forwarded" } else { "refused" }
             ),
         );
         CONFIG.with(|c| *c.borrow_mut() = Some(config));

@@ -29,6 +29,10 @@ pub struct Config {
     pub ignored: Vec<IgnoreRule>,
     pub timestamp_attribute: String,
     pub separator: char,
+    /// `accept_non_object_json`: forward a JSON payload whose top level is
+    /// not an object (array, number, string, boolean, null) instead of
+    /// refusing it. Off by default: UNS messages are JSON objects.
+    pub accept_non_object_json: bool,
 }
 
 impl Default for Config {
@@ -37,6 +41,7 @@ impl Default for Config {
             ignored: Vec::new(),
             timestamp_attribute: DEFAULT_TIMESTAMP_ATTRIBUTE.to_owned(),
             separator: DEFAULT_SEPARATOR,
+            accept_non_object_json: false,
         }
     }
 }
@@ -44,8 +49,8 @@ impl Default for Config {
 impl Config {
     /// Parses the `init` configuration, e.g.
     /// `{"ignored_attributes": {"a/+": ["x", "y.z"]}, "timestamp_attribute":
-    /// "ts", "topic_separator": "."}`. Every key is optional; `null` means the
-    /// default.
+    /// "ts", "topic_separator": ".", "accept_non_object_json": true}`. Every
+    /// key is optional; `null` means the default.
     pub fn from_json(json: &str) -> Result<Config, ConfigError> {
         let value: Value =
             serde_json::from_str(json).map_err(|e| ConfigError::NotJson(e.to_string()))?;
@@ -79,6 +84,16 @@ impl Config {
             Some(other) => {
                 return Err(ConfigError::TopicSeparator(format!(
                     "must be one of \"_\", \".\", \"-\", got {}",
+                    type_name(other)
+                )))
+            }
+        }
+        match object.get("accept_non_object_json") {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(accept)) => config.accept_non_object_json = *accept,
+            Some(other) => {
+                return Err(ConfigError::AcceptNonObjectJson(format!(
+                    "must be true or false, got {}",
                     type_name(other)
                 )))
             }
@@ -163,13 +178,39 @@ mod tests {
         assert_eq!(c.timestamp_attribute, "timestamp");
         assert_eq!(c.separator, '_');
         assert!(c.ignored.is_empty());
+        assert!(!c.accept_non_object_json);
+    }
+
+    #[test]
+    fn accept_non_object_json_is_a_boolean_switch() {
+        for (json, expected) in [
+            (r#"{"accept_non_object_json": true}"#, true),
+            (r#"{"accept_non_object_json": false}"#, false),
+            (r#"{"accept_non_object_json": null}"#, false),
+            (r#"{"accept_non_object_json": true, "unknown": [1]}"#, true),
+        ] {
+            let c = Config::from_json(json).unwrap();
+            assert_eq!(c.accept_non_object_json, expected, "{json}");
+        }
+        for bad in [r#""true""#, "1", "[]", "{}"] {
+            let err = Config::from_json(&format!(r#"{{"accept_non_object_json": {bad}}}"#))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(
+                    "transform.config.accept_non_object_json: must be true or false, got "
+                ),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
     fn nulls_give_the_defaults_and_unknown_keys_are_ignored() {
         let c = Config::from_json(
             r#"{"ignored_attributes": null, "timestamp_attribute": null,
-                "topic_separator": null, "other_component": {"x": 1}}"#,
+                "topic_separator": null, "accept_non_object_json": null,
+                "other_component": {"x": 1}}"#,
         )
         .unwrap();
         assert_eq!(c, Config::default());

@@ -1,5 +1,9 @@
 //! Payload to JSON, by topic: Sparkplug B protobuf under `spBv1.0/` except
 //! host STATE messages, UTF-8 JSON everywhere else.
+//!
+//! UNS messages are JSON objects, so a JSON payload whose top level is
+//! anything else (an array, a number, a string, a boolean, `null`) is a
+//! `decode` error unless the configuration sets `accept_non_object_json`.
 
 use serde_json::Value;
 
@@ -29,16 +33,82 @@ pub fn encoding(topic: &str) -> Encoding {
     }
 }
 
+/// The type of a JSON value, as error messages name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonType {
+    Object,
+    Array,
+    Number,
+    String,
+    Boolean,
+    Null,
+}
+
+impl JsonType {
+    pub fn of(value: &Value) -> JsonType {
+        match value {
+            Value::Object(_) => JsonType::Object,
+            Value::Array(_) => JsonType::Array,
+            Value::Number(_) => JsonType::Number,
+            Value::String(_) => JsonType::String,
+            Value::Bool(_) => JsonType::Boolean,
+            Value::Null => JsonType::Null,
+        }
+    }
+
+    /// `a JSON array`, `JSON null`...
+    pub fn described(self) -> &'static str {
+        match self {
+            JsonType::Object => "a JSON object",
+            JsonType::Array => "a JSON array",
+            JsonType::Number => "a JSON number",
+            JsonType::String => "a JSON string",
+            JsonType::Boolean => "a JSON boolean",
+            JsonType::Null => "JSON null",
+        }
+    }
+}
+
+/// Refuses a top-level JSON value that is not an object, unless
+/// `accept_non_object_json`.
+pub fn require_object(top: JsonType, accept_non_object_json: bool) -> Result<(), TransformError> {
+    if top == JsonType::Object || accept_non_object_json {
+        return Ok(());
+    }
+    Err(TransformError::decode(format!(
+        "payload is {}, not an object: UNS messages are JSON objects \
+         (transform.config.accept_non_object_json: true forwards other JSON values)",
+        top.described()
+    )))
+}
+
+/// Decodes `payload` as `topic` says, refusing JSON whose top level is not
+/// an object; [`decode_with`] with `accept_non_object_json` false.
+pub fn decode(topic: &str, payload: &[u8]) -> Result<Value, TransformError> {
+    decode_with(topic, payload, false)
+}
+
 /// Decodes `payload` as `topic` says. Any failure is a `decode` error with
 /// the reason; nothing here panics, and JSON nested deeper than serde_json's
-/// limit of 128 levels is refused rather than overflowing the stack.
-pub fn decode(topic: &str, payload: &[u8]) -> Result<Value, TransformError> {
+/// limit of 128 levels is refused rather than overflowing the stack. A JSON
+/// top level that is not an object is refused unless
+/// `accept_non_object_json` (a Sparkplug protobuf always decodes to an
+/// object).
+pub fn decode_with(
+    topic: &str,
+    payload: &[u8],
+    accept_non_object_json: bool,
+) -> Result<Value, TransformError> {
     if payload.is_empty() {
         return Err(TransformError::decode("empty payload"));
     }
     match encoding(topic) {
         Encoding::SparkplugB => sparkplug::to_value(&sparkplug::decode(payload)?),
-        Encoding::Json => serde_json::from_str(utf8(payload)?).map_err(not_json),
+        Encoding::Json => {
+            let value: Value = serde_json::from_str(utf8(payload)?).map_err(not_json)?;
+            require_object(JsonType::of(&value), accept_non_object_json)?;
+            Ok(value)
+        }
     }
 }
 
@@ -92,11 +162,60 @@ mod tests {
     }
 
     #[test]
+    fn non_object_json_is_a_decode_error_naming_its_type() {
+        for topic in ["a/b", "spBv1.0/STATE/host1"] {
+            for (payload, described) in [
+                ("[1, {\"a\": 2}]", "a JSON array"),
+                ("[]", "a JSON array"),
+                ("42", "a JSON number"),
+                ("-1.5e3", "a JSON number"),
+                ("\"text\"", "a JSON string"),
+                ("true", "a JSON boolean"),
+                (" false ", "a JSON boolean"),
+                ("null", "JSON null"),
+            ] {
+                assert_eq!(
+                    decode_err(topic, payload.as_bytes()),
+                    format!(
+                        "payload is {described}, not an object: UNS messages are JSON objects \
+                         (transform.config.accept_non_object_json: true forwards other JSON values)"
+                    ),
+                    "{topic} {payload}"
+                );
+                let value = decode_with(topic, payload.as_bytes(), true).unwrap();
+                assert_eq!(value, serde_json::from_str::<Value>(payload).unwrap());
+            }
+            // Objects pass either way; invalid JSON is "not JSON" either way.
+            for accept in [false, true] {
+                assert!(decode_with(topic, b"{}", accept).unwrap().is_object());
+                let e = decode_with(topic, b"[1,", accept).unwrap_err();
+                assert!(
+                    e.message.starts_with("payload is not JSON: "),
+                    "{}",
+                    e.message
+                );
+            }
+        }
+    }
+
+    #[test]
     fn ten_thousand_levels_of_nesting_is_an_error_not_a_stack_overflow() {
-        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
-        assert!(decode_err("a", deep.as_bytes()).contains("recursion limit exceeded"));
-        let deep = "{\"a\":".repeat(10_000) + "1" + &"}".repeat(10_000);
-        assert!(decode_err("a", deep.as_bytes()).contains("recursion limit exceeded"));
+        let arrays = "[".repeat(10_000) + &"]".repeat(10_000);
+        let objects = "{\"a\":".repeat(10_000) + "1" + &"}".repeat(10_000);
+        // The nesting is refused by serde_json's recursion limit before the
+        // top-level type is looked at, whether or not non-objects pass.
+        for deep in [&arrays, &objects] {
+            for topic in ["a", "spBv1.0/STATE/h"] {
+                assert!(decode_err(topic, deep.as_bytes()).contains("recursion limit exceeded"));
+                let e = decode_with(topic, deep.as_bytes(), true).unwrap_err();
+                assert_eq!(e.kind, ErrorKind::Decode);
+                assert!(
+                    e.message.contains("recursion limit exceeded"),
+                    "{}",
+                    e.message
+                );
+            }
+        }
     }
 
     #[test]

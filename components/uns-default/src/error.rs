@@ -69,4 +69,6 @@ pub enum ConfigError {
     TimestampAttribute(String),
     #[error("transform.topic_separator: {0}")]
     TopicSeparator(String),
+    #[error("transform.config.accept_non_object_json: {0}")]
+    AcceptNonObjectJson(String),
 }

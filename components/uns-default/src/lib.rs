@@ -37,8 +37,11 @@
 //! [`TransformError`] with an [`ErrorKind`].
 //!
 //! Choices the specification leaves open, made here:
-//! - a JSON payload whose top level is not an object is forwarded as compact
-//!   JSON, unfiltered, with the receive time as timestamp;
+//! - a JSON payload whose top level is not an object (array, number,
+//!   string, boolean, null) is a `decode` error, since UNS messages are JSON
+//!   objects; with `accept_non_object_json: true` in the configuration it is
+//!   forwarded as compact JSON, unfiltered, with the receive time as
+//!   timestamp;
 //! - a negative timestamp attribute counts as absent (Kafka refuses negative
 //!   record timestamps);
 //! - a Kafka topic name that needs changing gets `-` and the 16 hex digits of

@@ -40,9 +40,11 @@ pub struct Record {
 ///
 /// - value: the decoded payload, with the matching `ignored_attributes`
 ///   removed, as compact JSON (see [`crate::json`] for how its spelling is
-///   kept). A JSON payload whose top level is not an
-///   object (an array, a number, a string...) is forwarded as it is: the
-///   attribute paths walk objects only, and it has no timestamp attribute;
+///   kept). A JSON payload whose top level is not an object (an array, a
+///   number, a string, a boolean, `null`) is a `decode` error, because UNS
+///   messages are JSON objects; with `accept_non_object_json` it is
+///   forwarded as it is instead: the attribute paths walk objects only, and
+///   it has no timestamp attribute;
 /// - timestamp: the top-level timestamp attribute of the decoded payload,
 ///   read before filtering (removing the attribute from the record does not
 ///   lose the time), if it is an integer from 0 to `i64::MAX`; otherwise the
@@ -66,6 +68,7 @@ pub fn transform(config: &Config, msg: &Message<'_>) -> Result<Vec<Record>, Tran
     let (json, timestamp) = match (decode::encoding(msg.topic), filtered) {
         (Encoding::Json, false) => {
             let scanned = json::scan(decode::utf8(msg.payload)?, &config.timestamp_attribute)?;
+            decode::require_object(scanned.top, config.accept_non_object_json)?;
             let ts = scanned.attribute.as_ref().and_then(Value::as_i64);
             (scanned.compact, ts)
         }
@@ -76,7 +79,8 @@ pub fn transform(config: &Config, msg: &Message<'_>) -> Result<Vec<Record>, Tran
             (sparkplug::to_json_bytes(&payload)?, ts)
         }
         (_, true) => {
-            let mut value = decode::decode(msg.topic, msg.payload)?;
+            let mut value =
+                decode::decode_with(msg.topic, msg.payload, config.accept_non_object_json)?;
             let mut ts = None;
             if let Value::Object(object) = &mut value {
                 ts = object

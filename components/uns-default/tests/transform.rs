@@ -373,20 +373,123 @@ fn state_topic_is_json() {
     assert_eq!(e.kind, ErrorKind::Decode);
 }
 
+/// Every JSON top level that is not an object, with its compact form and
+/// the words the error uses for it.
+const NON_OBJECTS: [(&str, &str, &str); 7] = [
+    (
+        "[1, {\"timestamp\": 5}]",
+        r#"[1,{"timestamp":5}]"#,
+        "a JSON array",
+    ),
+    ("[]", "[]", "a JSON array"),
+    ("42", "42", "a JSON number"),
+    ("\"text\"", "\"text\"", "a JSON string"),
+    (" true ", "true", "a JSON boolean"),
+    ("false", "false", "a JSON boolean"),
+    ("null", "null", "JSON null"),
+];
+
 #[test]
-fn non_object_json_is_forwarded_unfiltered_with_the_receive_time() {
-    let c = cfg(r##"{"ignored_attributes": {"#": "timestamp"}}"##);
-    for (payload, out) in [
-        ("[1, {\"timestamp\": 5}]", r#"[1,{"timestamp":5}]"#),
-        ("42", "42"),
-        ("\"text\"", "\"text\""),
-        ("null", "null"),
-        (" true ", "true"),
-    ] {
-        let r = run(&c, "t", payload.as_bytes()).unwrap();
-        assert_eq!(value_text(&r), out);
-        assert_eq!(r.timestamp_ms, Some(RECEIVED));
+fn non_object_json_is_a_decode_error_by_default() {
+    let d = Config::default();
+    // The filtering path (a `Value` tree) refuses the same payloads as the
+    // fast path.
+    let f = cfg(r##"{"ignored_attributes": {"#": "timestamp", "spBv1.0/#": "x"}}"##);
+    for topic in ["t", "a/b/c", "spBv1.0/STATE/host1"] {
+        for (payload, _, described) in NON_OBJECTS {
+            for c in [&d, &f] {
+                let e = run(c, topic, payload.as_bytes()).unwrap_err();
+                assert_eq!(e.kind, ErrorKind::Decode, "{topic} {payload}");
+                assert_eq!(
+                    e.message,
+                    format!(
+                        "payload is {described}, not an object: UNS messages are JSON objects \
+                         (transform.config.accept_non_object_json: true forwards other JSON values)"
+                    )
+                );
+                assert_eq!(
+                    e.to_string(),
+                    format!("decode: {}", e.message),
+                    "the kind is reported as for bad JSON"
+                );
+            }
+        }
+        // Objects still pass, explicitly refusing or not.
+        let off = cfg(r#"{"accept_non_object_json": false}"#);
+        assert_eq!(value_text(&run(&off, topic, b" {} ").unwrap()), "{}");
     }
+}
+
+#[test]
+fn accept_non_object_json_forwards_them_unfiltered_with_the_receive_time() {
+    let fast = cfg(r#"{"accept_non_object_json": true}"#);
+    let filtered = cfg(
+        r##"{"accept_non_object_json": true, "ignored_attributes": {"#": "timestamp", "spBv1.0/#": "x"}}"##,
+    );
+    for topic in ["t", "spBv1.0/STATE/host1"] {
+        for (payload, out, _) in NON_OBJECTS {
+            for c in [&fast, &filtered] {
+                let r = run(c, topic, payload.as_bytes()).unwrap();
+                assert_eq!(value_text(&r), out, "{topic} {payload}");
+                assert_eq!(r.timestamp_ms, Some(RECEIVED));
+            }
+        }
+        // Objects are unchanged by the switch.
+        let r = run(&fast, topic, br#"{"timestamp": 7, "v": [1]}"#).unwrap();
+        assert_eq!(value_text(&r), r#"{"timestamp":7,"v":[1]}"#);
+        assert_eq!(r.timestamp_ms, Some(7));
+    }
+    // The switch does not make bad JSON or a non-object Sparkplug topic pass.
+    let e = run(&fast, "t", b"[1,").unwrap_err();
+    assert!(
+        e.message.starts_with("payload is not JSON: "),
+        "{}",
+        e.message
+    );
+    let e = run(&fast, "spBv1.0/g/NDATA/n", b"42").unwrap_err();
+    assert!(
+        e.message
+            .starts_with("payload is not a Sparkplug B protobuf: "),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn ten_thousand_levels_of_nesting_fail_within_a_small_stack() {
+    // 1 MiB, the stack a wasm32 Rust program gets by default: the nesting
+    // must hit serde_json's recursion limit (128), never the stack's end,
+    // on every path and with either setting of the switch.
+    std::thread::Builder::new()
+        .stack_size(1 << 20)
+        .spawn(|| {
+            let arrays = "[".repeat(10_000) + &"]".repeat(10_000);
+            let objects = "{\"a\":".repeat(10_000) + "1" + &"}".repeat(10_000);
+            let configs = [
+                Config::default(),
+                cfg(r#"{"accept_non_object_json": true}"#),
+                cfg(r##"{"ignored_attributes": {"#": "a", "spBv1.0/#": "a"}}"##),
+                cfg(
+                    r##"{"accept_non_object_json": true, "ignored_attributes": {"#": "a", "spBv1.0/#": "a"}}"##,
+                ),
+            ];
+            for c in &configs {
+                for deep in [&arrays, &objects] {
+                    for topic in ["t", "spBv1.0/STATE/h"] {
+                        let e = run(c, topic, deep.as_bytes()).unwrap_err();
+                        assert_eq!(e.kind, ErrorKind::Decode);
+                        assert!(
+                            e.message.contains("recursion limit exceeded"),
+                            "{}",
+                            e.message
+                        );
+                    }
+                }
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
 }
 
 #[test]
@@ -401,6 +504,11 @@ fn undecodable_payloads_are_decode_errors() {
         ("spBv1.0/g/NDATA/n", b"\xff\xff\xff\xff"),
         ("spBv1.0/g/NDATA/n", b""),
         ("spBv1.0/STATE/h", b"not json"),
+        // What serde_json refuses to read into a `Value`, deep inside an
+        // object: the fast path refuses it too (found by proptest_fuzz.rs).
+        ("t", br#"{"a": [1, {"b": 1e400}]}"#),
+        ("t", br#"{"a": "\ud800"}"#),
+        ("spBv1.0/STATE/h", br#"{"online": true, "x": -1e999}"#),
     ] {
         let e = run(&d, topic, payload).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Decode, "{topic} {payload:?}");
