@@ -45,6 +45,11 @@ bash tests/brokers.sh up
 step "unit, golden, transform and end-to-end tests"
 cargo test --locked --workspace -- --skip fault_
 
+if [ "${UNS_FAULTS_LONG:-}" = 1 ] && [ -f components/uns-default/tests/proptest_fuzz.rs ]; then
+  step "property tests of the decoder and topic mapper, long budget (20,000 cases each)"
+  PROPTEST_CASES=20000 cargo test --locked --release -p uns-default --test proptest_fuzz
+fi
+
 # Fault tests stop and start the shared brokers: one at a time, last.
 if [ -f tests/tests/faults.rs ]; then
   step "fault tests (one at a time)"
