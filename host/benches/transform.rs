@@ -32,8 +32,13 @@ fn main() {
     println!(
         "batch size {BATCH}, {ROUNDS} alternating rounds of {PER_ROUND} messages per side, medians\n"
     );
-    let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip2/release/uns_default.wasm");
+    // UNS_BENCH_COMPONENT compares another build of the same component.
+    let wasm = std::env::var_os("UNS_BENCH_COMPONENT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/wasm32-wasip2/release/uns_default.wasm")
+        });
     if !wasm.is_file() {
         eprintln!(
             "{} is missing; build it with: cargo build --release --target wasm32-wasip2 -p uns-default",
