@@ -16,6 +16,19 @@ impl Counter {
     }
 }
 
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Stats {
     /// MQTT messages taken from the broker.
@@ -26,6 +39,12 @@ pub struct Stats {
     pub dead_lettered: Counter,
     /// Messages done: in Kafka (or dead-lettered) and acknowledged to MQTT.
     pub acked: Counter,
+    /// Kafka records whose delivery Kafka confirmed.
+    pub confirmed: Counter,
+    /// Received messages waiting for room in the pipeline.
+    pub mqtt_waiting: Gauge,
+    /// MQTT acknowledgements queued but not yet written.
+    pub mqtt_acks_unsent: Gauge,
 }
 
 impl Stats {
@@ -53,9 +72,30 @@ impl Stats {
                 "Messages delivered and acknowledged to MQTT",
                 self.acked.get(),
             ),
+            (
+                "uns_kafka_records_confirmed_total",
+                "Kafka records whose delivery Kafka confirmed",
+                self.confirmed.get(),
+            ),
         ] {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            ));
+        }
+        for (name, help, value) in [
+            (
+                "uns_kafka_mqtt_waiting_messages",
+                "Received messages waiting for room in the pipeline (bridge.max_in_flight)",
+                self.mqtt_waiting.get(),
+            ),
+            (
+                "uns_kafka_mqtt_unsent_acks",
+                "MQTT acknowledgements queued but not yet written",
+                self.mqtt_acks_unsent.get(),
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
             ));
         }
         out

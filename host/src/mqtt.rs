@@ -3,12 +3,20 @@
 //! token to acknowledge it later.
 //!
 //! Acknowledgements are manual: the broker only forgets a QoS 1/2 message
-//! when Kafka has it. Each message also holds a permit of a semaphore
-//! sized `bridge.max_in_flight`; when none is left the reader stops
-//! polling the connection, so a slow Kafka slows the broker down instead of
-//! filling our memory.
+//! when Kafka has it. Each message handed on holds a permit of a semaphore
+//! sized `bridge.max_in_flight` until it is acknowledged. Messages that
+//! arrive while no permit is free wait in a small buffer; when that is full
+//! the reader stops polling the connection, so a slow Kafka slows the broker
+//! down instead of filling our memory.
+//!
+//! The reader never stops polling while acknowledgements are queued but not
+//! yet written: rumqttc writes them only when its event loop is polled, and
+//! it reads up to ten packets for every request it sends. A reader that
+//! waited for permits with acknowledgements still queued would wait for
+//! itself (the deadlock a load benchmark found).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +75,8 @@ enum Client {
 pub struct Acker {
     client: Client,
     generation: Arc<AtomicU64>,
+    /// Acknowledgements queued in rumqttc and not yet written.
+    unsent: Arc<AtomicI64>,
 }
 
 impl Acker {
@@ -78,14 +88,22 @@ impl Acker {
             tracing::debug!("not acknowledging a message from an earlier connection");
             return;
         }
+        // Counted before queuing: the event loop may write it (and the
+        // reader count it written) before `ack` returns.
+        self.unsent.fetch_add(1, Ordering::AcqRel);
         let result = match (&self.client, &token.inner) {
-            (_, AckInner::None) => Ok(()),
             (Client::V311(c), AckInner::V311(p)) => c.ack(p).await.map_err(|e| e.to_string()),
             (Client::V5(c), AckInner::V5(p)) => c.ack(p).await.map_err(|e| e.to_string()),
-            _ => Ok(()),
+            // QoS 0: nothing to send.
+            _ => Err(String::new()),
         };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not queue an MQTT acknowledgement");
+        if result.is_err() {
+            self.unsent.fetch_sub(1, Ordering::AcqRel);
+        }
+        if let Err(e) = result.as_ref().map_err(String::as_str) {
+            if !e.is_empty() {
+                tracing::warn!(error = %e, "could not queue an MQTT acknowledgement");
+            }
         }
     }
 }
@@ -158,6 +176,15 @@ pub struct Reader {
     addr: String,
     generation: Arc<AtomicU64>,
     permits: Arc<Semaphore>,
+    /// Received, waiting for a permit: (message, ack, connection generation).
+    waiting: VecDeque<(MqttMessage, AckInner, u64)>,
+    /// Stop polling once this many wait and no acknowledgement is unsent.
+    /// Brokers bound the rest by flow control (MQTT 5 Receive Maximum,
+    /// Mosquitto's max_inflight_messages), and where one does not, polling
+    /// writes the acknowledgements that let the pipeline take more.
+    waiting_cap: usize,
+    unsent: Arc<AtomicI64>,
+    stats: Arc<crate::metrics::Stats>,
     tx: mpsc::UnboundedSender<Inbound>,
     state: watch::Sender<State>,
     /// Becomes true when the pipeline is draining: stop forwarding.
@@ -170,10 +197,16 @@ enum EventLoop {
 }
 
 enum Event {
-    Connected { session_present: bool },
+    Connected {
+        session_present: bool,
+    },
     Refused(String),
-    Subscribed { refused: Vec<String> },
+    Subscribed {
+        refused: Vec<String>,
+    },
     Publish(Box<(MqttMessage, AckInner)>),
+    /// A PUBACK or PUBREC we queued has been written.
+    AckSent,
     Unsubscribed,
     Other,
 }
@@ -183,6 +216,7 @@ enum Event {
 pub fn connect(
     settings: &MqttSettings,
     max_in_flight: usize,
+    stats: Arc<crate::metrics::Stats>,
     tx: mpsc::UnboundedSender<Inbound>,
     stopping: watch::Receiver<bool>,
 ) -> Result<(Reader, Acker, Control, watch::Receiver<State>), MqttError> {
@@ -204,9 +238,10 @@ pub fn connect(
         }
     };
     let keep_alive = Duration::from_secs(settings.keep_alive);
-    // Room for every acknowledgement we can owe, so queuing one never
-    // waits for the event loop, which may itself be waiting for a permit.
-    let capacity = max_in_flight * 2 + 64;
+    // Queuing an acknowledgement must never wait for the event loop (which
+    // may be waiting for the pipeline): a bound far above what can be owed.
+    // flume allocates as it fills, so the bound costs nothing.
+    let capacity = max_in_flight.saturating_mul(16).max(1 << 20);
     let (events, client) = match settings.version {
         MqttVersion::V311 => {
             let mut o = rumqttc::MqttOptions::new(client_id, broker_host, settings.port);
@@ -244,6 +279,7 @@ pub fn connect(
         }
     };
     let generation = Arc::new(AtomicU64::new(0));
+    let unsent = Arc::new(AtomicI64::new(0));
     let (state_tx, state_rx) = watch::channel(State::Connecting);
     let reader = Reader {
         events,
@@ -254,6 +290,10 @@ pub fn connect(
         addr,
         generation: generation.clone(),
         permits: Arc::new(Semaphore::new(max_in_flight)),
+        waiting: VecDeque::new(),
+        waiting_cap: 256,
+        unsent: unsent.clone(),
+        stats,
         tx,
         state: state_tx,
         stopping,
@@ -261,6 +301,7 @@ pub fn connect(
     let acker = Acker {
         client: client.clone(),
         generation,
+        unsent,
     };
     let control = Control {
         client,
@@ -278,11 +319,31 @@ impl Reader {
         let mut connected_once = false;
         let mut unsubscribed = 0;
         loop {
-            // Hold the connection still while the pipeline is full.
-            let permit = match self.permits.clone().acquire_owned().await {
-                Ok(p) => p,
-                Err(_) => return Ok(()),
-            };
+            // Hand on what the pipeline has room for.
+            while !self.waiting.is_empty() {
+                let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                    break;
+                };
+                if !self.forward(permit) {
+                    return Ok(());
+                }
+            }
+            // Hold the connection still while the pipeline is full, unless
+            // acknowledgements still wait to be written (only polling writes
+            // them, and they are what frees the pipeline).
+            let unsent_n = self.unsent.load(Ordering::Acquire);
+            self.stats.mqtt_acks_unsent.set(unsent_n.max(0) as u64);
+            self.stats.mqtt_waiting.set(self.waiting.len() as u64);
+            let unsent = unsent_n > 0;
+            if self.waiting.len() >= self.waiting_cap && !unsent {
+                let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                    return Ok(());
+                };
+                if !self.forward(permit) {
+                    return Ok(());
+                }
+                continue;
+            }
             let event = match self.poll().await {
                 Ok(e) => e,
                 Err(Closed::OnPurpose) => return Ok(()),
@@ -310,6 +371,10 @@ impl Reader {
             match event {
                 Event::Connected { session_present } => {
                     self.generation.fetch_add(1, Ordering::AcqRel);
+                    // rumqttc keeps queued acknowledgements across a
+                    // reconnect and writes them (as harmless acks of
+                    // redelivered packet ids); counting restarts here.
+                    self.unsent.store(0, Ordering::Release);
                     backoff.reset();
                     tracing::info!(broker = %self.addr, session_present, "connected to MQTT broker");
                     if *self.stopping.borrow() {
@@ -351,14 +416,16 @@ impl Reader {
                         // Not acknowledged: a persistent session gets it again.
                         continue;
                     }
-                    let ack = AckToken {
-                        generation: self.generation.load(Ordering::Acquire),
-                        inner,
-                        _permit: permit,
-                    };
-                    if self.tx.send(Inbound { message, ack }).is_err() {
-                        return Ok(());
-                    }
+                    let generation = self.generation.load(Ordering::Acquire);
+                    self.waiting.push_back((message, inner, generation));
+                }
+                Event::AckSent => {
+                    // Never below zero: acks queued before a reconnect.
+                    let _ = self
+                        .unsent
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                            (n > 0).then(|| n - 1)
+                        });
                 }
                 Event::Unsubscribed => {
                     unsubscribed += 1;
@@ -401,6 +468,25 @@ async fn subscribe(client: &Client, topics: &[String], qos: u8) {
 }
 
 impl Reader {
+    /// Hands the oldest waiting message to the pipeline with `permit`;
+    /// false when the pipeline is gone.
+    fn forward(&mut self, permit: OwnedSemaphorePermit) -> bool {
+        let Some((message, inner, generation)) = self.waiting.pop_front() else {
+            return true;
+        };
+        if *self.stopping.borrow() {
+            // Not acknowledged: a persistent session gets it again.
+            self.waiting.clear();
+            return true;
+        }
+        let ack = AckToken {
+            generation,
+            inner,
+            _permit: permit,
+        };
+        self.tx.send(Inbound { message, ack }).is_ok()
+    }
+
     async fn poll(&mut self) -> Result<Event, Closed> {
         match &mut self.events {
             EventLoop::V311(e) => {
@@ -445,6 +531,9 @@ impl Reader {
                     }
                     Ok(E::Incoming(Packet::UnsubAck(_))) => Ok(Event::Unsubscribed),
                     Ok(E::Outgoing(rumqttc::Outgoing::Disconnect)) => Err(Closed::OnPurpose),
+                    Ok(E::Outgoing(
+                        rumqttc::Outgoing::PubAck(_) | rumqttc::Outgoing::PubRec(_),
+                    )) => Ok(Event::AckSent),
                     Ok(_) => Ok(Event::Other),
                     Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
                         Ok(Event::Refused(format!("{code:?}")))
@@ -506,6 +595,9 @@ impl Reader {
                     }
                     Ok(E::Incoming(Packet::UnsubAck(_))) => Ok(Event::Unsubscribed),
                     Ok(E::Outgoing(rumqttc::Outgoing::Disconnect)) => Err(Closed::OnPurpose),
+                    Ok(E::Outgoing(
+                        rumqttc::Outgoing::PubAck(_) | rumqttc::Outgoing::PubRec(_),
+                    )) => Ok(Event::AckSent),
                     Ok(_) => Ok(Event::Other),
                     Err(v5::ConnectionError::ConnectionRefused(code)) => {
                         Ok(Event::Refused(format!("{code:?}")))

@@ -132,8 +132,13 @@ impl Bridge {
 
         let (tx, mut rx) = mpsc::unbounded_channel::<Inbound>();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let (reader, acker, control, mut state) =
-            mqtt::connect(&settings.mqtt, settings.bridge.max_in_flight, tx, stop_rx)?;
+        let (reader, acker, control, mut state) = mqtt::connect(
+            &settings.mqtt,
+            settings.bridge.max_in_flight,
+            stats.clone(),
+            tx,
+            stop_rx,
+        )?;
         let mut reader_task = tokio::spawn(reader.run());
         if let Some(ready) = ready {
             let mut st = state.clone();
@@ -446,8 +451,9 @@ async fn process(
                             Err(e) if !e.is_permanent() => sink.deliver(&record).await,
                             r => r,
                         };
-                        if let Err(e) = result {
-                            failure = Some(produce_error(&record, &e));
+                        match result {
+                            Ok(()) => stats.confirmed.add(1),
+                            Err(e) => failure = Some(produce_error(&record, &e)),
                         }
                     }
                     if let Some(reason) = failure {
