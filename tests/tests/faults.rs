@@ -343,6 +343,29 @@ fn assert_guarantee(scenario: &str, t: &Tally, logs: &[&Bridge]) {
     );
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The bridge's counters from `/metrics`, one line, for a failure message.
+fn metrics(port: u16) -> String {
+    use std::io::Read;
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return "unreachable".into();
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(conn, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut body = String::new();
+    let _ = conn.read_to_string(&mut body);
+    body.lines()
+        .filter(|l| l.starts_with("uns_kafka_"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Peak resident memory (VmHWM) of a process, in MB.
 fn peak_rss_mb(pid: u32) -> Option<f64> {
     proc_status_kb(pid, "VmHWM:").map(|kb| kb as f64 / 1024.0)
@@ -367,7 +390,15 @@ fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
 /// `heal` after [`OUTAGE`], count.
 async fn kafka_outage(scenario: &str, fault: &str, heal: &str) {
     let s = Stream::new(scenario).await;
-    let mut run = start_bridge(&s.settings("", "", ""), "uns-default");
+    let health = free_port();
+    let mut run = start_bridge(
+        &s.settings(
+            "",
+            &std::env::var("UNS_FAULTS_KAFKA_EXTRA").unwrap_or_default(),
+            &format!("  health_listen: '127.0.0.1:{health}'\n"),
+        ),
+        "uns-default",
+    );
     run.bridge.wait_ready(READY).await;
     let n = stream_len();
     let published = Arc::new(AtomicUsize::new(0));
@@ -389,15 +420,15 @@ async fn kafka_outage(scenario: &str, fault: &str, heal: &str) {
     let records = s.read_all(n, Duration::from_secs(300)).await;
     let t = tally(&s, n, &records);
     assert!(run.bridge.is_running(), "{scenario}: the bridge died");
-    report(
-        scenario,
-        &t,
-        &format!(
-            "Kafka {fault} at msg {}, back after {:.0} s",
-            n / 3,
-            outage.as_secs_f64()
-        ),
+    let mut note = format!(
+        "Kafka {fault} at msg {}, back after {:.0} s",
+        n / 3,
+        outage.as_secs_f64()
     );
+    if t.lost > 0 {
+        note.push_str(&format!("; bridge metrics: {}", metrics(health)));
+    }
+    report(scenario, &t, &note);
     assert_guarantee(scenario, &t, &[&run.bridge]);
     let status = run.bridge.terminate(Duration::from_secs(60)).await;
     assert_eq!(status.code(), Some(0), "log:\n{}", run.bridge.log());
