@@ -147,6 +147,13 @@ pub struct KafkaSettings {
     pub config: BTreeMap<String, String>,
     #[serde(default = "defaults::dead_letter_topic")]
     pub dead_letter_topic: String,
+    /// Producers the Kafka topics are spread over (by a hash of the topic,
+    /// so one topic always goes through one producer and keeps its order).
+    /// An idempotent librdkafka producer has at most five requests in
+    /// flight per broker, each for one partition; with many topics that,
+    /// not the broker, bounds throughput.
+    #[serde(default = "defaults::producers")]
+    pub producers: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +235,9 @@ mod defaults {
     }
     pub fn websocket_path() -> String {
         "/mqtt".to_owned()
+    }
+    pub fn producers() -> usize {
+        4
     }
     pub fn dead_letter_topic() -> String {
         "uns_kafka_dlq".to_owned()
@@ -637,6 +647,12 @@ impl Layers {
         if let Err(why) = check_kafka_topic(&kafka.dead_letter_topic) {
             return Err(err("kafka.dead_letter_topic", why));
         }
+        if kafka.producers == 0 || kafka.producers > 64 {
+            return Err(err(
+                "kafka.producers",
+                format!("must be 1..=64, got {}", kafka.producers),
+            ));
+        }
 
         // --- transform
         if let Some(c) = &mut transform.component {
@@ -927,6 +943,7 @@ mod tests {
         assert_eq!(s.kafka.config["enable.idempotence"], "true");
         assert_eq!(s.kafka.config["acks"], "all");
         assert_eq!(s.kafka.dead_letter_topic, "uns_kafka_dlq");
+        assert_eq!(s.kafka.producers, 4);
     }
 
     #[test]

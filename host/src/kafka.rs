@@ -48,10 +48,14 @@ impl rdkafka::producer::ProducerContext for LogContext {
 
 pub type Producer_ = FutureProducer<LogContext>;
 
-/// The producer, cheap to clone (librdkafka's handle is shared).
+/// The producers, cheap to clone (librdkafka's handles are shared).
+///
+/// Each Kafka topic always goes through the same producer (chosen by a
+/// hash of its name), so idempotence and per-partition order hold as with
+/// one producer, while the producers' requests run side by side.
 #[derive(Clone)]
 pub struct Sink {
-    producer: Producer_,
+    producers: std::sync::Arc<[Producer_]>,
 }
 
 /// Why a record did not make it.
@@ -91,15 +95,27 @@ impl std::fmt::Display for DeliveryError {
 }
 
 impl Sink {
-    pub fn new(config: &BTreeMap<String, String>) -> Result<Self, KafkaSetupError> {
+    pub fn new(
+        config: &BTreeMap<String, String>,
+        producers: usize,
+    ) -> Result<Self, KafkaSetupError> {
         let mut cc = ClientConfig::new();
         for (k, v) in config {
             cc.set(k, v);
         }
-        let producer: Producer_ = cc
-            .create_with_context(LogContext)
-            .map_err(KafkaSetupError::Config)?;
-        Ok(Self { producer })
+        let producers = (0..producers.max(1))
+            .map(|_| {
+                cc.create_with_context(LogContext)
+                    .map_err(KafkaSetupError::Config)
+            })
+            .collect::<Result<Vec<Producer_>, _>>()?;
+        Ok(Self {
+            producers: producers.into(),
+        })
+    }
+
+    fn producer(&self, topic: &str) -> &Producer_ {
+        &self.producers[producer_index(topic, self.producers.len())]
     }
 
     /// Enqueues one record; the future resolves when Kafka confirms it.
@@ -125,7 +141,7 @@ impl Sink {
             if let Some(ts) = record.timestamp_ms {
                 fr = fr.timestamp(ts);
             }
-            match self.producer.send_result(fr) {
+            match self.producer(&record.topic).send_result(fr) {
                 Ok(f) => return Ok(f),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -170,12 +186,32 @@ impl Sink {
 
     /// Waits up to `timeout` for everything queued to be confirmed.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer.flush(timeout)
+        let deadline = std::time::Instant::now() + timeout;
+        let mut result = Ok(());
+        for p in self.producers.iter() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if let Err(e) = p.flush(left) {
+                result = Err(e);
+            }
+        }
+        result
     }
 
     pub fn in_flight(&self) -> i32 {
-        self.producer.in_flight_count()
+        self.producers.iter().map(|p| p.in_flight_count()).sum()
     }
+}
+
+/// Which of `n` producers writes `topic`: FNV-1a of the name, the same in
+/// every run and on every restart.
+fn producer_index(topic: &str, n: usize) -> usize {
+    if n <= 1 {
+        return 0;
+    }
+    let h = topic.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (h % n as u64) as usize
 }
 
 /// Used by tests and the demo to read what the bridge wrote.
@@ -187,4 +223,27 @@ pub fn header_str<M: Message>(m: &M, name: &str) -> Option<String> {
         .find(|h| h.key == name)
         .and_then(|h| h.value)
         .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::producer_index;
+
+    #[test]
+    fn a_topic_always_has_the_same_producer_and_topics_spread_over_all() {
+        let topics: Vec<String> = (0..1000)
+            .map(|i| format!("plant_line{i:04}_temperature"))
+            .collect();
+        let mut per_producer = [0usize; 4];
+        for t in &topics {
+            let i = producer_index(t, 4);
+            assert_eq!(i, producer_index(t, 4));
+            per_producer[i] += 1;
+        }
+        // Each gets its share, give or take: no producer sits idle.
+        for n in per_producer {
+            assert!((150..=350).contains(&n), "{per_producer:?}");
+        }
+        assert_eq!(producer_index("anything", 1), 0);
+    }
 }

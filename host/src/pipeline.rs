@@ -87,10 +87,12 @@ pub struct Bridge {
 impl Bridge {
     pub fn prepare(settings: Settings, component: Option<PathBuf>) -> Result<Self, CliError> {
         let (runtime, transformer) = load_component(&settings, component)?;
-        let sink = Sink::new(&settings.kafka.config).map_err(|e| ConfigError {
-            file: settings.settings_file(),
-            key: "kafka.config".into(),
-            message: e.to_string(),
+        let sink = Sink::new(&settings.kafka.config, settings.kafka.producers).map_err(|e| {
+            ConfigError {
+                file: settings.settings_file(),
+                key: "kafka.config".into(),
+                message: e.to_string(),
+            }
         })?;
         Ok(Self {
             settings,

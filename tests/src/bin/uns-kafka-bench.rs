@@ -66,6 +66,8 @@ usage: cargo run --release -p uns-kafka-e2e --bin uns-kafka-bench -- [options]
   --bin PATH            uns-kafka binary (default target/release/uns-kafka, else target/debug/uns-kafka)
   --max-in-flight N     bridge.max_in_flight for the bridge (default: the bridge's own)
   --batch-size N        bridge.batch_size for the bridge (default: the bridge's own)
+  --producers N         kafka.producers for the bridge, and as many producers (topics spread over
+                        them) for the Kafka baseline (default 4, the bridge's default)
   --kafka-set KEY=VAL   extra librdkafka property for both the Kafka baseline and the bridge (repeatable)
   --rate N              pace the publisher at N msgs/s (default 0: full speed)
   --stages LIST         comma-separated subset of mqtt,kafka,bridge (default all three)
@@ -108,6 +110,7 @@ struct Opts {
     bin: PathBuf,
     max_in_flight: Option<usize>,
     batch_size: Option<usize>,
+    producers: usize,
     kafka_set: Vec<(String, String)>,
     rate: u64,
     stages: Vec<Stage>,
@@ -158,6 +161,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Opts> {
         bin: PathBuf::new(),
         max_in_flight: None,
         batch_size: None,
+        producers: 4,
         kafka_set: Vec::new(),
         rate: 0,
         stages: vec![Stage::Mqtt, Stage::Kafka, Stage::Bridge],
@@ -216,6 +220,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Opts> {
             "--bin" => bin = Some(PathBuf::from(v)),
             "--max-in-flight" => o.max_in_flight = Some(num(&flag, v)?),
             "--batch-size" => o.batch_size = Some(num(&flag, v)?),
+            "--producers" => o.producers = num(&flag, v)?,
             "--kafka-set" => {
                 let (k, val) = v
                     .split_once('=')
@@ -241,8 +246,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Opts> {
             _ => bail!("unknown option {arg:?} (see --help)"),
         }
     }
-    if o.messages == 0 || o.topics == 0 || o.partitions < 1 {
-        bail!("--messages, --topics and --partitions must be at least 1");
+    if o.messages == 0 || o.topics == 0 || o.partitions < 1 || o.producers == 0 {
+        bail!("--messages, --topics, --partitions and --producers must be at least 1");
     }
     o.timeout = timeout.unwrap_or(Duration::from_secs(60 + o.messages / 1000));
     o.bin = match bin {
@@ -1063,7 +1068,11 @@ async fn stage_kafka(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<S
     let names: Vec<String> = templates.iter().map(|t| t.topic.clone()).collect();
     created.extend(names.iter().cloned());
     create_topics(opts, &names).await?;
-    let producer: FutureProducer = producer_config(opts).create()?;
+    // As many producers as the bridge, each topic always on the same one.
+    let producers: Vec<FutureProducer> = (0..opts.producers)
+        .map(|_| producer_config(opts).create())
+        .collect::<Result<_, _>>()?;
+    let producer_of = |topic: usize| &producers[topic % producers.len()];
     let live = Arc::new(Live::default());
     let errors = Arc::new(AtomicU64::new(0));
     let progress = spawn_progress(Stage::Kafka, opts.messages, live.clone(), None);
@@ -1090,8 +1099,9 @@ async fn stage_kafka(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<S
     // bridge stage warms up the same way).
     let warm: Vec<DeliveryFuture> = templates
         .iter()
-        .map(|tpl| {
-            producer
+        .enumerate()
+        .map(|(i, tpl)| {
+            producer_of(i)
                 .send_result(
                     FutureRecord::to(&tpl.topic)
                         .key(tpl.key.as_slice())
@@ -1110,7 +1120,7 @@ async fn stage_kafka(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<S
     }
     let cpu = MachineCpu::start();
     let start = Instant::now();
-    let (p, l, messages, rate_limit) = (producer.clone(), live.clone(), opts.messages, opts.rate);
+    let (p, l, messages, rate_limit) = (producers.clone(), live.clone(), opts.messages, opts.rate);
     let templates = Arc::new(templates);
     let t = templates.clone();
     let sender = tokio::spawn(async move {
@@ -1119,7 +1129,9 @@ async fn stage_kafka(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<S
                 let due = start + Duration::from_secs_f64(seq as f64 / rate_limit as f64);
                 tokio::time::sleep_until(due.into()).await;
             }
-            let tpl = &t[(seq % t.len() as u64) as usize];
+            let i = (seq % t.len() as u64) as usize;
+            let tpl = &t[i];
+            let p = &p[i % p.len()];
             let ts = wall_ms();
             loop {
                 // Headers built per record, as the bridge does.
@@ -1161,7 +1173,9 @@ async fn stage_kafka(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<S
     let delivered = live.done.load(Ordering::Relaxed);
     let secs = secs_since(start, live.last_done_ns.load(Ordering::Relaxed));
     let bytes = templates.iter().map(|t| t.bytes).sum::<usize>() as f64 / templates.len() as f64;
-    let _ = producer.flush(Duration::from_secs(5));
+    for p in &producers {
+        let _ = p.flush(Duration::from_secs(5));
+    }
     Ok(StageResult {
         delivered,
         secs,
@@ -1304,6 +1318,7 @@ async fn stage_bridge(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<
         yaml.push_str(&format!("    {k}: '{v}'\n"));
     }
     yaml.push_str(&format!("  dead_letter_topic: '{dlq}'\n"));
+    yaml.push_str(&format!("  producers: {}\n", opts.producers));
     // /metrics for the progress line, on a port free a moment ago.
     let metrics: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     yaml.push_str(&format!("bridge:\n  health_listen: '{metrics}'\n"));
@@ -1480,7 +1495,7 @@ fn print_table(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult
         opts.partitions
     );
     println!(
-        "mqtt {}:{}  kafka {}  bridge {}  max_in_flight {}  batch_size {}{}",
+        "mqtt {}:{}  kafka {}  bridge {}  max_in_flight {}  batch_size {}  producers {}{}",
         opts.mqtt_host,
         opts.mqtt_port,
         opts.kafka,
@@ -1488,6 +1503,7 @@ fn print_table(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult
         opts.max_in_flight
             .map_or("default".into(), |n| n.to_string()),
         opts.batch_size.map_or("default".into(), |n| n.to_string()),
+        opts.producers,
         if opts.rate > 0 {
             format!("  rate {} msg/s", opts.rate)
         } else {
@@ -1610,6 +1626,7 @@ fn json_line(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult)]
         "complete": results.iter().all(|(_, r)| r.end == Some(End::Complete)),
         "max_in_flight": opts.max_in_flight,
         "batch_size": opts.batch_size,
+        "producers": opts.producers,
         "rate": opts.rate,
     })
     .to_string()
