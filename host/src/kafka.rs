@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers as _, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientContext, Message};
 
@@ -88,6 +88,21 @@ impl DeliveryError {
     }
 }
 
+/// How a confirmation can end other than in success.
+#[derive(Debug)]
+pub enum Undelivered {
+    /// Kafka did not take the record. librdkafka hands the record back with
+    /// the error, so the pipeline need not keep its own copy of every record
+    /// in flight to retry or dead-letter one.
+    Failed {
+        error: DeliveryError,
+        record: KafkaRecord,
+    },
+    /// The producer went away without a report (only while shutting down):
+    /// the record is gone, so its message must stay unacknowledged.
+    Canceled,
+}
+
 impl std::fmt::Display for DeliveryError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.error)
@@ -152,14 +167,14 @@ impl Sink {
     }
 
     /// Waits for a delivery report.
-    pub async fn confirm(future: DeliveryFuture) -> Result<(), DeliveryError> {
+    pub async fn confirm(future: DeliveryFuture) -> Result<(), Undelivered> {
         match future.await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err((error, _msg))) => Err(DeliveryError { error }),
-            // The producer went away before reporting: treat as retryable.
-            Err(_) => Err(DeliveryError {
-                error: KafkaError::Canceled,
+            Ok(Err((error, message))) => Err(Undelivered::Failed {
+                error: DeliveryError { error },
+                record: record_of(message),
             }),
+            Err(_) => Err(Undelivered::Canceled),
         }
     }
 
@@ -169,7 +184,13 @@ impl Sink {
         let mut wait = Duration::from_millis(100);
         loop {
             let result = match self.send(record).await {
-                Ok(f) => Self::confirm(f).await,
+                Ok(f) => match Self::confirm(f).await {
+                    Ok(()) => Ok(()),
+                    Err(Undelivered::Failed { error, .. }) => Err(error),
+                    Err(Undelivered::Canceled) => Err(DeliveryError {
+                        error: KafkaError::Canceled,
+                    }),
+                },
                 Err(e) => Err(e),
             };
             match result {
@@ -202,6 +223,27 @@ impl Sink {
     }
 }
 
+/// The record librdkafka handed back with a failed delivery, as it was
+/// produced (a timestamp librdkafka chose is kept, so a retry does not
+/// change it).
+fn record_of(message: OwnedMessage) -> KafkaRecord {
+    let headers = message
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default();
+    KafkaRecord {
+        topic: message.topic().to_owned(),
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers,
+        timestamp_ms: message.timestamp().to_millis(),
+    }
+}
+
 /// Which of `n` producers writes `topic`: FNV-1a of the name, the same in
 /// every run and on every restart.
 fn producer_index(topic: &str, n: usize) -> usize {
@@ -227,7 +269,52 @@ pub fn header_str<M: Message>(m: &M, name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::producer_index;
+    use super::{producer_index, record_of};
+    use crate::message::KafkaRecord;
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+
+    #[test]
+    fn a_failed_delivery_gives_back_the_record_as_it_was_sent() {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "mqtt_topic",
+                value: Some("a/b/c".as_bytes()),
+            })
+            .insert(Header {
+                key: "mqtt_qos",
+                value: Some("1".as_bytes()),
+            });
+        let message = OwnedMessage::new(
+            Some(br#"{"x":1}"#.to_vec()),
+            Some(b"a/b/c".to_vec()),
+            "a_b_c".into(),
+            Timestamp::CreateTime(1_700_000_000_000),
+            0,
+            -1,
+            Some(headers),
+        );
+        assert_eq!(
+            record_of(message),
+            KafkaRecord {
+                topic: "a_b_c".into(),
+                key: Some(b"a/b/c".to_vec()),
+                value: Some(br#"{"x":1}"#.to_vec()),
+                headers: vec![
+                    ("mqtt_topic".into(), b"a/b/c".to_vec()),
+                    ("mqtt_qos".into(), b"1".to_vec()),
+                ],
+                timestamp_ms: Some(1_700_000_000_000),
+            }
+        );
+        let bare = OwnedMessage::new(None, None, "t".into(), Timestamp::NotAvailable, 0, -1, None);
+        assert_eq!(
+            record_of(bare),
+            KafkaRecord {
+                topic: "t".into(),
+                ..KafkaRecord::default()
+            }
+        );
+    }
 
     #[test]
     fn a_topic_always_has_the_same_producer_and_topics_spread_over_all() {

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{self, ConfigError, Settings};
 use crate::error::CliError;
-use crate::kafka::{DeliveryError, Sink};
+use crate::kafka::{DeliveryError, Sink, Undelivered};
 use crate::message::{KafkaRecord, MessageError, MqttMessage, TransformOutcome};
 use crate::metrics::Stats;
 use crate::mqtt::{self, AckToken, Inbound, State};
@@ -200,7 +200,7 @@ impl Bridge {
                     }
                 }
                 done = pending.next(), if !pending.is_empty() => {
-                    if let Some(token) = done {
+                    if let Some(Some(token)) = done {
                         acker.ack(token).await;
                         stats.acked.add(1);
                     }
@@ -376,7 +376,9 @@ impl Worker {
     }
 }
 
-type Pending = FuturesOrdered<std::pin::Pin<Box<dyn Future<Output = AckToken> + Send>>>;
+/// One future per message in receive order; `None` leaves the message
+/// unacknowledged (a persistent session gets it again).
+type Pending = FuturesOrdered<std::pin::Pin<Box<dyn Future<Output = Option<AckToken>> + Send>>>;
 
 /// Bridges everything already received, at shutdown.
 async fn drain(
@@ -426,6 +428,9 @@ async fn process(
     for ((message, outcome), token) in messages.into_iter().zip(outcomes).zip(tokens) {
         match outcome {
             Ok(records) => {
+                // Only the delivery futures are kept: a failed delivery
+                // hands its record back, so the message in flight costs no
+                // second copy of its records.
                 let mut sends = Vec::with_capacity(records.len());
                 let mut failure: Option<MessageError> = None;
                 for record in records {
@@ -436,33 +441,49 @@ async fn process(
                         ));
                         continue;
                     }
-                    let sent = sink.send(&record).await;
-                    sends.push((record, sent));
+                    sends.push(match sink.send(&record).await {
+                        Ok(f) => Ok(f),
+                        Err(error) => Err(Undelivered::Failed { error, record }),
+                    });
                 }
                 stats.records.add(sends.len() as u64);
                 let sink = sink.clone();
                 let dlq = dlq.clone();
                 let stats = stats.clone();
                 pending.push_back(Box::pin(async move {
-                    for (record, sent) in sends {
+                    for sent in sends {
                         let result = match sent {
                             Ok(f) => Sink::confirm(f).await,
-                            Err(e) => Err(e),
-                        };
-                        let result = match result {
-                            Err(e) if !e.is_permanent() => sink.deliver(&record).await,
-                            r => r,
+                            Err(u) => Err(u),
                         };
                         match result {
                             Ok(()) => stats.confirmed.add(1),
-                            Err(e) => failure = Some(produce_error(&record, &e)),
+                            Err(Undelivered::Failed { error, record }) => {
+                                // The retry and the dead-letter write are
+                                // boxed: rare, and their state would
+                                // otherwise enlarge every message in flight.
+                                let error = if error.is_permanent() {
+                                    Err(error)
+                                } else {
+                                    Box::pin(sink.deliver(&record)).await
+                                };
+                                match error {
+                                    Ok(()) => stats.confirmed.add(1),
+                                    Err(e) => failure = Some(produce_error(&record.topic, &e)),
+                                }
+                            }
+                            Err(Undelivered::Canceled) => {
+                                tracing::error!(mqtt_topic = %message.topic,
+                                    "Kafka producer stopped before confirming; the message is not acknowledged");
+                                return None;
+                            }
                         }
                     }
                     if let Some(reason) = failure {
-                        dlq.send(&message, &reason, "produce").await;
+                        Box::pin(dlq.send(&message, &reason, "produce")).await;
                         stats.dead_lettered.add(1);
                     }
-                    token
+                    Some(token)
                 }));
             }
             Err(reason) => {
@@ -471,20 +492,17 @@ async fn process(
                 pending.push_back(Box::pin(async move {
                     dlq.send(&message, &reason, "transform").await;
                     stats.dead_lettered.add(1);
-                    token
+                    Some(token)
                 }));
             }
         }
     }
 }
 
-fn produce_error(record: &KafkaRecord, e: &DeliveryError) -> MessageError {
+fn produce_error(topic: &str, e: &DeliveryError) -> MessageError {
     MessageError::new(
         "kafka-rejected",
-        format!(
-            "Kafka rejected the record for topic {:?}: {e}",
-            record.topic
-        ),
+        format!("Kafka rejected the record for topic {topic:?}: {e}"),
     )
 }
 
