@@ -441,6 +441,50 @@ fn proc_cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / ticks)
 }
 
+/// Samples the bridge's VmRSS every 250 ms until [`RssSampler::finish`].
+fn spawn_rss_sampler(pid: u32) -> RssSampler {
+    let samples = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let task = {
+        let samples = samples.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                if let Some(mb) = proc_status_mb(pid, "VmRSS:") {
+                    if let Ok(mut s) = samples.lock() {
+                        s.push(mb);
+                    }
+                }
+            }
+        })
+    };
+    RssSampler { task, samples }
+}
+
+struct RssSampler {
+    task: tokio::task::JoinHandle<()>,
+    samples: Arc<std::sync::Mutex<Vec<f64>>>,
+}
+
+impl RssSampler {
+    /// Stops sampling; the RSS at each tenth of the time it ran.
+    fn finish(self) -> Vec<f64> {
+        self.task.abort();
+        let s = self.samples.lock().map(|s| s.clone()).unwrap_or_default();
+        tenths(&s)
+    }
+}
+
+/// The value at each tenth of `samples` (fewer when there are fewer).
+fn tenths(samples: &[f64]) -> Vec<f64> {
+    if samples.len() <= 10 {
+        return samples.to_vec();
+    }
+    (1..=10)
+        .map(|i| samples[(samples.len() * i / 10).saturating_sub(1)])
+        .collect()
+}
+
 /// A `kB` line of /proc/<pid>/status (VmHWM, VmRSS), in MB.
 fn proc_status_mb(pid: u32, key: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -646,6 +690,9 @@ struct StageResult {
     latency: Option<Latency>,
     bridge_cpu_s_per_million: Option<f64>,
     bridge_rss_mb: Option<f64>,
+    /// The bridge's RSS at each tenth of the measured time, in MB: flat
+    /// means memory is bounded, a rising line means something accumulates.
+    bridge_rss_series_mb: Vec<f64>,
     duplicates: u64,
     dead_letters: u64,
     unparsed: u64,
@@ -1386,6 +1433,7 @@ async fn stage_bridge(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<
     let cpu0 = proc_cpu_secs(pid);
     let machine = MachineCpu::start();
     let start = Instant::now();
+    let rss_sampler = spawn_rss_sampler(pid);
     let pub_task = publisher.start(
         opts.qos,
         opts.rate,
@@ -1397,6 +1445,7 @@ async fn stage_bridge(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<
     let busy = machine.busy_pct();
     let cpu1 = proc_cpu_secs(pid);
     let rss = proc_status_mb(pid, "VmHWM:");
+    let rss_series = rss_sampler.finish();
     progress.abort();
     pub_task.abort();
     let published = live.published.load(Ordering::Relaxed);
@@ -1468,6 +1517,7 @@ async fn stage_bridge(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<
         latency: latency_of(consumed.latencies_ms),
         bridge_cpu_s_per_million: cpu,
         bridge_rss_mb: rss,
+        bridge_rss_series_mb: rss_series,
         duplicates: consumed.duplicates,
         dead_letters: consumed.dead_letters,
         unparsed: consumed.unparsed,
@@ -1569,6 +1619,17 @@ fn print_table(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult
                 notes.push(format!("{n} {what}"));
             }
         }
+        if !r.bridge_rss_series_mb.is_empty() {
+            let series: Vec<String> = r
+                .bridge_rss_series_mb
+                .iter()
+                .map(|mb| format!("{mb:.0}"))
+                .collect();
+            notes.push(format!(
+                "RSS MB at each tenth of the run: {}",
+                series.join(" ")
+            ));
+        }
         notes.extend(r.notes.iter().cloned());
         if !notes.is_empty() {
             println!("  {}: {}", stage.label(), notes.join("; "));
@@ -1610,6 +1671,7 @@ fn json_line(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult)]
         "p99_ms": round(lat.map(|l| l.p99), 1),
         "max_ms": round(lat.map(|l| l.max), 1),
         "rss_mb": round(bridge.and_then(|r| r.bridge_rss_mb), 1),
+        "rss_series_mb": bridge.map(|r| r.bridge_rss_series_mb.iter().map(|v| round(Some(*v), 0)).collect::<Vec<_>>()),
         "cpu_s_per_million": round(bridge.and_then(|r| r.bridge_cpu_s_per_million), 2),
         "qos": opts.qos,
         "payload": opts.kind.name(),
@@ -1720,5 +1782,24 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tenths;
+
+    #[test]
+    fn tenths_pick_the_sample_ending_each_tenth() {
+        let samples: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(
+            tenths(&samples),
+            vec![10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0]
+        );
+        assert_eq!(tenths(&[3.0, 4.0]), vec![3.0, 4.0]);
+        assert_eq!(
+            tenths(&(1..=15).map(f64::from).collect::<Vec<_>>())[9],
+            15.0
+        );
     }
 }
