@@ -263,8 +263,17 @@ mod defaults {
 }
 
 /// The librdkafka settings we add when the user did not choose: a bridge
-/// that loses or duplicates data under retries is worse than a slow one.
-pub const KAFKA_DEFAULTS: &[(&str, &str)] = &[("enable.idempotence", "true"), ("acks", "all")];
+/// that loses, duplicates or reorders data under retries is worse than a
+/// slow one. `message.timeout.ms: 0` (never) keeps a record in librdkafka's
+/// ordered, idempotent retries however long Kafka is away; with a timeout
+/// the records of a long outage would come back as errors and be re-sent
+/// one message at a time, out of order. The in-flight window, not the
+/// timeout, bounds memory meanwhile.
+pub const KAFKA_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("message.timeout.ms", "0"),
+];
 
 impl Settings {
     /// The JSON object the component's `init` receives: the seed's
@@ -942,6 +951,7 @@ mod tests {
         assert_eq!(s.mqtt.transport, Transport::Tcp);
         assert_eq!(s.kafka.config["enable.idempotence"], "true");
         assert_eq!(s.kafka.config["acks"], "all");
+        assert_eq!(s.kafka.config["message.timeout.ms"], "0");
         assert_eq!(s.kafka.dead_letter_topic, "uns_kafka_dlq");
         assert_eq!(s.kafka.producers, 4);
     }

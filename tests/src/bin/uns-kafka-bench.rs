@@ -995,7 +995,9 @@ async fn delete_topics(opts: &Opts, names: &[String]) {
 /// batch.num.messages 10000, no compression), plus `--kafka-set`.
 fn producer_config(opts: &Opts) -> ClientConfig {
     let mut c = kafka_base(opts);
-    c.set("enable.idempotence", "true").set("acks", "all");
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "0");
     for (k, v) in &opts.kafka_set {
         c.set(k, v);
     }
