@@ -103,6 +103,18 @@ pub enum Undelivered {
     Canceled,
 }
 
+impl From<Undelivered> for DeliveryError {
+    /// For a caller that still holds the record and retries it itself.
+    fn from(u: Undelivered) -> Self {
+        match u {
+            Undelivered::Failed { error, .. } => error,
+            Undelivered::Canceled => DeliveryError {
+                error: KafkaError::Canceled,
+            },
+        }
+    }
+}
+
 impl std::fmt::Display for DeliveryError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.error)
@@ -184,13 +196,7 @@ impl Sink {
         let mut wait = Duration::from_millis(100);
         loop {
             let result = match self.send(record).await {
-                Ok(f) => match Self::confirm(f).await {
-                    Ok(()) => Ok(()),
-                    Err(Undelivered::Failed { error, .. }) => Err(error),
-                    Err(Undelivered::Canceled) => Err(DeliveryError {
-                        error: KafkaError::Canceled,
-                    }),
-                },
+                Ok(f) => Self::confirm(f).await.map_err(DeliveryError::from),
                 Err(e) => Err(e),
             };
             match result {

@@ -462,12 +462,12 @@ async fn process(
                                 // The retry and the dead-letter write are
                                 // boxed: rare, and their state would
                                 // otherwise enlarge every message in flight.
-                                let error = if error.is_permanent() {
+                                let retried = if error.is_permanent() {
                                     Err(error)
                                 } else {
                                     Box::pin(sink.deliver(&record)).await
                                 };
-                                match error {
+                                match retried {
                                     Ok(()) => stats.confirmed.add(1),
                                     Err(e) => failure = Some(produce_error(&record.topic, &e)),
                                 }
