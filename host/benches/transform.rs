@@ -17,8 +17,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use prost::Message as _;
 use uns_default::sparkplug::{datatype, payload::metric, payload::Metric, Payload};
-use uns_kafka::message::{KafkaRecord, MessageError, MqttMessage, TransformOutcome};
+use uns_kafka::message::MqttMessage;
 use uns_kafka::transform::{RuntimeOptions, TransformRuntime};
+
+// The native side, shared with the test that holds wasm and native equal.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::native_batch;
 
 const BATCH: usize = 256;
 const ROUNDS: usize = 11;
@@ -148,41 +153,6 @@ fn rate(mut one_batch: impl FnMut()) -> f64 {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-/// The native equivalent of `transform_batch`: same input type, same output
-/// type, so both sides pay for building their results.
-fn native_batch(config: &uns_default::Config, batch: &[MqttMessage]) -> Vec<TransformOutcome> {
-    batch
-        .iter()
-        .map(|m| {
-            let msg = uns_default::Message {
-                topic: &m.topic,
-                payload: &m.payload,
-                qos: m.qos,
-                retain: m.retain,
-                user_properties: &m.user_properties,
-                content_type: m.content_type.as_deref(),
-                received_at_ms: m.received_at_ms,
-            };
-            match uns_default::transform(config, &msg) {
-                Ok(records) => Ok(records
-                    .into_iter()
-                    .map(|r| KafkaRecord {
-                        topic: r.topic,
-                        key: r.key,
-                        value: r.value,
-                        headers: r.headers,
-                        timestamp_ms: r.timestamp_ms,
-                    })
-                    .collect()),
-                Err(e) => Err(MessageError::new(
-                    format!("{:?}", e.kind).to_lowercase(),
-                    e.message,
-                )),
-            }
-        })
-        .collect()
 }
 
 fn message(topic: &str, payload: Vec<u8>) -> MqttMessage {

@@ -8,7 +8,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -16,58 +15,8 @@ use prost::Message as _;
 use serde_json::{json, Value};
 use uns_default::sparkplug::{datatype, payload::metric, payload::Metric, Payload};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Cargo's target directory, honouring `CARGO_TARGET_DIR` as cargo does.
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => workspace().join(dir),
-        _ => workspace().join("target"),
-    }
-}
-
-/// Path of a compiled component, building both test components once if
-/// either is missing.
-fn component(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    let dir = target_dir().join("wasm32-wasip2/release");
-    let path = dir.join(format!("{name}.wasm"));
-    BUILT.get_or_init(|| {
-        if dir.join("uns_default.wasm").is_file() && dir.join("test_faulty.wasm").is_file() {
-            return;
-        }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(workspace())
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "-p",
-                "uns-default",
-                "-p",
-                "test-faulty",
-            ])
-            .status()
-            .expect("run cargo");
-        assert!(
-            status.success(),
-            "building the components failed; run: cargo build --release --target wasm32-wasip2 -p uns-default -p test-faulty"
-        );
-    });
-    assert!(
-        path.is_file(),
-        "{} missing; run: cargo build --release --target wasm32-wasip2 -p uns-default -p test-faulty",
-        path.display()
-    );
-    path
-}
+mod common;
+use common::component;
 
 /// A shared compile cache, so each test does not pay for Cranelift again.
 fn shared_cache() -> PathBuf {
