@@ -19,6 +19,9 @@ use uns::bridge::types::{
     TransformError as WitTransformError,
 };
 
+#[global_allocator]
+static ALLOCATOR: crate::arena::BatchArena = crate::arena::BatchArena::new();
+
 thread_local! {
     // A component instance is single-threaded; `init` fills this once.
     static CONFIG: RefCell<Option<Config>> = const { RefCell::new(None) };
@@ -53,6 +56,8 @@ impl Guest for Component {
     fn transform_batch(
         messages: Vec<MqttMessage>,
     ) -> Vec<Result<Vec<KafkaRecord>, WitTransformError>> {
+        // After `init`, whose configuration lives as long as the instance.
+        ALLOCATOR.activate();
         CONFIG.with(|c| {
             let config = c.borrow();
             messages

@@ -62,6 +62,8 @@ pub mod sparkplug;
 pub mod topic;
 pub mod transform;
 
+#[cfg(any(test, target_arch = "wasm32"))]
+mod arena;
 #[cfg(target_arch = "wasm32")]
 mod component;
 
