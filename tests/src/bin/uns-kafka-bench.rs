@@ -74,6 +74,10 @@ usage: cargo run --release -p uns-kafka-e2e --bin uns-kafka-bench -- [options]
   --timeout SECS        give up on a stage after this long (default 60 + messages/1000)
   --idle SECS           end a stage when nothing arrived for this long after publishing (default 15)
   --keep-topics         do not delete the Kafka topics the run created
+  --warm-up N           records per topic sent through the Kafka baseline and the bridge before the
+                        clock starts (default 32: past the first 4 KB of each new partition, where
+                        Kafka writes its first index entries, a one-off stall of seconds with 1000
+                        new topics on this machine)
   --fetch-wait-ms N     the bridge-stage consumer's fetch.wait.max.ms (default 100; lower gives finer
                         latency figures but costs the broker and this process CPU with many partitions)
   -h, --help            this text
@@ -118,6 +122,7 @@ struct Opts {
     idle: Duration,
     keep_topics: bool,
     fetch_wait_ms: u64,
+    warm_up: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +174,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Opts> {
         idle: Duration::from_secs(15),
         keep_topics: false,
         fetch_wait_ms: 100,
+        warm_up: 32,
     };
     let mut bin = None;
     let mut timeout = None;
@@ -243,6 +249,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Opts> {
             "--idle" => o.idle = Duration::from_secs(num(&flag, v)?),
             "--keep-topics" => o.keep_topics = true,
             "--fetch-wait-ms" => o.fetch_wait_ms = num(&flag, v)?,
+            "--warm-up" => o.warm_up = num(&flag, v)?,
             _ => bail!("unknown option {arg:?} (see --help)"),
         }
     }
@@ -1143,12 +1150,12 @@ async fn stage_kafka(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<S
             }
         }
     });
-    // Warm-up, not timed: one record per topic, so the producer has its
-    // producer id and every topic's metadata before the clock starts (the
+    // Warm-up, not timed: `--warm-up` records per topic, so the producer
+    // has its producer id and every topic's metadata, and Kafka has written
+    // each new partition's first index entries, before the clock starts (the
     // bridge stage warms up the same way).
-    let warm: Vec<DeliveryFuture> = templates
-        .iter()
-        .enumerate()
+    let warm: Vec<DeliveryFuture> = (0..opts.warm_up.max(1))
+        .flat_map(|_| templates.iter().enumerate())
         .map(|(i, tpl)| {
             producer_of(i)
                 .send_result(
@@ -1409,23 +1416,24 @@ async fn stage_bridge(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<
     }
 
     let publisher = Publisher::connect(opts).await?;
-    // Warm-up, not timed: one message per topic (sequence numbers after
-    // the measured ones), so the bridge's producer has its producer id and
-    // every topic's metadata, and the consumer is fetching, before the
-    // clock starts.
-    let n_topics = workload.mqtt_topics.len() as u64;
+    // Warm-up, not timed: `--warm-up` messages per topic (sequence numbers
+    // after the measured ones), so the bridge's producer has its producer id
+    // and every topic's metadata, Kafka has written each new partition's
+    // first index entries, and the consumer is fetching, before the clock
+    // starts.
+    let n_warm = workload.mqtt_topics.len() as u64 * opts.warm_up.max(1);
     let warm_task = publisher.start(
         opts.qos,
         0,
-        opts.messages..opts.messages + n_topics,
+        opts.messages..opts.messages + n_warm,
         workload.clone(),
         Arc::new(Live::default()),
     );
-    let warm_end = wait_done(&warm, n_topics, Instant::now(), opts).await;
+    let warm_end = wait_done(&warm, n_warm, Instant::now(), opts).await;
     warm_task.abort();
     if warm_end != End::Complete {
         eprintln!(
-            "bench: [bridge] warm-up: only {}/{n_topics} arrived ({})",
+            "bench: [bridge] warm-up: only {}/{n_warm} arrived ({})",
             warm.done.load(Ordering::Relaxed),
             warm_end.name()
         );
