@@ -68,6 +68,10 @@ usage: cargo run --release -p uns-kafka-e2e --bin uns-kafka-bench -- [options]
   --batch-size N        bridge.batch_size for the bridge (default: the bridge's own)
   --producers N         kafka.producers for the bridge, and as many producers (topics spread over
                         them) for the Kafka baseline (default 4, the bridge's default)
+  --publishers N        MQTT connections the publisher spreads the topics over, each topic always on
+                        the same one (default 4: Mosquitto lets one client have only 20 QoS 1/2
+                        messages unacknowledged, its Receive Maximum, so a single publisher measures
+                        its own round trips rather than the broker)
   --kafka-set KEY=VAL   extra librdkafka property for both the Kafka baseline and the bridge (repeatable)
   --rate N              pace the publisher at N msgs/s (default 0: full speed)
   --stages LIST         comma-separated subset of mqtt,kafka,bridge (default all three)
@@ -123,6 +127,7 @@ struct Opts {
     keep_topics: bool,
     fetch_wait_ms: u64,
     warm_up: u64,
+    publishers: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +180,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Opts> {
         keep_topics: false,
         fetch_wait_ms: 100,
         warm_up: 32,
+        publishers: 4,
     };
     let mut bin = None;
     let mut timeout = None;
@@ -250,11 +256,15 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Opts> {
             "--keep-topics" => o.keep_topics = true,
             "--fetch-wait-ms" => o.fetch_wait_ms = num(&flag, v)?,
             "--warm-up" => o.warm_up = num(&flag, v)?,
+            "--publishers" => o.publishers = num(&flag, v)?,
             _ => bail!("unknown option {arg:?} (see --help)"),
         }
     }
-    if o.messages == 0 || o.topics == 0 || o.partitions < 1 || o.producers == 0 {
-        bail!("--messages, --topics, --partitions and --producers must be at least 1");
+    if o.messages == 0 || o.topics == 0 || o.partitions < 1 || o.producers == 0 || o.publishers == 0
+    {
+        bail!(
+            "--messages, --topics, --partitions, --producers and --publishers must be at least 1"
+        );
     }
     o.timeout = timeout.unwrap_or(Duration::from_secs(60 + o.messages / 1000));
     o.bin = match bin {
@@ -868,11 +878,12 @@ impl Mqtt {
     }
 }
 
-/// The publisher: connects, then publishes `messages` messages (full speed,
-/// or `--rate`) in a task. Each payload carries the wall-clock time at which
-/// it is handed to the client.
+/// The publisher: `--publishers` MQTT connections, each publishing the
+/// messages of its share of the topics (so every topic keeps its order), at
+/// full speed or `--rate` in all. Each payload carries the wall-clock time
+/// at which it is handed to the client.
 struct Publisher {
-    mqtt: Mqtt,
+    conns: Vec<Mqtt>,
     acked: Arc<AtomicU64>,
     /// PUBLISH packets written to the socket (not just queued in the
     /// client), and when the last one was.
@@ -885,30 +896,47 @@ impl Publisher {
         let acked = Arc::new(AtomicU64::new(0));
         let sent = Arc::new(AtomicU64::new(0));
         let last_sent_ns = Arc::new(AtomicU64::new(0));
-        let (a, s, l) = (acked.clone(), sent.clone(), last_sent_ns.clone());
-        let mqtt = Mqtt::connect(
-            opts,
-            "bench-pub",
-            || {},
-            move || {
-                a.fetch_add(1, Ordering::Relaxed);
-            },
-            move || {
-                s.fetch_add(1, Ordering::Relaxed);
-                l.store(now_ns(), Ordering::Relaxed);
-            },
-        )
-        .await?;
+        let mut conns = Vec::with_capacity(opts.publishers);
+        for _ in 0..opts.publishers {
+            let (a, s, l) = (acked.clone(), sent.clone(), last_sent_ns.clone());
+            conns.push(
+                Mqtt::connect(
+                    opts,
+                    "bench-pub",
+                    || {},
+                    move || {
+                        a.fetch_add(1, Ordering::Relaxed);
+                    },
+                    move || {
+                        s.fetch_add(1, Ordering::Relaxed);
+                        l.store(now_ns(), Ordering::Relaxed);
+                    },
+                )
+                .await?,
+            );
+        }
         Ok(Publisher {
-            mqtt,
+            conns,
             acked,
             sent,
             last_sent_ns,
         })
     }
 
+    /// The broker's Receive Maximum for one publishing connection.
+    fn server_receive_max(&self) -> u64 {
+        self.conns[0].server_receive_max.load(Ordering::SeqCst)
+    }
+
+    async fn close(self) {
+        for c in self.conns {
+            c.close().await;
+        }
+    }
+
     /// Publishes sequence numbers `seqs` in a task (full speed, or `rate`
-    /// per second when not 0), counting them into `live.published`.
+    /// per second in all when not 0), counting them into `live.published`.
+    /// Aborting the task stops every connection's share.
     fn start(
         &self,
         qos: u8,
@@ -917,26 +945,44 @@ impl Publisher {
         workload: Arc<Workload>,
         live: Arc<Live>,
     ) -> tokio::task::JoinHandle<()> {
-        let client = self.mqtt.client.clone();
+        let clients: Vec<AsyncClient> = self.conns.iter().map(|c| c.client.clone()).collect();
         tokio::spawn(async move {
             let start = Instant::now();
-            let first = seqs.start;
-            for seq in seqs {
-                if rate > 0 {
-                    let due = start + Duration::from_secs_f64((seq - first) as f64 / rate as f64);
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                let topic = &workload.mqtt_topics[workload.topic_of(seq)];
-                let payload = workload.payload(seq, wall_ms());
-                if let Err(e) = client
-                    .publish(topic.as_str(), mqtt_qos(qos), false, payload)
-                    .await
-                {
-                    eprintln!("bench: publish failed at seq {seq}: {e}");
-                    return;
-                }
-                live.published.fetch_add(1, Ordering::Relaxed);
+            let n = clients.len();
+            // Dropped with this task, which aborts the shares.
+            let mut shares = tokio::task::JoinSet::new();
+            for (i, client) in clients.into_iter().enumerate() {
+                let (seqs, workload, live) = (seqs.clone(), workload.clone(), live.clone());
+                shares.spawn(async move {
+                    let first = seqs.start;
+                    for seq in seqs {
+                        let topic = workload.topic_of(seq);
+                        if topic % n != i {
+                            continue;
+                        }
+                        if rate > 0 {
+                            let due =
+                                start + Duration::from_secs_f64((seq - first) as f64 / rate as f64);
+                            tokio::time::sleep_until(due.into()).await;
+                        }
+                        let payload = workload.payload(seq, wall_ms());
+                        if let Err(e) = client
+                            .publish(
+                                workload.mqtt_topics[topic].as_str(),
+                                mqtt_qos(qos),
+                                false,
+                                payload,
+                            )
+                            .await
+                        {
+                            eprintln!("bench: publish failed at seq {seq}: {e}");
+                            return;
+                        }
+                        live.published.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
             }
+            while shares.join_next().await.is_some() {}
             live.published_all_ns.store(now_ns(), Ordering::Relaxed);
         })
     }
@@ -1073,8 +1119,8 @@ async fn stage_mqtt(opts: &Opts) -> anyhow::Result<StageResult> {
     sub.subscribe(&workload.filter, opts.qos).await?;
     let publisher = Publisher::connect(opts).await?;
     eprintln!(
-        "bench: [mqtt baseline] broker Receive Maximum for the publisher: {}",
-        publisher.mqtt.server_receive_max.load(Ordering::SeqCst)
+        "bench: [mqtt baseline] broker Receive Maximum for each publisher connection: {}",
+        publisher.server_receive_max()
     );
     let progress = spawn_progress(Stage::Mqtt, opts.messages, live.clone(), None);
     let cpu = MachineCpu::start();
@@ -1094,7 +1140,7 @@ async fn stage_mqtt(opts: &Opts) -> anyhow::Result<StageResult> {
     let secs = secs_since(start, live.last_done_ns.load(Ordering::Relaxed));
     let bytes = workload.payload(0, wall_ms()).len();
     let publish_rate = publisher.rate_since(start, 0, opts.messages);
-    publisher.mqtt.close().await;
+    publisher.close().await;
     sub.close().await;
     Ok(StageResult {
         delivered,
@@ -1464,7 +1510,7 @@ async fn stage_bridge(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<
         .load(Ordering::Relaxed)
         .saturating_sub(sent_before);
     let publish_rate = publisher.rate_since(start, sent_before, opts.messages);
-    publisher.mqtt.close().await;
+    publisher.close().await;
     stop.store(true, Ordering::SeqCst);
     let consumed = consumer
         .join()
@@ -1555,7 +1601,7 @@ fn print_table(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult
         opts.partitions
     );
     println!(
-        "mqtt {}:{}  kafka {}  bridge {}  max_in_flight {}  batch_size {}  producers {}{}",
+        "mqtt {}:{}  kafka {}  bridge {}  max_in_flight {}  batch_size {}  producers {}  publishers {}  warm-up {}{}",
         opts.mqtt_host,
         opts.mqtt_port,
         opts.kafka,
@@ -1564,6 +1610,8 @@ fn print_table(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult
             .map_or("default".into(), |n| n.to_string()),
         opts.batch_size.map_or("default".into(), |n| n.to_string()),
         opts.producers,
+        opts.publishers,
+        opts.warm_up,
         if opts.rate > 0 {
             format!("  rate {} msg/s", opts.rate)
         } else {
@@ -1699,6 +1747,8 @@ fn json_line(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult)]
         "max_in_flight": opts.max_in_flight,
         "batch_size": opts.batch_size,
         "producers": opts.producers,
+        "publishers": opts.publishers,
+        "warm_up": opts.warm_up,
         "rate": opts.rate,
     })
     .to_string()
