@@ -269,10 +269,22 @@ mod defaults {
 /// the records of a long outage would come back as errors and be re-sent
 /// one message at a time, out of order. The in-flight window, not the
 /// timeout, bounds memory meanwhile.
+///
+/// `max.in.flight.requests.per.connection: 1` closes a hole idempotence
+/// leaves open: a partition the broker has in its metadata but has not yet
+/// set up (just created, or still loading) refuses one request and may
+/// accept the next one already in flight; a broker before Kafka 4.5
+/// (KAFKA-15591) takes that later batch as the producer's first, and
+/// librdkafka then reports the refused records as delivered ("implicitly
+/// acked"). With one request in flight nothing can overtake a refused one.
+/// The broker handles a connection's requests one at a time anyway, so
+/// the cost is one loopback round trip per request (measured in README,
+/// Performance).
 pub const KAFKA_DEFAULTS: &[(&str, &str)] = &[
     ("enable.idempotence", "true"),
     ("acks", "all"),
     ("message.timeout.ms", "0"),
+    ("max.in.flight.requests.per.connection", "1"),
 ];
 
 impl Settings {
@@ -952,6 +964,7 @@ mod tests {
         assert_eq!(s.kafka.config["enable.idempotence"], "true");
         assert_eq!(s.kafka.config["acks"], "all");
         assert_eq!(s.kafka.config["message.timeout.ms"], "0");
+        assert_eq!(s.kafka.config["max.in.flight.requests.per.connection"], "1");
         assert_eq!(s.kafka.dead_letter_topic, "uns_kafka_dlq");
         assert_eq!(s.kafka.producers, 4);
     }

@@ -88,6 +88,20 @@ impl DeliveryError {
     }
 }
 
+/// How Kafka confirmed a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmed {
+    /// Written at an offset the broker returned.
+    AtOffset,
+    /// Reported delivered with no offset: librdkafka inferred it, from a
+    /// later batch's success ("implicitly acked") or a duplicate-sequence
+    /// reply. True after a lost reply; false on a broker before Kafka 4.5
+    /// that accepted a later batch while this one was refused
+    /// (KAFKA-15591), which one request in flight per connection (the
+    /// default) rules out. Counted so that it never passes unseen.
+    WithoutOffset,
+}
+
 /// How a confirmation can end other than in success.
 #[derive(Debug)]
 pub enum Undelivered {
@@ -179,9 +193,10 @@ impl Sink {
     }
 
     /// Waits for a delivery report.
-    pub async fn confirm(future: DeliveryFuture) -> Result<(), Undelivered> {
+    pub async fn confirm(future: DeliveryFuture) -> Result<Confirmed, Undelivered> {
         match future.await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(d)) if d.offset >= 0 => Ok(Confirmed::AtOffset),
+            Ok(Ok(_)) => Ok(Confirmed::WithoutOffset),
             Ok(Err((error, message))) => Err(Undelivered::Failed {
                 error: DeliveryError { error },
                 record: record_of(message),
@@ -196,7 +211,10 @@ impl Sink {
         let mut wait = Duration::from_millis(100);
         loop {
             let result = match self.send(record).await {
-                Ok(f) => Self::confirm(f).await.map_err(DeliveryError::from),
+                Ok(f) => Self::confirm(f)
+                    .await
+                    .map(|_| ())
+                    .map_err(DeliveryError::from),
                 Err(e) => Err(e),
             };
             match result {

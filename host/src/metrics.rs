@@ -41,6 +41,8 @@ pub struct Stats {
     pub acked: Counter,
     /// Kafka records whose delivery Kafka confirmed.
     pub confirmed: Counter,
+    /// Of those, confirmed without an offset (see `kafka::Confirmed`).
+    pub confirmed_without_offset: Counter,
     /// Received messages waiting for room in the pipeline.
     pub mqtt_waiting: Gauge,
     /// MQTT acknowledgements queued but not yet written.
@@ -76,6 +78,11 @@ impl Stats {
                 "uns_kafka_records_confirmed_total",
                 "Kafka records whose delivery Kafka confirmed",
                 self.confirmed.get(),
+            ),
+            (
+                "uns_kafka_records_confirmed_without_offset_total",
+                "Kafka records reported delivered without an offset (inferred by librdkafka)",
+                self.confirmed_without_offset.get(),
             ),
         ] {
             out.push_str(&format!(

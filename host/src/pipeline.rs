@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{self, ConfigError, Settings};
 use crate::error::CliError;
-use crate::kafka::{DeliveryError, Sink, Undelivered};
+use crate::kafka::{Confirmed, DeliveryError, Sink, Undelivered};
 use crate::message::{KafkaRecord, MessageError, MqttMessage, TransformOutcome};
 use crate::metrics::Stats;
 use crate::mqtt::{self, AckToken, Inbound, State};
@@ -457,7 +457,15 @@ async fn process(
                             Err(u) => Err(u),
                         };
                         match result {
-                            Ok(()) => stats.confirmed.add(1),
+                            Ok(Confirmed::AtOffset) => stats.confirmed.add(1),
+                            Ok(Confirmed::WithoutOffset) => {
+                                stats.confirmed.add(1);
+                                stats.confirmed_without_offset.add(1);
+                                tracing::warn!(mqtt_topic = %message.topic,
+                                    "Kafka reported a record delivered without an offset; if \
+                                     kafka.config raises max.in.flight.requests.per.connection above 1 \
+                                     on a broker before Kafka 4.5, it may be lost (KAFKA-15591)");
+                            }
                             Err(Undelivered::Failed { error, record }) => {
                                 // The retry and the dead-letter write are
                                 // boxed: rare, and their state would

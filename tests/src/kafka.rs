@@ -106,11 +106,14 @@ fn base_config() -> ClientConfig {
     c
 }
 
-/// A producer on the test Kafka (acks=all, idempotent).
+/// A producer on the test Kafka (acks=all, idempotent, one request in
+/// flight: the bridge's defaults, which keep records produced to a topic
+/// created a moment ago from being lost; see host/src/config.rs).
 pub fn producer() -> FutureProducer {
     base_config()
         .set("enable.idempotence", "true")
         .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "1")
         .set("linger.ms", "5")
         .create()
         .expect("create Kafka producer")

@@ -1050,7 +1050,8 @@ fn producer_config(opts: &Opts) -> ClientConfig {
     let mut c = kafka_base(opts);
     c.set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("message.timeout.ms", "0");
+        .set("message.timeout.ms", "0")
+        .set("max.in.flight.requests.per.connection", "1");
     for (k, v) in &opts.kafka_set {
         c.set(k, v);
     }
