@@ -49,18 +49,25 @@ pub fn scan(text: &str, attribute: &str) -> Result<Scanned, TransformError> {
 
 /// Drops whitespace outside strings from valid JSON and refuses nesting
 /// deeper than [`MAX_DEPTH`].
+///
+/// Copies runs between whitespace rather than byte by byte: a payload
+/// without whitespace is one copy, and byte-wise pushes are several times
+/// dearer in the sandbox than natively.
 fn minify(text: &[u8]) -> Result<Vec<u8>, TransformError> {
     let mut out = Vec::with_capacity(text.len());
     let mut depth = 0usize;
+    // Start of the bytes not yet copied.
+    let mut run = 0;
     let mut i = 0;
     while i < text.len() {
-        let b = text[i];
-        match b {
-            b' ' | b'\n' | b'\r' | b'\t' => {}
+        match text[i] {
+            b' ' | b'\n' | b'\r' | b'\t' => {
+                out.extend_from_slice(&text[run..i]);
+                run = i + 1;
+            }
             b'"' => {
-                // Copy the whole string; the text is valid JSON, so it ends
+                // Skip the whole string; the text is valid JSON, so it ends
                 // at the first quote not escaped by a backslash.
-                let start = i;
                 i += 1;
                 while i < text.len() {
                     match text[i] {
@@ -69,8 +76,6 @@ fn minify(text: &[u8]) -> Result<Vec<u8>, TransformError> {
                         _ => i += 1,
                     }
                 }
-                let end = (i + 1).min(text.len());
-                out.extend_from_slice(&text[start..end]);
             }
             b'[' | b'{' => {
                 depth += 1;
@@ -79,16 +84,13 @@ fn minify(text: &[u8]) -> Result<Vec<u8>, TransformError> {
                         "payload is not JSON: recursion limit exceeded (more than {MAX_DEPTH} nested arrays or objects)"
                     )));
                 }
-                out.push(b);
             }
-            b']' | b'}' => {
-                depth = depth.saturating_sub(1);
-                out.push(b);
-            }
-            _ => out.push(b),
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
         }
         i += 1;
     }
+    out.extend_from_slice(&text[run.min(text.len())..]);
     Ok(out)
 }
 
