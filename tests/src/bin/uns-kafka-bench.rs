@@ -7,8 +7,8 @@
 //! 1. **mqtt baseline**: a publisher at full speed into Mosquitto and a
 //!    subscriber on its own connection that only counts (and acknowledges).
 //! 2. **kafka baseline**: an rdkafka `FutureProducer` with the bridge's
-//!    producer settings (`enable.idempotence=true`, `acks=all`, librdkafka's
-//!    defaults otherwise, as `uns-kafka` with no `kafka.config` beyond
+//!    producer settings (its `KAFKA_DEFAULTS`, librdkafka's defaults
+//!    otherwise, as `uns-kafka` with no `kafka.config` beyond
 //!    `bootstrap.servers`) producing the records the bridge would produce
 //!    (same topics, key, headers and value size) straight into Kafka.
 //! 3. **bridge**: the same publisher, `uns-kafka run` with the default
@@ -1043,15 +1043,14 @@ async fn delete_topics(opts: &Opts, names: &[String]) {
 }
 
 /// The producer settings `uns-kafka` uses when `kafka.config` has only
-/// `bootstrap.servers`: its data-protecting defaults (host/src/config.rs
-/// `KAFKA_DEFAULTS`) on top of librdkafka's (linger.ms 5, batch.size 1 MB,
-/// batch.num.messages 10000, no compression), plus `--kafka-set`.
+/// `bootstrap.servers`: its data-protecting defaults (`KAFKA_DEFAULTS`, the
+/// bridge's own constant) on top of librdkafka's (linger.ms 5, batch.size
+/// 1 MB, batch.num.messages 10000, no compression), plus `--kafka-set`.
 fn producer_config(opts: &Opts) -> ClientConfig {
     let mut c = kafka_base(opts);
-    c.set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("message.timeout.ms", "0")
-        .set("max.in.flight.requests.per.connection", "1");
+    for (k, v) in uns_kafka::config::KAFKA_DEFAULTS {
+        c.set(*k, *v);
+    }
     for (k, v) in &opts.kafka_set {
         c.set(k, v);
     }
