@@ -29,6 +29,55 @@ impl Gauge {
     }
 }
 
+/// Upper bounds of [`Histogram`]'s buckets, in milliseconds: from a
+/// loopback round trip to a Kafka outage, so a p99 can be read off either.
+const BUCKETS_MS: [u64; 16] = [
+    1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000,
+];
+
+/// A Prometheus histogram of durations with fixed buckets. Lock-free:
+/// observed from every message's delivery future.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last is `+Inf`.
+    buckets: [AtomicU64; BUCKETS_MS.len() + 1],
+    sum_ms: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe_ms(&self, ms: u64) {
+        let i = BUCKETS_MS.partition_point(|&le| le < ms);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ms.fetch_add(ms, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// `name`'s `_bucket` (cumulative, `le` in seconds), `_sum` and
+    /// `_count` lines.
+    fn write(&self, out: &mut String, name: &str, help: &str) {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
+        let mut cumulative = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let le = match BUCKETS_MS.get(i) {
+                Some(ms) => format!("{}", *ms as f64 / 1000.0),
+                None => "+Inf".to_owned(),
+            };
+            out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
+        }
+        out.push_str(&format!(
+            "{name}_sum {}\n{name}_count {}\n",
+            self.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+            self.count()
+        ));
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Stats {
     /// MQTT messages taken from the broker.
@@ -47,6 +96,9 @@ pub struct Stats {
     pub mqtt_waiting: Gauge,
     /// MQTT acknowledgements queued but not yet written.
     pub mqtt_acks_unsent: Gauge,
+    /// From receiving a message to Kafka confirming its last record (or its
+    /// dead-letter record): the latency the bridge adds, Kafka included.
+    pub delivery: Histogram,
 }
 
 impl Stats {
@@ -105,6 +157,46 @@ impl Stats {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
             ));
         }
+        self.delivery.write(
+            &mut out,
+            "uns_kafka_delivery_seconds",
+            "Time from receiving an MQTT message to Kafka confirming its records (or its dead-letter record)",
+        );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_with_le_in_seconds() {
+        let h = Histogram::default();
+        for ms in [0, 1, 2, 40, 50, 51, 400_000] {
+            h.observe_ms(ms);
+        }
+        let mut out = String::new();
+        h.write(&mut out, "x_seconds", "help");
+        let line = |le: &str| {
+            out.lines()
+                .find(|l| l.starts_with(&format!("x_seconds_bucket{{le=\"{le}\"}} ")))
+                .unwrap_or_else(|| panic!("no bucket {le} in\n{out}"))
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        // `le` includes its bound: 1 ms is in the 0.001 bucket, 50 in 0.05.
+        assert_eq!(line("0.001"), "2");
+        assert_eq!(line("0.002"), "3");
+        assert_eq!(line("0.025"), "3");
+        assert_eq!(line("0.05"), "5");
+        assert_eq!(line("0.1"), "6");
+        assert_eq!(line("300"), "6");
+        assert_eq!(line("+Inf"), "7");
+        assert!(out.starts_with("# HELP x_seconds help\n# TYPE x_seconds histogram\n"));
+        assert!(out.contains("\nx_seconds_sum 400.144\n"), "{out}");
+        assert!(out.ends_with("\nx_seconds_count 7\n"), "{out}");
     }
 }

@@ -491,6 +491,7 @@ async fn process(
                         Box::pin(dlq.send(&message, &reason, "produce")).await;
                         stats.dead_lettered.add(1);
                     }
+                    observe_delivery(&stats, &message);
                     Some(token)
                 }));
             }
@@ -500,11 +501,19 @@ async fn process(
                 pending.push_back(Box::pin(async move {
                     dlq.send(&message, &reason, "transform").await;
                     stats.dead_lettered.add(1);
+                    observe_delivery(&stats, &message);
                     Some(token)
                 }));
             }
         }
     }
+}
+
+/// Wall-clock, like `received_at_ms` (the component's fallback record
+/// timestamp); a clock stepped back counts as 0.
+fn observe_delivery(stats: &Stats, message: &MqttMessage) {
+    let ms = crate::message::now_ms().saturating_sub(message.received_at_ms);
+    stats.delivery.observe_ms(u64::try_from(ms).unwrap_or(0));
 }
 
 fn produce_error(topic: &str, e: &DeliveryError) -> MessageError {

@@ -773,7 +773,9 @@ async fn health_endpoint_and_probe_command() {
     let deadline = std::time::Instant::now() + ARRIVE;
     let metrics = loop {
         let m = http_get(port, "/metrics");
-        if m.contains("uns_kafka_messages_acknowledged_total 1") {
+        if m.contains("uns_kafka_messages_acknowledged_total 1")
+            && m.contains("uns_kafka_delivery_seconds_count 1")
+        {
             break m;
         }
         assert!(std::time::Instant::now() < deadline, "metrics: {m}");
@@ -790,6 +792,13 @@ async fn health_endpoint_and_probe_command() {
     assert!(
         metrics.contains("uns_kafka_records_confirmed_total 1")
             && metrics.contains("uns_kafka_records_confirmed_without_offset_total 0"),
+        "{metrics}"
+    );
+    // One delivery, well inside the last finite bucket (5 minutes).
+    assert!(
+        metrics.contains("# TYPE uns_kafka_delivery_seconds histogram")
+            && metrics.contains("uns_kafka_delivery_seconds_bucket{le=\"300\"} 1")
+            && metrics.contains("uns_kafka_delivery_seconds_bucket{le=\"+Inf\"} 1"),
         "{metrics}"
     );
 
