@@ -651,6 +651,43 @@ fn scrape(addr: SocketAddr) -> Option<BTreeMap<String, u64>> {
     )
 }
 
+/// The bridge's own latency over the measured part of a run: the
+/// `uns_kafka_delivery_seconds` buckets scraped after minus before, and for
+/// p50 and p99 the upper bound (ms) of the first bucket that reaches it.
+/// Coarse (the buckets' resolution), but it tells the bridge's share of the
+/// end-to-end latency apart from the publisher's and the consumer's.
+fn own_latency(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> Option<(f64, f64)> {
+    let mut buckets: Vec<(f64, u64)> = after
+        .iter()
+        .filter_map(|(k, v)| {
+            let le = k
+                .strip_prefix("uns_kafka_delivery_seconds_bucket{le=\"")?
+                .strip_suffix("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse::<f64>().ok()? * 1000.0
+            };
+            Some((le, v.saturating_sub(before.get(k).copied().unwrap_or(0))))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let at = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, n)| *n as f64 >= q * total as f64)
+            .map_or(f64::INFINITY, |(le, _)| *le)
+    };
+    Some((at(0.5), at(0.99)))
+}
+
 /// How a stage's wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
@@ -710,6 +747,8 @@ struct StageResult {
     /// The bridge's RSS at each tenth of the measured time, in MB: flat
     /// means memory is bounded, a rising line means something accumulates.
     bridge_rss_series_mb: Vec<f64>,
+    /// p50 and p99 bucket bounds (ms) of `uns_kafka_delivery_seconds`.
+    bridge_own_latency: Option<(f64, f64)>,
     duplicates: u64,
     dead_letters: u64,
     unparsed: u64,
@@ -1487,6 +1526,7 @@ async fn stage_bridge(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<
     let sent_before = publisher.sent.load(Ordering::Relaxed);
     let progress = spawn_progress(Stage::Bridge, opts.messages, live.clone(), Some(metrics));
     let cpu0 = proc_cpu_secs(pid);
+    let counters0 = scrape(metrics);
     let machine = MachineCpu::start();
     let start = Instant::now();
     let rss_sampler = spawn_rss_sampler(pid);
@@ -1516,7 +1556,16 @@ async fn stage_bridge(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<
         .join()
         .map_err(|_| anyhow!("consumer thread panicked"))?;
     let counters = scrape(metrics);
+    let bridge_own_latency = match (&counters0, &counters) {
+        (Some(a), Some(b)) => own_latency(a, b),
+        _ => None,
+    };
     let mut notes = Vec::new();
+    if let Some((p50, p99)) = bridge_own_latency {
+        notes.push(format!(
+            "its own latency (uns_kafka_delivery_seconds, receive to Kafka confirm): p50 <= {p50} ms, p99 <= {p99} ms"
+        ));
+    }
     if let Some(m) = &counters {
         let get = |k: &str| m.get(k).copied().unwrap_or(0);
         let (rx, ack) = (
@@ -1574,6 +1623,7 @@ async fn stage_bridge(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<
         bridge_cpu_s_per_million: cpu,
         bridge_rss_mb: rss,
         bridge_rss_series_mb: rss_series,
+        bridge_own_latency,
         duplicates: consumed.duplicates,
         dead_letters: consumed.dead_letters,
         unparsed: consumed.unparsed,
@@ -1731,6 +1781,8 @@ fn json_line(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult)]
         "rss_mb": round(bridge.and_then(|r| r.bridge_rss_mb), 1),
         "rss_series_mb": bridge.map(|r| r.bridge_rss_series_mb.iter().map(|v| round(Some(*v), 0)).collect::<Vec<_>>()),
         "cpu_s_per_million": round(bridge.and_then(|r| r.bridge_cpu_s_per_million), 2),
+        "bridge_own_p50_ms_le": bridge.and_then(|r| r.bridge_own_latency).map(|l| l.0).filter(|v| v.is_finite()),
+        "bridge_own_p99_ms_le": bridge.and_then(|r| r.bridge_own_latency).map(|l| l.1).filter(|v| v.is_finite()),
         "qos": opts.qos,
         "payload": opts.kind.name(),
         "payload_bytes": payload_bytes,
@@ -1847,7 +1899,38 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::tenths;
+    use super::{own_latency, tenths};
+    use std::collections::BTreeMap;
+
+    fn buckets(counts: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        counts
+            .iter()
+            .map(|(le, n)| {
+                (
+                    format!("uns_kafka_delivery_seconds_bucket{{le=\"{le}\"}}"),
+                    *n,
+                )
+            })
+            .chain([("uns_kafka_messages_received_total".to_owned(), 999)])
+            .collect()
+    }
+
+    #[test]
+    fn own_latency_counts_only_what_the_measured_part_added() {
+        // Before: 100 warm-up deliveries, all slow.
+        let before = buckets(&[("0.01", 0), ("0.05", 0), ("1", 100), ("+Inf", 100)]);
+        // After: 100 more, 60 within 10 ms, 99 within 50 ms, 1 within 1 s.
+        let after = buckets(&[("0.01", 60), ("0.05", 99), ("1", 200), ("+Inf", 200)]);
+        assert_eq!(own_latency(&before, &after), Some((10.0, 50.0)));
+        // Nothing delivered in between: no figure rather than a wrong one.
+        assert_eq!(own_latency(&after, &after), None);
+        // Beyond the last finite bucket.
+        let slow = buckets(&[("0.01", 0), ("0.05", 0), ("1", 100), ("+Inf", 110)]);
+        assert_eq!(
+            own_latency(&before, &slow),
+            Some((f64::INFINITY, f64::INFINITY))
+        );
+    }
 
     #[test]
     fn tenths_pick_the_sample_ending_each_tenth() {
