@@ -9,11 +9,23 @@
 //! the reader stops polling the connection, so a slow Kafka slows the broker
 //! down instead of filling our memory.
 //!
-//! The reader never stops polling while acknowledgements are queued but not
-//! yet written: rumqttc writes them only when its event loop is polled, and
-//! it reads up to ten packets for every request it sends. A reader that
-//! waited for permits with acknowledgements still queued would wait for
-//! itself (the deadlock a load benchmark found).
+//! The waiting buffer stays bounded while acknowledgements are queued. A
+//! broker is meant to stop sending at our Receive Maximum
+//! (`bridge.max_in_flight`), but Mosquitto 2.0.11 (Debian 12's) does not
+//! once acknowledgements flow: acking its oldest in-flight message moves up
+//! to a whole window of queued messages into flight (`database.c`,
+//! `db__message_delete_outgoing`). Polling then reads as fast as the broker
+//! sends, and the load benchmark saw 65,000 messages pile up here. Not
+//! polling leaves acknowledgements queued in rumqttc instead (it writes one
+//! per poll, rumqtt#810), which costs a fraction of a message each.
+//!
+//! Queuing an acknowledgement never waits for the reader, so the pipeline
+//! always frees permits and a reader parked on the buffer always wakes (the
+//! deadlock a load benchmark once found was an `ack().await` blocked on a
+//! full request channel). Should acknowledgements pile up beyond four
+//! windows, the reader polls regardless and the buffer grows past its bound:
+//! each unsent acknowledgement is a message the broker would send again
+//! after a crash, and a poll writes only one.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -154,6 +166,9 @@ impl Control {
     }
 }
 
+/// Received messages held without a pipeline permit, at most.
+pub const WAITING_CAP: usize = 256;
+
 /// What the reader reports besides messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -178,12 +193,13 @@ pub struct Reader {
     permits: Arc<Semaphore>,
     /// Received, waiting for a permit: (message, ack, connection generation).
     waiting: VecDeque<(MqttMessage, AckInner, u64)>,
-    /// Stop polling once this many wait and no acknowledgement is unsent.
-    /// Brokers bound the rest by flow control (MQTT 5 Receive Maximum,
-    /// Mosquitto's max_inflight_messages), and where one does not, polling
-    /// writes the acknowledgements that let the pipeline take more.
+    /// Stop polling once this many wait (see the module doc).
     waiting_cap: usize,
     unsent: Arc<AtomicI64>,
+    /// Poll even with a full buffer once this many acknowledgements are
+    /// unsent (four windows, at least 65,536): each is a message the broker
+    /// sends again after a crash, and rumqttc holds it in 216 bytes.
+    unsent_cap: i64,
     stats: Arc<crate::metrics::Stats>,
     tx: mpsc::UnboundedSender<Inbound>,
     state: watch::Sender<State>,
@@ -291,8 +307,9 @@ pub fn connect(
         generation: generation.clone(),
         permits: Arc::new(Semaphore::new(max_in_flight)),
         waiting: VecDeque::new(),
-        waiting_cap: 256,
+        waiting_cap: WAITING_CAP,
         unsent: unsent.clone(),
+        unsent_cap: max_in_flight.saturating_mul(4).clamp(1 << 16, capacity / 2) as i64,
         stats,
         tx,
         state: state_tx,
@@ -328,14 +345,12 @@ impl Reader {
                     return Ok(());
                 }
             }
-            // Hold the connection still while the pipeline is full, unless
-            // acknowledgements still wait to be written (only polling writes
-            // them, and they are what frees the pipeline).
-            let unsent_n = self.unsent.load(Ordering::Acquire);
-            self.stats.mqtt_acks_unsent.set(unsent_n.max(0) as u64);
+            // Hold the connection still while the pipeline and the buffer
+            // are full: the broker keeps the rest.
+            let unsent = self.unsent.load(Ordering::Acquire);
+            self.stats.mqtt_acks_unsent.set(unsent.max(0) as u64);
             self.stats.mqtt_waiting.set(self.waiting.len() as u64);
-            let unsent = unsent_n > 0;
-            if self.waiting.len() >= self.waiting_cap && !unsent {
+            if self.waiting.len() >= self.waiting_cap && unsent < self.unsent_cap {
                 let Ok(permit) = self.permits.clone().acquire_owned().await else {
                     return Ok(());
                 };

@@ -700,6 +700,82 @@ async fn fault_kafka_throttled_back_pressure_keeps_memory_flat() {
     assert_eq!(status.code(), Some(0), "log:\n{}", run.bridge.log());
 }
 
+/// A backlog the broker kept for a stopped bridge drains through a bounded
+/// buffer: beyond the pipeline's window the reader holds at most
+/// `WAITING_CAP` messages, even from a broker that sends past our Receive
+/// Maximum (Mosquitto 2.0.11 does once acknowledgements flow).
+#[tokio::test(flavor = "multi_thread")]
+async fn fault_mqtt_backlog_drains_through_a_bounded_buffer() {
+    let scenario = "mqtt-backlog";
+    let s = Stream::new(scenario).await;
+    let health = free_port();
+    let settings = s.settings("", "", &format!("  health_listen: '127.0.0.1:{health}'\n"));
+    // A first run subscribes, so the broker keeps a session for the bridge.
+    let mut run = start_bridge(&settings, "uns-default");
+    run.bridge.wait_ready(READY).await;
+    let status = run.bridge.terminate(Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", run.bridge.log());
+
+    // The backlog, published at full speed while the bridge is down.
+    let n = if long() { 100_000 } else { 30_000 };
+    let published = Arc::new(AtomicUsize::new(0));
+    publish_stream(&s, 0..n, 1_000_000, published)
+        .await
+        .expect("publisher")
+        .disconnect()
+        .await;
+
+    // The second run drains it; the buffer gauge is sampled meanwhile.
+    let mut bridge = spawn_bridge(&run.dir, "uns-default");
+    let started = Instant::now();
+    let mut peak_waiting = 0;
+    let mut samples = 0;
+    loop {
+        let m = metrics(health);
+        let value = |name: &str| -> Option<u64> {
+            m.split(&format!("{name} "))
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        };
+        if let Some(w) = value("uns_kafka_mqtt_waiting_messages") {
+            peak_waiting = peak_waiting.max(w);
+            samples += 1;
+        }
+        if value("uns_kafka_messages_acknowledged_total").is_some_and(|a| a >= n as u64)
+            || started.elapsed() > Duration::from_secs(180)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let drain = started.elapsed();
+    let records = s.read_all(n, Duration::from_secs(120)).await;
+    let t = tally(&s, n, &records);
+    report(
+        scenario,
+        &t,
+        &format!(
+            "{n} queued; drained in {:.1} s; waiting peak {peak_waiting} over {samples} samples",
+            drain.as_secs_f64()
+        ),
+    );
+    assert_guarantee(scenario, &t, &[&bridge]);
+    assert!(
+        samples > 10,
+        "too few /metrics samples ({samples}) to judge the buffer"
+    );
+    assert!(
+        peak_waiting <= uns_kafka::mqtt::WAITING_CAP as u64,
+        "the reader held {peak_waiting} messages beyond the pipeline's window, more than {}",
+        uns_kafka::mqtt::WAITING_CAP
+    );
+    let status = bridge.terminate(Duration::from_secs(120)).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", bridge.log());
+}
+
 /// Poison messages interleaved with a numbered stream: each one lands in the
 /// dead-letter topic with a reason, the stream around them is whole.
 #[tokio::test(flavor = "multi_thread")]
