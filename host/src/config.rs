@@ -593,6 +593,16 @@ impl Layers {
                 format!("must be 0..=65535 seconds, got {}", mqtt.keep_alive),
             ));
         }
+        // rumqttc's MQTT 5 client panics below 5 s, and has no "off".
+        if mqtt.version == MqttVersion::V5 && mqtt.keep_alive < 5 {
+            return Err(err(
+                "mqtt.keep_alive",
+                format!(
+                    "must be 5..=65535 seconds with MQTT 5 (version: 5), got {}",
+                    mqtt.keep_alive
+                ),
+            ));
+        }
         if let Some(id) = &mqtt.client_id {
             if id.is_empty() || id.len() > 65535 {
                 return Err(err("mqtt.client_id", "must be a non-empty string".into()));
