@@ -359,7 +359,33 @@ impl Reader {
                 }
                 continue;
             }
-            let event = match self.poll().await {
+            // A QoS 0 message frees its permit without writing anything,
+            // so a poll on a quiet connection would keep what waits here
+            // until the next packet (a keep-alive away). Race it against the
+            // permit. Dropping a pending poll is safe while no
+            // acknowledgement is queued: it is waiting to read, or at worst
+            // flushing bytes that stay buffered.
+            let polled = if !self.waiting.is_empty() && unsent == 0 {
+                let permits = self.permits.clone();
+                tokio::select! {
+                    biased;
+                    permit = permits.acquire_owned() => Err(permit),
+                    event = self.poll() => Ok(event),
+                }
+            } else {
+                Ok(self.poll().await)
+            };
+            let polled = match polled {
+                Ok(polled) => polled,
+                Err(Ok(permit)) => {
+                    if !self.forward(permit) {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(Err(_)) => return Ok(()),
+            };
+            let event = match polled {
                 Ok(e) => e,
                 Err(Closed::OnPurpose) => return Ok(()),
                 Err(Closed::Error(reason)) => {

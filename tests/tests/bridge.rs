@@ -295,13 +295,13 @@ async fn bad_json_goes_to_the_dead_letter_topic_with_its_reason() {
 /// Publishes `per_topic` JSON messages `{"seq": i, "topic": t}` to each of
 /// `topics` in turn (`<prefix>/<name><t>`), then waits for the broker's
 /// acknowledgements.
-async fn publish_round_robin(prefix: &str, name: &str, topics: usize, per_topic: usize) {
+async fn publish_round_robin(prefix: &str, name: &str, topics: usize, per_topic: usize, qos: u8) {
     let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
     for i in 0..per_topic {
         for t in 0..topics {
             let payload = json!({"seq": i, "topic": t}).to_string();
             publisher
-                .publish(&format!("{prefix}/{name}{t}"), payload, 1, false)
+                .publish(&format!("{prefix}/{name}{t}"), payload, qos, false)
                 .await;
         }
     }
@@ -345,23 +345,31 @@ fn assert_each_topic_in_order(records: &[Rec], topics: usize, per_topic: usize, 
     );
 }
 
+/// Kafka topics `<p>_t0..` (3 partitions each) for the MQTT topics
+/// `<p>/t0..`, a dead-letter topic name, and a consumer already reading
+/// them; `p` is a fresh prefix from `name`.
+async fn numbered_topics(name: &str, topics: usize) -> (String, String, Consumer) {
+    let p = unique(name);
+    let dlq = format!("{p}-dlq");
+    let kafka_topics: Vec<String> = (0..topics).map(|t| format!("{p}_t{t}")).collect();
+    let names: Vec<&str> = kafka_topics.iter().map(String::as_str).collect();
+    create_topics(&names, 3).await;
+    let consumer = Consumer::new(&[&format!("^{p}_t.*")]);
+    (p, dlq, consumer)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_thousand_qos1_messages_over_100_topics_exactly_once_in_order() {
     const TOPICS: usize = 100;
     const PER_TOPIC: usize = 100;
-    let p = unique("load");
-    let dlq = format!("{p}-dlq");
-    let kafka_topics: Vec<String> = (0..TOPICS).map(|t| format!("{p}_t{t}")).collect();
-    let names: Vec<&str> = kafka_topics.iter().map(String::as_str).collect();
-    create_topics(&names, 3).await;
-    let consumer = Consumer::new(&[&format!("^{p}_t.*")]);
+    let (p, dlq, consumer) = numbered_topics("load", TOPICS).await;
     let mut s = start(
         &settings(env().mqtt_port, &[format!("{p}/#")], "", &dlq),
         None,
     )
     .await;
 
-    publish_round_robin(&p, "t", TOPICS, PER_TOPIC).await;
+    publish_round_robin(&p, "t", TOPICS, PER_TOPIC, 1).await;
     let records = consumer
         .collect(TOPICS * PER_TOPIC, Duration::from_secs(180))
         .await;
@@ -371,6 +379,33 @@ async fn ten_thousand_qos1_messages_over_100_topics_exactly_once_in_order() {
         "{} duplicate or unexpected records",
         extra.len()
     );
+    assert_each_topic_in_order(&records, TOPICS, PER_TOPIC, &s.bridge);
+    assert_eq!(
+        s.bridge.terminate(Duration::from_secs(60)).await.code(),
+        Some(0)
+    );
+}
+
+/// A QoS 0 burst past a small in-flight window ends with messages waiting in
+/// the reader's buffer and a quiet connection. QoS 0 writes no
+/// acknowledgement, so nothing wakes a reader blocked on the connection: the
+/// tail must still go on as soon as the pipeline has room, not at the next
+/// packet (the keep-alive, a minute later).
+#[tokio::test(flavor = "multi_thread")]
+async fn qos0_burst_past_the_window_arrives_without_more_traffic() {
+    const TOPICS: usize = 10;
+    const PER_TOPIC: usize = 300;
+    let (p, dlq, consumer) = numbered_topics("qos0burst", TOPICS).await;
+    let yaml = settings(env().mqtt_port, &[format!("{p}/#")], "", &dlq).replace("qos: 1", "qos: 0")
+        + "bridge:\n  max_in_flight: 20\n";
+    let mut s = start(&yaml, None).await;
+
+    // Everything written out before it returns.
+    publish_round_robin(&p, "t", TOPICS, PER_TOPIC, 0).await;
+    // Well inside the 60 s keep-alive that would otherwise release them.
+    let records = consumer
+        .collect(TOPICS * PER_TOPIC, Duration::from_secs(20))
+        .await;
     assert_each_topic_in_order(&records, TOPICS, PER_TOPIC, &s.bridge);
     assert_eq!(
         s.bridge.terminate(Duration::from_secs(60)).await.code(),
@@ -400,7 +435,7 @@ async fn records_for_topics_created_a_moment_ago_all_arrive_in_order() {
     let kafka_topics: Vec<String> = (0..TOPICS).map(|t| format!("{p}_n{t}")).collect();
     let names: Vec<&str> = kafka_topics.iter().map(String::as_str).collect();
     create_topics(&names, 3).await;
-    publish_round_robin(&p, "n", TOPICS, PER_TOPIC).await;
+    publish_round_robin(&p, "n", TOPICS, PER_TOPIC, 1).await;
 
     let consumer = Consumer::new(&[&format!("^{p}_n.*")]);
     let records = consumer
