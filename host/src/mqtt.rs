@@ -193,8 +193,6 @@ pub struct Reader {
     permits: Arc<Semaphore>,
     /// Received, waiting for a permit: (message, ack, connection generation).
     waiting: VecDeque<(MqttMessage, AckInner, u64)>,
-    /// Stop polling once this many wait (see the module doc).
-    waiting_cap: usize,
     unsent: Arc<AtomicI64>,
     /// Poll even with a full buffer once this many acknowledgements are
     /// unsent (four windows, at least 65,536): each is a message the broker
@@ -307,7 +305,6 @@ pub fn connect(
         generation: generation.clone(),
         permits: Arc::new(Semaphore::new(max_in_flight)),
         waiting: VecDeque::new(),
-        waiting_cap: WAITING_CAP,
         unsent: unsent.clone(),
         unsent_cap: max_in_flight.saturating_mul(4).clamp(1 << 16, capacity / 2) as i64,
         stats,
@@ -345,45 +342,38 @@ impl Reader {
                     return Ok(());
                 }
             }
-            // Hold the connection still while the pipeline and the buffer
-            // are full: the broker keeps the rest.
             let unsent = self.unsent.load(Ordering::Acquire);
             self.stats.mqtt_acks_unsent.set(unsent.max(0) as u64);
             self.stats.mqtt_waiting.set(self.waiting.len() as u64);
-            if self.waiting.len() >= self.waiting_cap && unsent < self.unsent_cap {
-                let Ok(permit) = self.permits.clone().acquire_owned().await else {
-                    return Ok(());
-                };
-                if !self.forward(permit) {
-                    return Ok(());
-                }
-                continue;
-            }
-            // A QoS 0 message frees its permit without writing anything,
-            // so a poll on a quiet connection would keep what waits here
-            // until the next packet (a keep-alive away). Race it against the
-            // permit. Dropping a pending poll is safe while no
+            // With the buffer full, wait for a permit only: the broker keeps
+            // the rest. With messages waiting and nothing to write, for a
+            // permit or a packet, whichever comes first: a QoS 0 message
+            // frees its permit without writing anything, so a poll on a
+            // quiet connection alone would hold them until the next packet
+            // (a keep-alive away). Dropping a pending poll is safe while no
             // acknowledgement is queued: it is waiting to read, or at worst
             // flushing bytes that stay buffered.
-            let polled = if !self.waiting.is_empty() && unsent == 0 {
+            let next = if self.waiting.len() >= WAITING_CAP && unsent < self.unsent_cap {
+                Next::Permit(self.permits.clone().acquire_owned().await)
+            } else if !self.waiting.is_empty() && unsent == 0 {
                 let permits = self.permits.clone();
                 tokio::select! {
                     biased;
-                    permit = permits.acquire_owned() => Err(permit),
-                    event = self.poll() => Ok(event),
+                    permit = permits.acquire_owned() => Next::Permit(permit),
+                    event = self.poll() => Next::Event(event),
                 }
             } else {
-                Ok(self.poll().await)
+                Next::Event(self.poll().await)
             };
-            let polled = match polled {
-                Ok(polled) => polled,
-                Err(Ok(permit)) => {
+            let polled = match next {
+                Next::Permit(Ok(permit)) => {
                     if !self.forward(permit) {
                         return Ok(());
                     }
                     continue;
                 }
-                Err(Err(_)) => return Ok(()),
+                Next::Permit(Err(_)) => return Ok(()),
+                Next::Event(polled) => polled,
             };
             let event = match polled {
                 Ok(e) => e,
@@ -649,6 +639,12 @@ impl Reader {
             }
         }
     }
+}
+
+/// What the reader's wait ended with.
+enum Next {
+    Permit(Result<OwnedSemaphorePermit, tokio::sync::AcquireError>),
+    Event(Result<Event, Closed>),
 }
 
 enum Closed {
