@@ -13,6 +13,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::env::env;
 use crate::unique;
@@ -141,48 +142,130 @@ pub async fn create_topics(names: &[&str], partitions: i32) {
     }
 }
 
-/// A consumer in a group of its own, reading from the earliest offset, so it
-/// sees every record whether it subscribed before or after they were
-/// produced.
+/// A consumer that reads every partition of its topics from the earliest
+/// offset, so it sees every record whether it started before or after they
+/// were produced.
+///
+/// It assigns partitions itself instead of joining a consumer group: the
+/// bridge never uses groups, and a group's coordinator is one more broker
+/// subsystem to recover after a fault test pauses or kills Kafka. (With a
+/// group, a fresh consumer once read nothing for 300 s after Kafka's
+/// SIGSTOP/SIGCONT while every record was in Kafka: its coordinator had not
+/// come back, librdkafka#2944-like.) Topics are found by polling the
+/// cluster's metadata, so ones created later are picked up within ~500 ms.
 pub struct Consumer {
     inner: StreamConsumer,
-    group: String,
-    /// (topic, partition, offset) already returned: a rebalance (a regex
-    /// subscription discovering a new topic) rewinds to the earliest offset
-    /// because these consumers never commit, and a record read twice that
-    /// way is not a duplicate in Kafka.
+    topics: Vec<TopicMatch>,
+    assignment: Mutex<Assignment>,
+    /// (topic, partition, offset) already returned, so a record is counted
+    /// once however it was read.
     seen: Mutex<HashSet<(String, i32, i64)>>,
 }
 
-impl Consumer {
-    /// Subscribes to topic names and/or regular expressions (`^prefix-.*`).
-    /// Topics that do not exist yet are picked up once created (metadata is
-    /// refreshed every 500 ms).
-    pub fn new(topics: &[&str]) -> Consumer {
-        let group = unique("e2e-group");
-        let inner: StreamConsumer = base_config()
-            .set("group.id", &group)
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .set("topic.metadata.refresh.interval.ms", "500")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500")
-            .set("fetch.wait.max.ms", "100")
-            .create()
-            .expect("create Kafka consumer");
-        inner
-            .subscribe(topics)
-            .unwrap_or_else(|e| panic!("subscribe to {topics:?}: {e}"));
-        Consumer {
-            inner,
-            group,
-            seen: Mutex::new(HashSet::new()),
+#[derive(Default)]
+struct Assignment {
+    partitions: HashSet<(String, i32)>,
+    /// When metadata was last read.
+    checked_at: Option<Instant>,
+}
+
+/// What `Consumer::new` takes: a topic name, or `^prefix.*` for every topic
+/// whose name starts with `prefix` (the only pattern the tests use; names
+/// from `unique` hold no regex metacharacters but `-`).
+enum TopicMatch {
+    Name(String),
+    Prefix(String),
+}
+
+impl TopicMatch {
+    fn parse(topic: &str) -> TopicMatch {
+        match topic.strip_prefix('^') {
+            None => TopicMatch::Name(topic.to_owned()),
+            Some(rest) => {
+                let prefix = rest.strip_suffix(".*").unwrap_or_else(|| {
+                    panic!("test consumer: only `^prefix.*` patterns are supported, got {topic:?}")
+                });
+                assert!(
+                    !prefix.contains(['.', '*', '+', '?', '(', '[', '{', '|', '\\', '$', '^']),
+                    "test consumer: {topic:?} is more than a prefix"
+                );
+                TopicMatch::Prefix(prefix.to_owned())
+            }
         }
     }
 
-    pub fn group_id(&self) -> &str {
-        &self.group
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            TopicMatch::Name(n) => n == name,
+            TopicMatch::Prefix(p) => name.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// How often `collect` looks for new topics and partitions.
+const DISCOVERY_INTERVAL: Duration = Duration::from_millis(500);
+
+impl Consumer {
+    /// Reads topic names and/or prefixes (`^prefix.*`). Topics that do not
+    /// exist yet are picked up once created.
+    pub fn new(topics: &[&str]) -> Consumer {
+        let inner: StreamConsumer = base_config()
+            // librdkafka assigns only within a group's handle; the group is
+            // never joined (nothing subscribes) and nothing is committed.
+            .set("group.id", unique("e2e-reader"))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "100")
+            .create()
+            .expect("create Kafka consumer");
+        let consumer = Consumer {
+            inner,
+            topics: topics.iter().map(|t| TopicMatch::parse(t)).collect(),
+            assignment: Mutex::default(),
+            seen: Mutex::new(HashSet::new()),
+        };
+        consumer.discover();
+        consumer
+    }
+
+    /// Assigns, from the earliest offset, every partition of a matching
+    /// topic not assigned yet. A failed metadata read is retried on the
+    /// next call.
+    fn discover(&self) {
+        let mut assignment = self.assignment.lock().expect("assignment lock");
+        let checked_at = assignment.checked_at.replace(Instant::now());
+        if checked_at.is_some_and(|at| at.elapsed() < DISCOVERY_INTERVAL) {
+            assignment.checked_at = checked_at;
+            return;
+        }
+        let metadata = match self.inner.fetch_metadata(None, Duration::from_secs(5)) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("kafka consumer: metadata: {e}");
+                return;
+            }
+        };
+        let mut new = TopicPartitionList::new();
+        for topic in metadata.topics() {
+            if topic.error().is_some() || !self.topics.iter().any(|t| t.matches(topic.name())) {
+                continue;
+            }
+            for p in topic.partitions() {
+                if assignment
+                    .partitions
+                    .insert((topic.name().to_owned(), p.id()))
+                {
+                    new.add_partition_offset(topic.name(), p.id(), Offset::Beginning)
+                        .expect("offset of a new partition");
+                }
+            }
+        }
+        if new.count() > 0 {
+            self.inner
+                .incremental_assign(&new)
+                .unwrap_or_else(|e| panic!("assign {new:?}: {e}"));
+        }
     }
 
     /// Reads until `n` records arrived or `timeout` passed; returns what it
@@ -194,8 +277,9 @@ impl Consumer {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 break;
             };
-            match tokio::time::timeout(left, self.inner.recv()).await {
-                Err(_) => break,
+            self.discover();
+            match tokio::time::timeout(left.min(DISCOVERY_INTERVAL), self.inner.recv()).await {
+                Err(_) => continue,
                 Ok(Ok(m)) => {
                     let id = (m.topic().to_string(), m.partition(), m.offset());
                     if self.seen.lock().expect("seen lock").insert(id) {
