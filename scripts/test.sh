@@ -38,7 +38,23 @@ cargo test --locked --workspace --no-run
 
 export UNS_FAULT_REPORT=${UNS_FAULT_REPORT:-$PWD/${CARGO_TARGET_DIR:-target}/fault-report.tsv}
 rm -f "$UNS_FAULT_REPORT"
-trap 'status=$?; step "brokers down"; bash tests/brokers.sh down || true; exit $status' EXIT
+# On failure the brokers' own account comes first, before `down` wipes it:
+# a test that fails after a broker restart is often explained there.
+on_exit() {
+  local status=$? f
+  if [ "$status" -ne 0 ]; then
+    for f in kafka.history.log kafka.log mosquitto.history.log mosquitto.log; do
+      f=${UNS_BROKERS_DIR:-target/brokers}/$f
+      [ -s "$f" ] || continue
+      step "last lines of $f"
+      grep -v -e ' DEBUG ' -e ' TRACE ' "$f" | tail -n 60 >&2 || true
+    done
+  fi
+  step "brokers down"
+  bash tests/brokers.sh down || true
+  exit "$status"
+}
+trap on_exit EXIT
 step "brokers up"
 bash tests/brokers.sh up
 

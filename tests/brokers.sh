@@ -79,9 +79,15 @@ pid_of() { # name -> pid of a live process we started, or nothing
 }
 
 # Starts a command in its own session (so it outlives this shell and a
-# terminal's job control) with output to $STATE/<name>.log.
+# terminal's job control) with output to $STATE/<name>.log. The log starts
+# empty (readiness is read from it); what the previous run wrote is kept in
+# $STATE/<name>.history.log, for the post-mortem of a fault test that
+# restarted the broker after the failure it looks for.
 spawn() { # name cmd...
     local name=$1; shift
+    if [[ -s $STATE/$name.log ]]; then
+        cat "$STATE/$name.log" >>"$STATE/$name.history.log"
+    fi
     : >"$STATE/$name.log"
     setsid bash -c 'echo $$ >"$0"; exec "$@"' "$STATE/$name.pid" "$@" \
         >>"$STATE/$name.log" 2>&1 </dev/null &
@@ -365,7 +371,7 @@ case ${1:-} in
     down)
         stop kafka
         stop mosquitto
-        rm -rf "$KAFKA_DATA" "$MQTT_DIR/mosquitto.db"
+        rm -rf "$KAFKA_DATA" "$MQTT_DIR/mosquitto.db" "$STATE"/*.history.log
         ;;
     status) status ;;
     kafka-stop) stop kafka ;;
