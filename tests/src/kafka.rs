@@ -150,9 +150,10 @@ pub async fn create_topics(names: &[&str], partitions: i32) {
 /// bridge never uses groups, and a group's coordinator is one more broker
 /// subsystem to recover after a fault test pauses or kills Kafka. (With a
 /// group, a fresh consumer once read nothing for 300 s after Kafka's
-/// SIGSTOP/SIGCONT while every record was in Kafka: its coordinator had not
-/// come back, librdkafka#2944-like.) Topics are found by polling the
-/// cluster's metadata, so ones created later are picked up within ~500 ms.
+/// SIGSTOP/SIGCONT while every record was in Kafka; most likely its group
+/// never got a working coordinator, as in librdkafka#2944.) Topics are
+/// found by polling the cluster's metadata, so ones created later are
+/// picked up within ~500 ms.
 pub struct Consumer {
     inner: StreamConsumer,
     topics: Vec<TopicMatch>,
@@ -234,11 +235,12 @@ impl Consumer {
     /// next call.
     fn discover(&self) {
         let mut assignment = self.assignment.lock().expect("assignment lock");
-        let checked_at = assignment.checked_at.replace(Instant::now());
-        if checked_at.is_some_and(|at| at.elapsed() < DISCOVERY_INTERVAL) {
-            assignment.checked_at = checked_at;
-            return;
+        if let Some(at) = assignment.checked_at {
+            if at.elapsed() < DISCOVERY_INTERVAL {
+                return;
+            }
         }
+        assignment.checked_at = Some(Instant::now());
         let metadata = match self.inner.fetch_metadata(None, Duration::from_secs(5)) {
             Ok(m) => m,
             Err(e) => {
