@@ -129,7 +129,12 @@ impl Bridge {
             ready,
         } = self;
         let info = transformer.info().clone();
-        tracing::info!(component = %info.name, version = %info.version, "transform component loaded");
+        tracing::info!(
+            component = %info.name,
+            version = %info.version,
+            path = %runtime.path().display(),
+            "transform component loaded"
+        );
         let worker = Worker::spawn(transformer, runtime, settings.component_config());
 
         let (tx, mut rx) = mpsc::unbounded_channel::<Inbound>();

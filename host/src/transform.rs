@@ -197,6 +197,12 @@ impl TransformRuntime {
         })
     }
 
+    /// The `.wasm` file this runtime compiled: which one of the places
+    /// [`default_component_path`] looks in won is worth a log line.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// A new instance: calls `info`, then `init(config_json)`.
     pub fn instantiate(self: &Arc<Self>, config_json: &str) -> Result<Transformer, TransformError> {
         let fallback_name = self
@@ -767,7 +773,9 @@ pub fn default_component_path() -> PathBuf {
     let mut candidates = Vec::new();
     if let Some(dir) = &exe_dir {
         candidates.push(dir.join(FILE));
-        candidates.push(dir.join("../share/uns-kafka").join(FILE));
+        if let Some(prefix) = dir.parent() {
+            candidates.push(prefix.join("share/uns-kafka").join(FILE));
+        }
     }
     candidates.push(PathBuf::from("/usr/local/share/uns-kafka").join(FILE));
     if let Some(dir) = &exe_dir {

@@ -43,6 +43,18 @@ impl Bridge {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Self::start_at(&bridge_bin(), None, args, envs)
+    }
+
+    /// [`Bridge::start`] with another copy of the binary and, if `cwd` is
+    /// given, another working directory: the image's layout
+    /// (`tests/tests/image.rs`) runs the binary from where the Dockerfile
+    /// puts it, since that decides where it finds the default component.
+    pub fn start_at<I, S>(bin: &Path, cwd: Option<&Path>, args: I, envs: &[(&str, &str)]) -> Bridge
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let log_dir = target_dir().join("e2e-logs");
         std::fs::create_dir_all(&log_dir)
             .unwrap_or_else(|e| panic!("create {}: {e}", log_dir.display()));
@@ -50,8 +62,11 @@ impl Bridge {
         let log = File::create(&log_path)
             .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
         let log_err = log.try_clone().expect("clone log file handle");
-        let bin = bridge_bin();
-        let child = Command::new(&bin)
+        let mut command = Command::new(bin);
+        if let Some(dir) = cwd {
+            command.current_dir(dir);
+        }
+        let child = command
             .args(args)
             // Plain text, so markers match whatever the terminal.
             .env("NO_COLOR", "1")
