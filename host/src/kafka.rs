@@ -107,21 +107,32 @@ pub enum Confirmed {
 pub enum Undelivered {
     /// Kafka did not take the record. librdkafka hands the record back with
     /// the error, so the pipeline need not keep its own copy of every record
-    /// in flight to retry or dead-letter one.
-    Failed {
-        error: DeliveryError,
-        record: KafkaRecord,
-    },
+    /// in flight to retry or dead-letter one. Boxed: every message in flight
+    /// holds room for one of these, and failures are rare.
+    Failed(Box<Failed>),
     /// The producer went away without a report (only while shutting down):
     /// the record is gone, so its message must stay unacknowledged.
     Canceled,
+}
+
+/// A record Kafka did not take, and why.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: DeliveryError,
+    pub record: KafkaRecord,
+}
+
+impl Undelivered {
+    pub fn failed(error: DeliveryError, record: KafkaRecord) -> Self {
+        Undelivered::Failed(Box::new(Failed { error, record }))
+    }
 }
 
 impl From<Undelivered> for DeliveryError {
     /// For a caller that still holds the record and retries it itself.
     fn from(u: Undelivered) -> Self {
         match u {
-            Undelivered::Failed { error, .. } => error,
+            Undelivered::Failed(failed) => failed.error,
             Undelivered::Canceled => DeliveryError {
                 error: KafkaError::Canceled,
             },
@@ -197,10 +208,10 @@ impl Sink {
         match future.await {
             Ok(Ok(d)) if d.offset >= 0 => Ok(Confirmed::AtOffset),
             Ok(Ok(_)) => Ok(Confirmed::WithoutOffset),
-            Ok(Err((error, message))) => Err(Undelivered::Failed {
-                error: DeliveryError { error },
-                record: record_of(message),
-            }),
+            Ok(Err((error, message))) => Err(Undelivered::failed(
+                DeliveryError { error },
+                record_of(message),
+            )),
             Err(_) => Err(Undelivered::Canceled),
         }
     }

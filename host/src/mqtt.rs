@@ -61,6 +61,10 @@ pub struct Inbound {
     pub ack: AckToken,
 }
 
+/// Packet ids the bridge's own requests (SUBSCRIBE, UNSUBSCRIBE) cycle
+/// through on an MQTT 5 connection.
+const OWN_PACKET_IDS: u16 = 16;
+
 /// Acknowledges one message; dropping it without [`Acker::ack`] leaves the
 /// message unacknowledged (the broker redelivers it to a persistent
 /// session).
@@ -70,10 +74,12 @@ pub struct AckToken {
     _permit: OwnedSemaphorePermit,
 }
 
+/// Packet id and QoS, all an acknowledgement needs: a message in flight
+/// keeps these rather than rumqttc's ~300-byte `Publish`.
 enum AckInner {
     None,
-    V311(rumqttc::Publish),
-    V5(v5::mqttbytes::v5::Publish),
+    V311(u16, rumqttc::QoS),
+    V5(u16, v5::mqttbytes::QoS),
 }
 
 #[derive(Clone)]
@@ -104,8 +110,16 @@ impl Acker {
         // reader count it written) before `ack` returns.
         self.unsent.fetch_add(1, Ordering::AcqRel);
         let result = match (&self.client, &token.inner) {
-            (Client::V311(c), AckInner::V311(p)) => c.ack(p).await.map_err(|e| e.to_string()),
-            (Client::V5(c), AckInner::V5(p)) => c.ack(p).await.map_err(|e| e.to_string()),
+            (Client::V311(c), &AckInner::V311(pkid, qos)) => {
+                let mut p = rumqttc::Publish::new("", qos, Vec::new());
+                p.pkid = pkid;
+                c.ack(&p).await.map_err(|e| e.to_string())
+            }
+            (Client::V5(c), &AckInner::V5(pkid, qos)) => {
+                let mut p = v5::mqttbytes::v5::Publish::new("", qos, Bytes::new(), None);
+                p.pkid = pkid;
+                c.ack(&p).await.map_err(|e| e.to_string())
+            }
             // QoS 0: nothing to send.
             _ => Err(String::new()),
         };
@@ -280,7 +294,12 @@ pub fn connect(
                 .set_transport(transport)
                 .set_request_channel_capacity(capacity)
                 .set_max_packet_size(Some(256 * 1024 * 1024))
-                .set_receive_maximum(Some(max_in_flight.min(65_535) as u16));
+                .set_receive_maximum(Some(max_in_flight.min(65_535) as u16))
+                // rumqttc sizes a table of our own unacknowledged publishes
+                // by this (65,535 entries, 14 MB, by default); the bridge
+                // publishes nothing, and its subscribe packets need an id
+                // or two.
+                .set_outgoing_inflight_upper_limit(OWN_PACKET_IDS);
             if settings.session_expiry > 0 {
                 o.set_session_expiry_interval(Some(settings.session_expiry));
             }
@@ -553,10 +572,7 @@ impl Reader {
                         let inner = if p.qos == rumqttc::QoS::AtMostOnce {
                             AckInner::None
                         } else {
-                            // Only the packet id and QoS matter for the ack.
-                            let mut ack = p;
-                            ack.payload = Bytes::new();
-                            AckInner::V311(ack)
+                            AckInner::V311(p.pkid, p.qos)
                         };
                         Ok(Event::Publish(Box::new((message, inner))))
                     }
@@ -617,10 +633,7 @@ impl Reader {
                         let inner = if p.qos == v5::mqttbytes::QoS::AtMostOnce {
                             AckInner::None
                         } else {
-                            let mut ack = p;
-                            ack.payload = Bytes::new();
-                            ack.properties = None;
-                            AckInner::V5(ack)
+                            AckInner::V5(p.pkid, p.qos)
                         };
                         Ok(Event::Publish(Box::new((message, inner))))
                     }
