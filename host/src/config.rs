@@ -255,7 +255,7 @@ mod defaults {
         256
     }
     pub fn max_in_flight() -> usize {
-        10_000
+        20_000
     }
     pub fn shutdown_timeout_ms() -> u64 {
         10_000
