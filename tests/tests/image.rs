@@ -20,7 +20,7 @@ const ARRIVE: Duration = Duration::from_secs(60);
 /// outside a container, except the directory the test creates itself.
 #[derive(Default)]
 struct Image {
-    copies: Vec<Copy>,
+    copies: Vec<CopyInstruction>,
     env: Vec<(String, String)>,
     workdir: String,
     entrypoint: Vec<String>,
@@ -29,7 +29,7 @@ struct Image {
     expose: Vec<String>,
 }
 
-struct Copy {
+struct CopyInstruction {
     /// `--from=build`: the sources are paths in the build stage.
     from_build: bool,
     sources: Vec<String>,
@@ -68,7 +68,7 @@ fn parse_dockerfile(text: &str) -> Image {
                 words.retain(|w| !w.starts_with("--"));
                 let dest = words.pop().expect("COPY has a destination").to_string();
                 let sources = words.iter().map(|s| s.to_string()).collect();
-                image.copies.push(Copy {
+                image.copies.push(CopyInstruction {
                     from_build,
                     sources,
                     dest,
