@@ -75,7 +75,7 @@ pub struct AckToken {
 }
 
 /// Packet id and QoS, all an acknowledgement needs: a message in flight
-/// keeps these rather than rumqttc's ~300-byte `Publish`.
+/// keeps these rather than rumqttc's whole `Publish`.
 enum AckInner {
     None,
     V311(u16, rumqttc::QoS),
