@@ -21,6 +21,15 @@ pub use env::{bridge_bin, brokers, component, env, target_dir, workspace_root, B
 pub use kafka::{create_topics, producer, Consumer, Rec};
 pub use mqtt::{publish, MqttClient, MqttConnect, MqttVersion, Publisher, Received, Subscriber};
 
+/// A loopback port nothing listens on now (the OS picks it; the listener
+/// is closed again), for a bridge's `/health` endpoint.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 /// A name no other test (in this process or a concurrent one) uses:
 /// `<prefix>-<pid>-<counter>-<millis>`. Only `[A-Za-z0-9-]` besides the
 /// prefix, so it is a legal Kafka topic name and MQTT topic level.

@@ -718,14 +718,6 @@ async fn configuration_errors_exit_2_and_name_the_key() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_mid_stream_then_restart_loses_nothing_with_a_persistent_session() {
     const TOPICS: usize = 10;

@@ -362,13 +362,6 @@ fn broker_log_tail(name: &str, lines: usize) -> String {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// The bridge's counters from `/metrics`, one line, for a failure message.
 fn metrics(port: u16) -> String {
     use std::io::Read;

@@ -234,10 +234,7 @@ async fn the_image_and_compose_file_run_the_bridge() {
     std::fs::create_dir_all(inside(root, "/app/cache")).expect("mkdir cache");
 
     let exposed = image.expose.first().expect("EXPOSE a port").clone();
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        listener.local_addr().expect("addr").port()
-    };
+    let port = free_port();
     let mut envs: Vec<(String, String)> = image
         .env
         .iter()
