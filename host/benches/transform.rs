@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use prost::Message as _;
-use uns_default::sparkplug::{datatype, payload::metric, payload::Metric, Payload};
+use uns_default::sparkplug::sample_ndata;
 use uns_kafka::message::MqttMessage;
 use uns_kafka::transform::{RuntimeOptions, TransformRuntime};
 
@@ -178,51 +177,6 @@ fn uns_json() -> MqttMessage {
 
 /// An NDATA with ten metrics of mixed datatypes.
 fn ndata() -> MqttMessage {
-    use metric::Value::*;
-    let m = |name: &str, dt: u32, value: metric::Value| Metric {
-        name: Some(name.to_owned()),
-        timestamp: Some(1_700_000_000_000),
-        datatype: Some(dt),
-        value: Some(value),
-        ..Default::default()
-    };
-    let payload = Payload {
-        timestamp: Some(1_700_000_000_000),
-        seq: Some(7),
-        metrics: vec![
-            m(
-                "Node Control/Rebirth",
-                datatype::BOOLEAN,
-                BooleanValue(false),
-            ),
-            m("line/speed", datatype::DOUBLE, DoubleValue(12.75)),
-            m("line/temperature", datatype::FLOAT, FloatValue(21.5)),
-            m("line/count", datatype::INT64, LongValue(123_456_789)),
-            m("line/state", datatype::INT32, IntValue(3)),
-            m("line/offset", datatype::INT8, IntValue((-5i8) as u8 as u32)),
-            m(
-                "line/status",
-                datatype::STRING,
-                StringValue("RUNNING".into()),
-            ),
-            m("line/alarm", datatype::BOOLEAN, BooleanValue(true)),
-            m(
-                "line/last_change",
-                datatype::DATETIME,
-                LongValue(1_699_999_999_000),
-            ),
-            m(
-                "line/samples",
-                datatype::INT16_ARRAY,
-                BytesValue(
-                    [1i16, -2, 300, 4]
-                        .iter()
-                        .flat_map(|x| x.to_le_bytes())
-                        .collect(),
-                ),
-            ),
-        ],
-        ..Default::default()
-    };
-    message("spBv1.0/plant1/NDATA/edge7", payload.encode_to_vec())
+    let payload = sample_ndata(1_700_000_000_000, 7, 123_456_789);
+    message("spBv1.0/plant1/NDATA/edge7", payload)
 }

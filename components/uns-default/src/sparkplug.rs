@@ -349,6 +349,57 @@ pub fn top_level_integer(p: &Payload, name: &str) -> Option<u64> {
     }
 }
 
+/// A representative NDATA, encoded: ten metrics of mixed datatypes (a
+/// boolean, doubles, floats, integers of four widths, a string, a datetime
+/// and an `Int16Array`), every timestamp `timestamp_ms`. The transform
+/// bench and the load bench both measure this one message, so their
+/// figures describe the same payload.
+pub fn sample_ndata(timestamp_ms: u64, seq: u64, count: u64) -> Vec<u8> {
+    use metric::Value::*;
+    let m = |name: &str, dt: u32, value: metric::Value| Metric {
+        name: Some(name.to_owned()),
+        timestamp: Some(timestamp_ms),
+        datatype: Some(dt),
+        value: Some(value),
+        ..Default::default()
+    };
+    let samples = [1i16, -2, 300, 4].iter().flat_map(|x| x.to_le_bytes());
+    Payload {
+        timestamp: Some(timestamp_ms),
+        seq: Some(seq),
+        metrics: vec![
+            m(
+                "Node Control/Rebirth",
+                datatype::BOOLEAN,
+                BooleanValue(false),
+            ),
+            m("line/speed", datatype::DOUBLE, DoubleValue(12.75)),
+            m("line/temperature", datatype::FLOAT, FloatValue(21.5)),
+            m("line/count", datatype::INT64, LongValue(count)),
+            m("line/state", datatype::INT32, IntValue(3)),
+            m("line/offset", datatype::INT8, IntValue((-5i8) as u8 as u32)),
+            m(
+                "line/status",
+                datatype::STRING,
+                StringValue("RUNNING".into()),
+            ),
+            m("line/alarm", datatype::BOOLEAN, BooleanValue(true)),
+            m(
+                "line/last_change",
+                datatype::DATETIME,
+                LongValue(1_699_999_999_000),
+            ),
+            m(
+                "line/samples",
+                datatype::INT16_ARRAY,
+                BytesValue(samples.collect()),
+            ),
+        ],
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
 /// Serialises the wrapped protobuf message in its JSON form.
 struct Json<'a, T>(&'a T);
 

@@ -34,7 +34,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
-use prost::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -48,7 +47,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use rumqttc::Outgoing;
 use serde::Deserialize;
-use uns_default::sparkplug::{datatype, payload::metric, payload::Metric, Payload};
+use uns_default::sparkplug::sample_ndata;
 use uns_kafka_e2e::{component, env, target_dir, unique, Bridge, ConfigDir};
 
 const USAGE: &str = "\
@@ -333,7 +332,9 @@ impl Workload {
     fn payload(&self, seq: u64, ts_ms: i64) -> Vec<u8> {
         match self.kind {
             Kind::Json => json_payload(seq, ts_ms, self.topic_of(seq)),
-            Kind::Sparkplug => ndata(seq, ts_ms),
+            // The transform bench's NDATA; `seq` is not wrapped at 256 (the
+            // component passes it through, and the bench needs it unique).
+            Kind::Sparkplug => sample_ndata(ts_ms as u64, seq, seq),
         }
     }
 }
@@ -349,61 +350,6 @@ fn json_payload(seq: u64, ts: i64, topic: usize) -> Vec<u8> {
          \"description\":\"cell temperature\"}}"
     )
     .into_bytes()
-}
-
-/// An NDATA with ten metrics of mixed datatypes (as in
-/// `host/benches/transform.rs`); the publisher timestamp is the payload
-/// `timestamp`, the sequence number the payload `seq` (not wrapped at 256:
-/// the component passes it through, and the bench needs it unique).
-fn ndata(seq: u64, ts: i64) -> Vec<u8> {
-    use metric::Value::*;
-    let ts_u = ts as u64;
-    let m = |name: &str, dt: u32, value: metric::Value| Metric {
-        name: Some(name.to_owned()),
-        timestamp: Some(ts_u),
-        datatype: Some(dt),
-        value: Some(value),
-        ..Default::default()
-    };
-    Payload {
-        timestamp: Some(ts_u),
-        seq: Some(seq),
-        metrics: vec![
-            m(
-                "Node Control/Rebirth",
-                datatype::BOOLEAN,
-                BooleanValue(false),
-            ),
-            m("line/speed", datatype::DOUBLE, DoubleValue(12.75)),
-            m("line/temperature", datatype::FLOAT, FloatValue(21.5)),
-            m("line/count", datatype::INT64, LongValue(seq)),
-            m("line/state", datatype::INT32, IntValue(3)),
-            m("line/offset", datatype::INT8, IntValue((-5i8) as u8 as u32)),
-            m(
-                "line/status",
-                datatype::STRING,
-                StringValue("RUNNING".into()),
-            ),
-            m("line/alarm", datatype::BOOLEAN, BooleanValue(true)),
-            m(
-                "line/last_change",
-                datatype::DATETIME,
-                LongValue(1_699_999_999_000),
-            ),
-            m(
-                "line/samples",
-                datatype::INT16_ARRAY,
-                BytesValue(
-                    [1i16, -2, 300, 4]
-                        .iter()
-                        .flat_map(|x| x.to_le_bytes())
-                        .collect(),
-                ),
-            ),
-        ],
-        ..Default::default()
-    }
-    .encode_to_vec()
 }
 
 /// What the consumer needs from a record value: JSON payloads carry `ts`
