@@ -349,9 +349,9 @@ pub fn top_level_integer(p: &Payload, name: &str) -> Option<u64> {
     }
 }
 
-/// A representative NDATA, encoded: ten metrics of mixed datatypes (a
-/// boolean, doubles, floats, integers of four widths, a string, a datetime
-/// and an `Int16Array`), every timestamp `timestamp_ms`. The transform
+/// A representative NDATA, encoded: ten metrics of mixed datatypes (two
+/// booleans, a double, a float, an `Int8`, an `Int32` and an `Int64`, a
+/// string, a datetime and an `Int16Array`), every timestamp `timestamp_ms`. The transform
 /// bench and the load bench both measure this one message, so their
 /// figures describe the same payload.
 pub fn sample_ndata(timestamp_ms: u64, seq: u64, count: u64) -> Vec<u8> {
