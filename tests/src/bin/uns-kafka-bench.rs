@@ -1,7 +1,7 @@
 //! `uns-kafka-bench`: load benchmark of the real `uns-kafka` binary against the
 //! real brokers of `tests/brokers.sh`.
 //!
-//! One run measures three stages with the same number of messages of the same
+//! One run measures four stages with the same number of messages of the same
 //! shape:
 //!
 //! 1. **mqtt baseline**: a publisher at full speed into Mosquitto and a
@@ -11,7 +11,12 @@
 //!    otherwise, as `uns-kafka` with no `kafka.config` beyond
 //!    `bootstrap.servers`) producing the records the bridge would produce
 //!    (same topics, key, headers and value size) straight into Kafka.
-//! 3. **bridge**: the same publisher, `uns-kafka run` with the default
+//! 3. **both brokers**: stages 1 and 2 at the same time, their clocks
+//!    started together. The bridge needs both brokers to carry every
+//!    message at once on the same cores, which neither baseline alone
+//!    measures; this stage's rate (all messages through both, over the
+//!    time the slower one took) is the most any bridge could reach here.
+//! 4. **bridge**: the same publisher, `uns-kafka run` with the default
 //!    component, and a Kafka consumer that checks every sequence number
 //!    arrived and measures end-to-end latency (publisher timestamp in the
 //!    payload to the moment the consumer reads the record).
@@ -73,7 +78,8 @@ usage: cargo run --release -p uns-kafka-e2e --bin uns-kafka-bench -- [options]
                         its own round trips rather than the broker)
   --kafka-set KEY=VAL   extra librdkafka property for both the Kafka baseline and the bridge (repeatable)
   --rate N              pace the publisher at N msgs/s (default 0: full speed)
-  --stages LIST         comma-separated subset of mqtt,kafka,bridge (default all three)
+  --stages LIST         comma-separated subset of mqtt,kafka,brokers,bridge (default all four;
+                        brokers runs the mqtt and kafka baselines at the same time)
   --timeout SECS        give up on a stage after this long (default 60 + messages/1000)
   --idle SECS           end a stage when nothing arrived for this long after publishing (default 15)
   --keep-topics         do not delete the Kafka topics the run created
@@ -133,6 +139,8 @@ struct Opts {
 enum Stage {
     Mqtt,
     Kafka,
+    /// Both baselines at once.
+    Brokers,
     Bridge,
 }
 
@@ -141,6 +149,7 @@ impl Stage {
         match self {
             Stage::Mqtt => "mqtt baseline",
             Stage::Kafka => "kafka baseline",
+            Stage::Brokers => "both brokers",
             Stage::Bridge => "bridge",
         }
     }
@@ -173,7 +182,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Opts> {
         producers: 4,
         kafka_set: Vec::new(),
         rate: 0,
-        stages: vec![Stage::Mqtt, Stage::Kafka, Stage::Bridge],
+        stages: vec![Stage::Mqtt, Stage::Kafka, Stage::Brokers, Stage::Bridge],
         timeout: Duration::ZERO,
         idle: Duration::from_secs(15),
         keep_topics: false,
@@ -245,6 +254,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Opts> {
                     .map(|s| match s.trim() {
                         "mqtt" => Ok(Stage::Mqtt),
                         "kafka" => Ok(Stage::Kafka),
+                        "brokers" => Ok(Stage::Brokers),
                         "bridge" => Ok(Stage::Bridge),
                         other => Err(anyhow!("--stages: unknown stage {other:?}")),
                     })
@@ -536,7 +546,7 @@ impl Live {
 /// also its own counters from `/metrics` on `metrics` (messages received
 /// from MQTT and acknowledged, i.e. how many are inside the bridge).
 fn spawn_progress(
-    stage: Stage,
+    label: &'static str,
     total: u64,
     live: Arc<Live>,
     metrics: Option<SocketAddr>,
@@ -569,8 +579,7 @@ fn spawn_progress(
                 None => String::new(),
             };
             eprintln!(
-                "bench: [{}] {done}/{total} done, {} msg/s (published {published}{bridge})",
-                stage.label(),
+                "bench: [{label}] {done}/{total} done, {} msg/s (published {published}{bridge})",
                 done - last
             );
             last = done;
@@ -1096,7 +1105,16 @@ fn templates(workload: &Workload) -> anyhow::Result<Vec<Template>> {
 // ---------------------------------------------------------------------------
 // Stages
 
-async fn stage_mqtt(opts: &Opts) -> anyhow::Result<StageResult> {
+/// The clocks of the two baselines when they run together (`--stages
+/// brokers`): each side waits here, set up and warmed up, so neither
+/// measures while the other is still connecting.
+type Together = Option<Arc<tokio::sync::Barrier>>;
+
+async fn stage_mqtt(opts: &Opts, together: Together) -> anyhow::Result<StageResult> {
+    let label = match together {
+        Some(_) => "both brokers: mqtt",
+        None => Stage::Mqtt.label(),
+    };
     let workload = Arc::new(Workload::new(opts.kind, opts.qos, opts.topics));
     let live = Arc::new(Live::default());
     let l = live.clone();
@@ -1104,10 +1122,13 @@ async fn stage_mqtt(opts: &Opts) -> anyhow::Result<StageResult> {
     sub.subscribe(&workload.filter, opts.qos).await?;
     let publisher = Publisher::connect(opts).await?;
     eprintln!(
-        "bench: [mqtt baseline] broker Receive Maximum for each publisher connection: {}",
+        "bench: [{label}] broker Receive Maximum for each publisher connection: {}",
         publisher.server_receive_max()
     );
-    let progress = spawn_progress(Stage::Mqtt, opts.messages, live.clone(), None);
+    if let Some(gate) = &together {
+        gate.wait().await;
+    }
+    let progress = spawn_progress(label, opts.messages, live.clone(), None);
     let cpu = MachineCpu::start();
     let start = Instant::now();
     let pub_task = publisher.start(
@@ -1149,7 +1170,15 @@ fn publish_rate(live: &Live, start: Instant) -> Option<f64> {
     })
 }
 
-async fn stage_kafka(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<StageResult> {
+async fn stage_kafka(
+    opts: &Opts,
+    created: &mut Vec<String>,
+    together: Together,
+) -> anyhow::Result<StageResult> {
+    let label = match together {
+        Some(_) => "both brokers: kafka",
+        None => Stage::Kafka.label(),
+    };
     let workload = Workload::new(opts.kind, opts.qos, opts.topics);
     let templates = templates(&workload)?;
     let names: Vec<String> = templates.iter().map(|t| t.topic.clone()).collect();
@@ -1162,7 +1191,7 @@ async fn stage_kafka(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<S
     let producer_of = |topic: usize| &producers[topic % producers.len()];
     let live = Arc::new(Live::default());
     let errors = Arc::new(AtomicU64::new(0));
-    let progress = spawn_progress(Stage::Kafka, opts.messages, live.clone(), None);
+    let progress = spawn_progress(label, opts.messages, live.clone(), None);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DeliveryFuture>();
     // Delivery reports, in send order.
     let (l, errs) = (live.clone(), errors.clone());
@@ -1172,7 +1201,7 @@ async fn stage_kafka(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<S
                 Ok(Ok(_)) => l.mark_done(1),
                 Ok(Err((e, _))) => {
                     if errs.fetch_add(1, Ordering::Relaxed) < 3 {
-                        eprintln!("bench: [kafka baseline] delivery failed: {e}");
+                        eprintln!("bench: [{label}] delivery failed: {e}");
                     }
                 }
                 Err(_) => {
@@ -1204,6 +1233,9 @@ async fn stage_kafka(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<S
             Ok(Err(_)) => bail!("warm-up delivery cancelled"),
             Err(_) => bail!("warm-up delivery took over 60 s"),
         }
+    }
+    if let Some(gate) = &together {
+        gate.wait().await;
     }
     let cpu = MachineCpu::start();
     let start = Instant::now();
@@ -1243,7 +1275,7 @@ async fn stage_kafka(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<S
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                     Err((e, _)) => {
-                        eprintln!("bench: [kafka baseline] send failed: {e}");
+                        eprintln!("bench: [{label}] send failed: {e}");
                         return;
                     }
                 }
@@ -1274,6 +1306,56 @@ async fn stage_kafka(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<S
         errors: errors.load(Ordering::Relaxed),
         ..Default::default()
     })
+}
+
+/// Both baselines at once, started together. The rate is every message
+/// through both brokers over the time the slower one took: the one that
+/// finishes first leaves the other the machine for the rest, so this errs
+/// towards a higher limit, i.e. against the bridge.
+async fn stage_brokers(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<StageResult> {
+    let gate = Arc::new(tokio::sync::Barrier::new(2));
+    // `try_join`: if one side fails before the gate, the other is dropped
+    // rather than left waiting there.
+    let (m, k) = tokio::try_join!(
+        stage_mqtt(opts, Some(gate.clone())),
+        stage_kafka(opts, created, Some(gate)),
+    )?;
+    Ok(side_by_side(&m, &k))
+}
+
+/// One row from the two baselines run together: every message through
+/// both brokers (the smaller count) over the time the slower one took.
+fn side_by_side(m: &StageResult, k: &StageResult) -> StageResult {
+    let delivered = m.delivered.min(k.delivered);
+    let secs = m.secs.max(k.secs);
+    let msgs_per_s = rate(delivered, secs);
+    let end = match (m.end, k.end) {
+        (Some(End::Complete), other) => other,
+        (first, _) => first,
+    };
+    StageResult {
+        delivered,
+        secs,
+        msgs_per_s,
+        // MQTT payload, as in the other MQTT rows.
+        mb_per_s: if m.msgs_per_s > 0.0 {
+            m.mb_per_s / m.msgs_per_s * msgs_per_s
+        } else {
+            0.0
+        },
+        end,
+        publish_rate: m.publish_rate,
+        machine_busy_pct: match (m.machine_busy_pct, k.machine_busy_pct) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        },
+        errors: k.errors,
+        notes: vec![format!(
+            "side by side: mqtt {} in {:.2} s ({:.0} msg/s), kafka {} in {:.2} s ({:.0} msg/s)",
+            m.delivered, m.secs, m.msgs_per_s, k.delivered, k.secs, k.msgs_per_s
+        )],
+        ..Default::default()
+    }
 }
 
 /// What the bridge-stage consumer saw.
@@ -1470,7 +1552,12 @@ async fn stage_bridge(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<
         );
     }
     let sent_before = publisher.sent.load(Ordering::Relaxed);
-    let progress = spawn_progress(Stage::Bridge, opts.messages, live.clone(), Some(metrics));
+    let progress = spawn_progress(
+        Stage::Bridge.label(),
+        opts.messages,
+        live.clone(),
+        Some(metrics),
+    );
     let cpu0 = proc_cpu_secs(pid);
     let counters0 = scrape(metrics);
     let machine = MachineCpu::start();
@@ -1651,8 +1738,19 @@ fn print_table(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult
         );
     }
     println!();
+    let brokers = results
+        .iter()
+        .find(|(s, _)| *s == Stage::Brokers)
+        .map(|(_, r)| r.msgs_per_s)
+        .filter(|r| *r > 0.0);
     for (stage, r) in results {
         let mut notes = Vec::new();
+        if let (Stage::Bridge, Some(b)) = (stage, brokers) {
+            notes.push(format!(
+                "{:.2} of what both brokers carried side by side",
+                r.msgs_per_s / b
+            ));
+        }
         if let Some(p) = r.publish_rate {
             notes.push(format!("publisher {p:.0} msg/s"));
         }
@@ -1706,10 +1804,12 @@ fn json_line(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult)]
         (a, b) => a.or(b),
     };
     let bridge_rate = bridge.map(|r| r.msgs_per_s);
-    let ratio = match (bridge_rate, limit) {
+    let ratio_to = |limit: Option<f64>| match (bridge_rate, limit) {
         (Some(b), Some(l)) if l > 0.0 => Some(b / l),
         _ => None,
     };
+    let ratio = ratio_to(limit);
+    let brokers = get(Stage::Brokers).map(|r| r.msgs_per_s);
     let round = |v: Option<f64>, digits: i32| {
         v.map(|x| {
             let f = 10f64.powi(digits);
@@ -1738,6 +1838,8 @@ fn json_line(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult)]
         "date": utc_now(),
         "mqtt_msgs_per_s": round(mqtt, 0),
         "kafka_msgs_per_s": round(kafka, 0),
+        "brokers_msgs_per_s": round(brokers, 0),
+        "brokers_ratio": round(ratio_to(brokers), 3),
         "bridge_delivered": bridge.map(|r| r.delivered),
         "bridge_missing": bridge.map(|r| opts.messages.saturating_sub(r.delivered)),
         "mqtt_delivered": get(Stage::Mqtt).map(|r| r.delivered),
@@ -1809,8 +1911,9 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     for stage in opts.stages.clone() {
         eprintln!("bench: [{}] starting", stage.label());
         let r = match stage {
-            Stage::Mqtt => stage_mqtt(&opts).await,
-            Stage::Kafka => stage_kafka(&opts, &mut created).await,
+            Stage::Mqtt => stage_mqtt(&opts, None).await,
+            Stage::Kafka => stage_kafka(&opts, &mut created, None).await,
+            Stage::Brokers => stage_brokers(&opts, &mut created).await,
             Stage::Bridge => stage_bridge(&opts, &mut created).await,
         };
         match r {
@@ -1845,7 +1948,7 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{own_latency, tenths};
+    use super::{own_latency, side_by_side, tenths, End, StageResult};
     use std::collections::BTreeMap;
 
     fn buckets(counts: &[(&str, u64)]) -> BTreeMap<String, u64> {
@@ -1876,6 +1979,39 @@ mod tests {
             own_latency(&before, &slow),
             Some((f64::INFINITY, f64::INFINITY))
         );
+    }
+
+    #[test]
+    fn both_brokers_count_what_went_through_both_over_the_slower_time() {
+        let mqtt = StageResult {
+            delivered: 1000,
+            secs: 2.0,
+            msgs_per_s: 500.0,
+            mb_per_s: 0.1,
+            end: Some(End::Complete),
+            machine_busy_pct: Some(90.0),
+            ..Default::default()
+        };
+        let kafka = StageResult {
+            delivered: 800,
+            secs: 4.0,
+            msgs_per_s: 200.0,
+            end: Some(End::Idle),
+            machine_busy_pct: Some(99.0),
+            errors: 3,
+            ..Default::default()
+        };
+        let both = side_by_side(&mqtt, &kafka);
+        assert_eq!(both.delivered, 800);
+        assert_eq!(both.secs, 4.0);
+        assert_eq!(both.msgs_per_s, 200.0);
+        // MQTT payload bytes per message (0.1 MB/s / 500 msg/s) at 200 msg/s.
+        assert!((both.mb_per_s - 0.04).abs() < 1e-12, "{}", both.mb_per_s);
+        // The side that did not complete says how the row ended.
+        assert_eq!(both.end, Some(End::Idle));
+        assert_eq!(both.machine_busy_pct, Some(99.0));
+        assert_eq!(both.errors, 3);
+        assert_eq!(side_by_side(&kafka, &mqtt).end, Some(End::Idle));
     }
 
     #[test]
