@@ -698,6 +698,10 @@ struct StageResult {
     machine_busy_pct: Option<f64>,
     latency: Option<Latency>,
     bridge_cpu_s_per_million: Option<f64>,
+    /// The Kafka baseline's own CPU (this process, i.e. the producers and
+    /// their librdkafka threads) per million records: what producing
+    /// alone costs, to set beside the bridge's figure.
+    client_cpu_s_per_million: Option<f64>,
     bridge_rss_mb: Option<f64>,
     /// The bridge's RSS at each tenth of the measured time, in MB: flat
     /// means memory is bounded, a rising line means something accumulates.
@@ -1238,6 +1242,11 @@ async fn stage_kafka(
         gate.wait().await;
     }
     let cpu = MachineCpu::start();
+    // Side by side, this process also runs the MQTT clients.
+    let own_cpu = together
+        .is_none()
+        .then(|| proc_cpu_secs(std::process::id()))
+        .flatten();
     let start = Instant::now();
     let (p, l, messages, rate_limit) = (producers.clone(), live.clone(), opts.messages, opts.rate);
     let templates = Arc::new(templates);
@@ -1286,6 +1295,9 @@ async fn stage_kafka(
     });
     let end = wait_done(&live, opts.messages, start, opts).await;
     let busy = cpu.busy_pct();
+    let own_cpu = own_cpu
+        .zip(proc_cpu_secs(std::process::id()))
+        .map(|(before, after)| after - before);
     progress.abort();
     sender.abort();
     collector.abort();
@@ -1303,6 +1315,9 @@ async fn stage_kafka(
         end: Some(end),
         publish_rate: publish_rate(&live, start),
         machine_busy_pct: busy,
+        client_cpu_s_per_million: own_cpu
+            .filter(|_| delivered > 0)
+            .map(|s| s * 1e6 / delivered as f64),
         errors: errors.load(Ordering::Relaxed),
         ..Default::default()
     })
@@ -1654,6 +1669,7 @@ async fn stage_bridge(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<
         machine_busy_pct: busy,
         latency: latency_of(consumed.latencies_ms),
         bridge_cpu_s_per_million: cpu,
+        client_cpu_s_per_million: None,
         bridge_rss_mb: rss,
         bridge_rss_series_mb: rss_series,
         bridge_own_latency,
@@ -1731,7 +1747,7 @@ fn print_table(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult
             fmt_opt(r.latency.map(|l| l.p50), 1),
             fmt_opt(r.latency.map(|l| l.p99), 1),
             fmt_opt(r.latency.map(|l| l.max), 1),
-            fmt_opt(r.bridge_cpu_s_per_million, 1),
+            fmt_opt(r.bridge_cpu_s_per_million.or(r.client_cpu_s_per_million), 1),
             fmt_opt(r.bridge_rss_mb, 1),
             fmt_opt(r.machine_busy_pct, 0),
             r.end.map_or("-", End::name),
@@ -1790,7 +1806,8 @@ fn print_table(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult
     println!(
         "  msgs/s = distinct messages arrived / (last arrival - first publish); MB/s of MQTT payload \
          (kafka baseline: key + value + headers); latency = consumer read time - publisher \"ts\"; \
-         cpu s/M = bridge utime+stime per million messages; RSS = bridge VmHWM; busy% = all cores, whole machine"
+         cpu s/M = bridge utime+stime per million messages \
+         (kafka baseline: its producers'); RSS = bridge VmHWM; busy% = all cores, whole machine"
     );
 }
 
@@ -1838,6 +1855,7 @@ fn json_line(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult)]
         "date": utc_now(),
         "mqtt_msgs_per_s": round(mqtt, 0),
         "kafka_msgs_per_s": round(kafka, 0),
+        "kafka_client_cpu_s_per_million": round(get(Stage::Kafka).and_then(|r| r.client_cpu_s_per_million), 2),
         "brokers_msgs_per_s": round(brokers, 0),
         "brokers_ratio": round(ratio_to(brokers), 3),
         "bridge_delivered": bridge.map(|r| r.delivered),
