@@ -15,7 +15,8 @@
 //!    started together. The bridge needs both brokers to carry every
 //!    message at once on the same cores, which neither baseline alone
 //!    measures; this stage's rate (all messages through both, over the
-//!    time the slower one took) is the most any bridge could reach here.
+//!    time the slower one took) is the pace the brokers set for a bridge
+//!    on this machine.
 //! 4. **bridge**: the same publisher, `uns-kafka run` with the default
 //!    component, and a Kafka consumer that checks every sequence number
 //!    arrived and measures end-to-end latency (publisher timestamp in the
