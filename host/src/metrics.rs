@@ -86,6 +86,11 @@ pub struct Stats {
     pub records: Counter,
     /// Messages written to the dead-letter topic.
     pub dead_lettered: Counter,
+    /// Messages that could not be bridged and that the dead-letter topic
+    /// refused as well (even without the payload): acknowledged, since
+    /// holding them would stop the bridge for good, but counted apart, so
+    /// an alert can tell them from what the dead-letter topic holds.
+    pub lost: Counter,
     /// Messages done: in Kafka (or dead-lettered) and acknowledged to MQTT.
     pub acked: Counter,
     /// Kafka records whose delivery Kafka confirmed.
@@ -120,6 +125,11 @@ impl Stats {
                 "uns_kafka_messages_dead_lettered_total",
                 "Messages sent to the dead-letter topic",
                 self.dead_lettered.get(),
+            ),
+            (
+                "uns_kafka_messages_lost_total",
+                "Messages the dead-letter topic refused too (logged; acknowledged without a record)",
+                self.lost.get(),
             ),
             (
                 "uns_kafka_messages_acknowledged_total",

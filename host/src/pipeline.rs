@@ -564,8 +564,8 @@ impl Output {
         let topic = &self.dead_letter_topic;
         tracing::warn!(mqtt_topic = %message.topic, kind = %reason.kind, reason = %reason.message, "message dead-lettered to {topic}");
         let mut record = dead_letter_record(topic, message, reason, stage, &self.info);
-        match self.sink.deliver(&record).await {
-            Ok(()) => {}
+        let written = match self.sink.deliver(&record).await {
+            Ok(()) => true,
             Err(e) => {
                 // Usually too large for the dead-letter topic as well: keep
                 // the reason and the topic, say how big the payload was.
@@ -574,13 +574,21 @@ impl Output {
                     "dlq_payload_dropped".into(),
                     format!("{} bytes: {e}", message.payload.len()).into_bytes(),
                 ));
-                if let Err(e) = self.sink.deliver(&record).await {
-                    tracing::error!(mqtt_topic = %message.topic, error = %e, dead_letter_topic = %topic,
-                        "cannot write to the dead-letter topic; the message is lost");
+                match self.sink.deliver(&record).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(mqtt_topic = %message.topic, error = %e, dead_letter_topic = %topic,
+                            "cannot write to the dead-letter topic; the message is lost");
+                        false
+                    }
                 }
             }
+        };
+        if written {
+            self.stats.dead_lettered.add(1);
+        } else {
+            self.stats.lost.add(1);
         }
-        self.stats.dead_lettered.add(1);
     }
 }
 

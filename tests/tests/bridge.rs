@@ -292,6 +292,69 @@ async fn bad_json_goes_to_the_dead_letter_topic_with_its_reason() {
     );
 }
 
+/// A dead-letter topic that refuses every record (here Kafka's internal
+/// offsets topic, as one without write permission would): the bad message
+/// is logged and counted as lost, not as dead-lettered, and the bridge
+/// goes on with the next one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_topic_that_refuses_records_counts_the_message_lost() {
+    let p = unique("lost");
+    let good_topic = format!("{p}/line/good");
+    let k_good = format!("{p}_line_good");
+    create_topics(&[&k_good], 1).await;
+    let good_consumer = Consumer::new(&[&k_good]);
+    let port = free_port();
+    let yaml = format!(
+        "{}bridge:\n  health_listen: '127.0.0.1:{port}'\n",
+        settings(
+            env().mqtt_port,
+            &[format!("{p}/#")],
+            "",
+            "__consumer_offsets"
+        )
+    );
+    let mut s = start(&yaml, None).await;
+
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    publisher
+        .publish(&format!("{p}/line/bad"), "{\"value\": 1,", 1, false)
+        .await;
+    publisher
+        .publish(&good_topic, json!({"value": 2}).to_string(), 1, false)
+        .await;
+    publisher.wait_acked(ARRIVE).await;
+
+    let good = good_consumer.collect(1, ARRIVE).await;
+    assert_eq!(good.len(), 1, "log:\n{}", s.bridge.log());
+    assert_eq!(good[0].value_json(), json!({"value": 2}));
+    let deadline = std::time::Instant::now() + ARRIVE;
+    let metrics = loop {
+        let m = http_get(port, "/metrics");
+        if m.contains("uns_kafka_messages_acknowledged_total 2") {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "metrics: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        metrics.contains("uns_kafka_messages_lost_total 1")
+            && metrics.contains("uns_kafka_messages_dead_lettered_total 0"),
+        "{metrics}"
+    );
+    assert!(
+        s.bridge
+            .log()
+            .contains("cannot write to the dead-letter topic; the message is lost"),
+        "log:\n{}",
+        s.bridge.log()
+    );
+    publisher.disconnect().await;
+    assert_eq!(
+        s.bridge.terminate(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+}
+
 /// Publishes `per_topic` JSON messages `{"seq": i, "topic": t}` to each of
 /// `topics` in turn (`<prefix>/<name><t>`), then waits for the broker's
 /// acknowledgements.
