@@ -327,15 +327,7 @@ async fn a_dead_letter_topic_that_refuses_records_counts_the_message_lost() {
     let good = good_consumer.collect(1, ARRIVE).await;
     assert_eq!(good.len(), 1, "log:\n{}", s.bridge.log());
     assert_eq!(good[0].value_json(), json!({"value": 2}));
-    let deadline = std::time::Instant::now() + ARRIVE;
-    let metrics = loop {
-        let m = http_get(port, "/metrics");
-        if m.contains("uns_kafka_messages_acknowledged_total 2") {
-            break m;
-        }
-        assert!(std::time::Instant::now() < deadline, "metrics: {m}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let metrics = metrics_with(port, &["uns_kafka_messages_acknowledged_total 2"]).await;
     assert!(
         metrics.contains("uns_kafka_messages_lost_total 1")
             && metrics.contains("uns_kafka_messages_dead_lettered_total 0"),
@@ -859,18 +851,14 @@ async fn health_endpoint_and_probe_command() {
 
     publish(env().mqtt_port, &format!("{p}/m"), "{\"v\": 1}", 1, false).await;
     assert_eq!(consumer.collect(1, ARRIVE).await.len(), 1);
-    // The counters move once the message is acknowledged.
-    let deadline = std::time::Instant::now() + ARRIVE;
-    let metrics = loop {
-        let m = http_get(port, "/metrics");
-        if m.contains("uns_kafka_messages_acknowledged_total 1")
-            && m.contains("uns_kafka_delivery_seconds_count 1")
-        {
-            break m;
-        }
-        assert!(std::time::Instant::now() < deadline, "metrics: {m}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let metrics = metrics_with(
+        port,
+        &[
+            "uns_kafka_messages_acknowledged_total 1",
+            "uns_kafka_delivery_seconds_count 1",
+        ],
+    )
+    .await;
     assert!(
         metrics.contains("uns_kafka_messages_received_total 1"),
         "{metrics}"
@@ -899,6 +887,20 @@ async fn health_endpoint_and_probe_command() {
     // Nobody listens any more: the probe says so.
     let probe = run_to_exit(["health", "--url", &url], &[], Duration::from_secs(30)).await;
     assert_eq!(probe.code(), Some(1), "probe: {}", probe.log);
+}
+
+/// `/metrics` once it has every line in `want`: the counters move when a
+/// message is acknowledged, a moment after its records reach Kafka.
+async fn metrics_with(port: u16, want: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + ARRIVE;
+    loop {
+        let m = http_get(port, "/metrics");
+        if want.iter().all(|w| m.contains(w)) {
+            return m;
+        }
+        assert!(std::time::Instant::now() < deadline, "metrics: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn http_get(port: u16, path: &str) -> String {
