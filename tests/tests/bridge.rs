@@ -43,6 +43,17 @@ async fn start(settings_yaml: &str, secrets_yaml: Option<&str>) -> Setup {
     Setup { bridge, _dir: dir }
 }
 
+/// `start` with the default settings plus `/health` and `/metrics` on a
+/// free port, which it returns.
+async fn start_with_health(topics: &[String], dlq: &str) -> (Setup, u16) {
+    let port = free_port();
+    let yaml = format!(
+        "{}bridge:\n  health_listen: '127.0.0.1:{port}'\n",
+        settings(env().mqtt_port, topics, "", dlq)
+    );
+    (start(&yaml, None).await, port)
+}
+
 fn headers(rec: &Rec) -> BTreeMap<String, String> {
     rec.headers
         .iter()
@@ -303,17 +314,7 @@ async fn a_dead_letter_topic_that_refuses_records_counts_the_message_lost() {
     let k_good = format!("{p}_line_good");
     create_topics(&[&k_good], 1).await;
     let good_consumer = Consumer::new(&[&k_good]);
-    let port = free_port();
-    let yaml = format!(
-        "{}bridge:\n  health_listen: '127.0.0.1:{port}'\n",
-        settings(
-            env().mqtt_port,
-            &[format!("{p}/#")],
-            "",
-            "__consumer_offsets"
-        )
-    );
-    let mut s = start(&yaml, None).await;
+    let (mut s, port) = start_with_health(&[format!("{p}/#")], "__consumer_offsets").await;
 
     let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
     publisher
@@ -839,12 +840,7 @@ async fn health_endpoint_and_probe_command() {
     let k = format!("{p}_m");
     create_topics(&[&k], 1).await;
     let consumer = Consumer::new(&[&k]);
-    let port = free_port();
-    let yaml = format!(
-        "{}bridge:\n  health_listen: '127.0.0.1:{port}'\n",
-        settings(env().mqtt_port, &[format!("{p}/#")], "", &dlq)
-    );
-    let mut s = start(&yaml, None).await;
+    let (mut s, port) = start_with_health(&[format!("{p}/#")], &dlq).await;
     let url = format!("http://127.0.0.1:{port}/health");
     let probe = run_to_exit(["health", "--url", &url], &[], Duration::from_secs(30)).await;
     assert_eq!(probe.code(), Some(0), "probe: {}", probe.log);
