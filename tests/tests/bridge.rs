@@ -54,6 +54,18 @@ async fn start_with_health(topics: &[String], dlq: &str) -> (Setup, u16) {
     (start(&yaml, None).await, port)
 }
 
+/// Publishes a payload that is not JSON to `bad`, then `{"value": 2}` to
+/// `good`, both QoS 1, and waits until the broker has acknowledged both.
+async fn publish_bad_then_good(bad: &str, good: &str) -> MqttClient {
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    publisher.publish(bad, "{\"value\": 1,", 1, false).await;
+    publisher
+        .publish(good, json!({"value": 2}).to_string(), 1, false)
+        .await;
+    publisher.wait_acked(ARRIVE).await;
+    publisher
+}
+
 fn headers(rec: &Rec) -> BTreeMap<String, String> {
     rec.headers
         .iter()
@@ -264,14 +276,7 @@ async fn bad_json_goes_to_the_dead_letter_topic_with_its_reason() {
     )
     .await;
 
-    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
-    publisher
-        .publish(&bad_topic, "{\"value\": 1,", 1, false)
-        .await;
-    publisher
-        .publish(&good_topic, json!({"value": 2}).to_string(), 1, false)
-        .await;
-    publisher.wait_acked(ARRIVE).await;
+    let publisher = publish_bad_then_good(&bad_topic, &good_topic).await;
 
     let dead = dlq_consumer.collect(1, ARRIVE).await;
     assert_eq!(dead.len(), 1, "log:\n{}", s.bridge.log());
@@ -316,14 +321,7 @@ async fn a_dead_letter_topic_that_refuses_records_counts_the_message_lost() {
     let good_consumer = Consumer::new(&[&k_good]);
     let (mut s, port) = start_with_health(&[format!("{p}/#")], "__consumer_offsets").await;
 
-    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
-    publisher
-        .publish(&format!("{p}/line/bad"), "{\"value\": 1,", 1, false)
-        .await;
-    publisher
-        .publish(&good_topic, json!({"value": 2}).to_string(), 1, false)
-        .await;
-    publisher.wait_acked(ARRIVE).await;
+    let publisher = publish_bad_then_good(&format!("{p}/line/bad"), &good_topic).await;
 
     let good = good_consumer.collect(1, ARRIVE).await;
     assert_eq!(good.len(), 1, "log:\n{}", s.bridge.log());
