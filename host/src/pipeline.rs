@@ -278,6 +278,7 @@ impl Bridge {
             received = stats.received.get(),
             records = stats.records.get(),
             dead_lettered = stats.dead_lettered.get(),
+            lost = stats.lost.get(),
             acknowledged = stats.acked.get(),
             "uns-kafka stopped"
         );

@@ -344,6 +344,14 @@ async fn a_dead_letter_topic_that_refuses_records_counts_the_message_lost() {
         s.bridge.terminate(Duration::from_secs(30)).await.code(),
         Some(0)
     );
+    // The last line an operator reads names the loss too.
+    assert!(
+        s.bridge
+            .log()
+            .contains("dead_lettered=0 lost=1 acknowledged=2"),
+        "log:\n{}",
+        s.bridge.log()
+    );
 }
 
 /// Publishes `per_topic` JSON messages `{"seq": i, "topic": t}` to each of
