@@ -2,13 +2,20 @@
 //! rule for which delivery failures are the record's fault (dead-letter it)
 //! and which are the cluster's (try again, never drop).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{c_void, CString};
+use std::ptr::NonNull;
+use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::channel::oneshot;
+use rdkafka::bindings as rd;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers as _, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::message::{Headers as _, OwnedMessage};
+use rdkafka::producer::future_producer::{FutureProducerContext, OwnedDeliveryResult};
+use rdkafka::producer::{FutureProducer, Producer, ProducerContext};
+use rdkafka::util::IntoOpaque;
 use rdkafka::{ClientContext, Message};
 
 use crate::message::KafkaRecord;
@@ -48,6 +55,15 @@ impl rdkafka::producer::ProducerContext for LogContext {
 
 pub type Producer_ = FutureProducer<LogContext>;
 
+/// What `FutureProducer`'s delivery callback expects as each message's
+/// opaque: written out so that a change in rdkafka fails the build here
+/// instead of misreading a pointer at run time.
+type Opaque = <FutureProducerContext<LogContext> as ProducerContext>::DeliveryOpaque;
+
+/// Resolves with Kafka's answer for one record: `Err` if the producer went
+/// away without one.
+pub type DeliveryFuture = oneshot::Receiver<OwnedDeliveryResult>;
+
 /// The producers, cheap to clone (librdkafka's handles are shared).
 ///
 /// Each Kafka topic always goes through the same producer (chosen by a
@@ -55,7 +71,146 @@ pub type Producer_ = FutureProducer<LogContext>;
 /// one producer, while the producers' requests run side by side.
 #[derive(Clone)]
 pub struct Sink {
-    producers: std::sync::Arc<[Producer_]>,
+    producers: std::sync::Arc<[Out]>,
+}
+
+/// One producer and librdkafka's handle of every topic it has written.
+///
+/// Producing by topic name makes librdkafka find the topic in a list,
+/// comparing names one by one under a lock its broker threads also take:
+/// 6% of the bridge's CPU with 250 topics per producer, and growing with
+/// the namespace. A handle kept per topic costs one hash lookup instead.
+struct Out {
+    // Declared before `producer`, so the handles are released first, as
+    // librdkafka requires before its instance is destroyed.
+    topics: Mutex<HashMap<Box<str>, Topic>>,
+    producer: Producer_,
+}
+
+/// librdkafka's handle of one topic, held for the producer's lifetime.
+struct Topic(NonNull<rd::rd_kafka_topic_t>);
+
+// SAFETY: librdkafka's topic handles are reference-counted and safe to use
+// from any thread; this one is only released on drop.
+unsafe impl Send for Topic {}
+unsafe impl Sync for Topic {}
+
+impl Drop for Topic {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from rd_kafka_topic_new and is released
+        // once, here.
+        unsafe { rd::rd_kafka_topic_destroy(self.0.as_ptr()) }
+    }
+}
+
+impl Out {
+    /// The handle of `name`, made on its first record.
+    fn topic(&self, name: &str) -> Result<NonNull<rd::rd_kafka_topic_t>, KafkaError> {
+        // A poisoned lock only means another thread panicked while
+        // inserting; the map itself is still whole.
+        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = topics.get(name) {
+            return Ok(t.0);
+        }
+        let invalid = || KafkaError::MessageProduction(RDKafkaErrorCode::InvalidTopic);
+        let c_name = CString::new(name).map_err(|_| invalid())?;
+        // SAFETY: a live instance, a NUL-terminated name, no topic config
+        // (the producer's defaults, as producing by name uses).
+        let raw = unsafe {
+            rd::rd_kafka_topic_new(
+                self.producer.client().native_ptr(),
+                c_name.as_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        let handle = NonNull::new(raw).ok_or_else(invalid)?;
+        topics.insert(name.into(), Topic(handle));
+        Ok(handle)
+    }
+
+    /// Enqueues one record with librdkafka, which copies what it keeps.
+    fn produce(&self, record: &KafkaRecord) -> Result<DeliveryFuture, KafkaError> {
+        let topic = self.topic(&record.topic)?;
+        // SAFETY: a headers list of our own, filled with the lengths given
+        // (names need no NUL); librdkafka owns it once the record is
+        // enqueued, we free it otherwise.
+        let headers = unsafe { rd::rd_kafka_headers_new(record.headers.len()) };
+        for (name, value) in &record.headers {
+            unsafe {
+                rd::rd_kafka_header_add(
+                    headers,
+                    name.as_ptr().cast(),
+                    name.len() as isize,
+                    value.as_ptr().cast(),
+                    value.len() as isize,
+                );
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let opaque: Opaque = Box::new(tx);
+        let opaque = opaque.into_ptr();
+        let mem = |bytes: Option<&Vec<u8>>| rd::rd_kafka_vu_s__bindgen_ty_1 {
+            mem: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 {
+                ptr: bytes.map_or(std::ptr::null_mut(), |b| b.as_ptr() as *mut c_void),
+                size: bytes.map_or(0, Vec::len),
+            },
+        };
+        let vu = |vtype, u| rd::rd_kafka_vu_t { vtype, u };
+        use rd::rd_kafka_vtype_t as V;
+        let args = [
+            vu(
+                V::RD_KAFKA_VTYPE_RKT,
+                rd::rd_kafka_vu_s__bindgen_ty_1 {
+                    rkt: topic.as_ptr(),
+                },
+            ),
+            vu(
+                V::RD_KAFKA_VTYPE_MSGFLAGS,
+                rd::rd_kafka_vu_s__bindgen_ty_1 {
+                    i: rd::RD_KAFKA_MSG_F_COPY,
+                },
+            ),
+            vu(V::RD_KAFKA_VTYPE_VALUE, mem(record.value.as_ref())),
+            vu(V::RD_KAFKA_VTYPE_KEY, mem(record.key.as_ref())),
+            vu(
+                V::RD_KAFKA_VTYPE_OPAQUE,
+                rd::rd_kafka_vu_s__bindgen_ty_1 { ptr: opaque },
+            ),
+            // 0 lets librdkafka stamp the record, as producing by name does.
+            vu(
+                V::RD_KAFKA_VTYPE_TIMESTAMP,
+                rd::rd_kafka_vu_s__bindgen_ty_1 {
+                    i64_: record.timestamp_ms.unwrap_or(0),
+                },
+            ),
+            vu(
+                V::RD_KAFKA_VTYPE_HEADERS,
+                rd::rd_kafka_vu_s__bindgen_ty_1 { headers },
+            ),
+        ];
+        // SAFETY: every pointer in `args` outlives the call (MSG_F_COPY:
+        // librdkafka copies key and value), and `topic` is held by `self`.
+        let error = unsafe {
+            rd::rd_kafka_produceva(
+                self.producer.client().native_ptr(),
+                args.as_ptr(),
+                args.len(),
+            )
+        };
+        if error.is_null() {
+            return Ok(rx);
+        }
+        // SAFETY: on failure librdkafka kept neither the headers nor the
+        // opaque, and the error is ours to free.
+        let code = unsafe {
+            rd::rd_kafka_headers_destroy(headers);
+            drop(Opaque::from_ptr(opaque));
+            let code = rd::rd_kafka_error_code(error);
+            rd::rd_kafka_error_destroy(error);
+            code
+        };
+        Err(KafkaError::MessageProduction(code.into()))
+    }
 }
 
 /// Why a record did not make it.
@@ -157,16 +312,20 @@ impl Sink {
         }
         let producers = (0..producers.max(1))
             .map(|_| {
-                cc.create_with_context(LogContext)
-                    .map_err(KafkaSetupError::Config)
+                Ok(Out {
+                    topics: Mutex::default(),
+                    producer: cc
+                        .create_with_context(LogContext)
+                        .map_err(KafkaSetupError::Config)?,
+                })
             })
-            .collect::<Result<Vec<Producer_>, _>>()?;
+            .collect::<Result<Vec<Out>, _>>()?;
         Ok(Self {
             producers: producers.into(),
         })
     }
 
-    fn producer(&self, topic: &str) -> &Producer_ {
+    fn out(&self, topic: &str) -> &Out {
         &self.producers[producer_index(topic, self.producers.len())]
     }
 
@@ -174,31 +333,14 @@ impl Sink {
     /// Waits (without blocking the runtime) while librdkafka's queue is
     /// full, which is back-pressure, not failure.
     pub async fn send(&self, record: &KafkaRecord) -> Result<DeliveryFuture, DeliveryError> {
+        let out = self.out(&record.topic);
         loop {
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-            for (name, value) in &record.headers {
-                headers = headers.insert(Header {
-                    key: name,
-                    value: Some(value.as_slice()),
-                });
-            }
-            let mut fr: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(&record.topic).headers(headers);
-            if let Some(k) = &record.key {
-                fr = fr.key(k.as_slice());
-            }
-            if let Some(v) = &record.value {
-                fr = fr.payload(v.as_slice());
-            }
-            if let Some(ts) = record.timestamp_ms {
-                fr = fr.timestamp(ts);
-            }
-            match self.producer(&record.topic).send_result(fr) {
+            match out.produce(record) {
                 Ok(f) => return Ok(f),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((error, _)) => return Err(DeliveryError { error }),
+                Err(error) => return Err(DeliveryError { error }),
             }
         }
     }
@@ -244,7 +386,7 @@ impl Sink {
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         let deadline = std::time::Instant::now() + timeout;
         let mut result = Ok(());
-        for p in self.producers.iter() {
+        for p in self.producers.iter().map(|o| &o.producer) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if let Err(e) = p.flush(left) {
                 result = Err(e);
@@ -254,7 +396,10 @@ impl Sink {
     }
 
     pub fn in_flight(&self) -> i32 {
-        self.producers.iter().map(|p| p.in_flight_count()).sum()
+        self.producers
+            .iter()
+            .map(|o| o.producer.in_flight_count())
+            .sum()
     }
 }
 
@@ -304,9 +449,137 @@ pub fn header_str<M: Message>(m: &M, name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{producer_index, record_of};
+    use super::{producer_index, record_of, Confirmed, Sink};
     use crate::message::KafkaRecord;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    fn record(topic: &str, n: u8) -> KafkaRecord {
+        KafkaRecord {
+            topic: topic.into(),
+            key: Some(format!("{topic}/key").into_bytes()),
+            value: Some(vec![b'{', n, b'}']),
+            headers: vec![
+                ("mqtt_topic".into(), b"a/b".to_vec()),
+                ("empty".into(), Vec::new()),
+                ("mqtt_topic".into(), vec![0, 255]),
+            ],
+            timestamp_ms: Some(1_700_000_000_000 + i64::from(n)),
+        }
+    }
+
+    fn sink(bootstrap: &str, extra: &[(&str, &str)]) -> Sink {
+        let mut config = BTreeMap::from([("bootstrap.servers".to_owned(), bootstrap.to_owned())]);
+        for (k, v) in extra {
+            config.insert((*k).to_owned(), (*v).to_owned());
+        }
+        Sink::new(&config, 2).unwrap()
+    }
+
+    /// Reads `n` records of `topic`'s only partition from the start.
+    fn read(bootstrap: &str, topic: &str, n: usize) -> Vec<KafkaRecord> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "kafka-unit-test")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut got = Vec::new();
+        while got.len() < n && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                got.push(record_of(m.detach()));
+            }
+        }
+        got
+    }
+
+    /// Records go out through the topic handles the sink keeps, with every
+    /// field as given (repeated and empty headers included), in order, and
+    /// one handle per topic however many records it gets.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn records_arrive_whole_and_each_topic_keeps_one_handle() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t_a", 1, 1).unwrap();
+        mock.create_topic("t_b", 1, 1).unwrap();
+        let bootstrap = mock.bootstrap_servers();
+        let sink = sink(&bootstrap, &[]);
+        let sent = [
+            record("t_a", 1),
+            record("t_b", 2),
+            record("t_a", 3),
+            KafkaRecord {
+                topic: "t_a".into(),
+                ..KafkaRecord::default()
+            },
+        ];
+        let mut futures = Vec::new();
+        for r in &sent {
+            futures.push(sink.send(r).await.unwrap());
+        }
+        for f in futures {
+            assert_eq!(Sink::confirm(f).await.unwrap(), Confirmed::AtOffset);
+        }
+        let handles: usize = sink
+            .producers
+            .iter()
+            .map(|o| o.topics.lock().unwrap().len())
+            .sum();
+        assert_eq!(handles, 2);
+
+        let a = read(&bootstrap, "t_a", 3);
+        assert_eq!(a[..2], [sent[0].clone(), sent[2].clone()]);
+        // No timestamp given: librdkafka stamps the record itself.
+        assert_eq!(a[2].key, None);
+        assert_eq!(a[2].value, None);
+        assert!(a[2].headers.is_empty());
+        assert!(a[2].timestamp_ms.is_some_and(|t| t > 1_700_000_000_000));
+        assert_eq!(read(&bootstrap, "t_b", 1), [sent[1].clone()]);
+    }
+
+    /// What librdkafka refuses before enqueueing comes back as an error
+    /// that dead-letters the message, and the sink goes on working.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_record_refused_at_enqueue_is_a_permanent_error() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t_ok", 1, 1).unwrap();
+        let sink = sink(&mock.bootstrap_servers(), &[("message.max.bytes", "1000")]);
+
+        let mut big = record("t_ok", 1);
+        big.value = Some(vec![b'x'; 2000]);
+        let e = sink.send(&big).await.unwrap_err();
+        assert!(
+            matches!(
+                e.error,
+                KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+            ),
+            "{e}"
+        );
+        assert!(e.is_permanent());
+
+        // Longer than librdkafka takes for a topic name: no handle at all.
+        let long = record(&"t".repeat(600), 1);
+        let e = sink.send(&long).await.unwrap_err();
+        assert!(
+            matches!(
+                e.error,
+                KafkaError::MessageProduction(RDKafkaErrorCode::InvalidTopic)
+            ),
+            "{e}"
+        );
+        assert!(e.is_permanent());
+
+        let f = sink.send(&record("t_ok", 2)).await.unwrap();
+        assert_eq!(Sink::confirm(f).await.unwrap(), Confirmed::AtOffset);
+    }
 
     #[test]
     fn a_failed_delivery_gives_back_the_record_as_it_was_sent() {

@@ -15,12 +15,11 @@ use std::time::Duration;
 
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
-use rdkafka::producer::DeliveryFuture;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{self, ConfigError, Settings};
 use crate::error::CliError;
-use crate::kafka::{Confirmed, DeliveryError, Failed, Sink, Undelivered};
+use crate::kafka::{Confirmed, DeliveryError, DeliveryFuture, Failed, Sink, Undelivered};
 use crate::message::{KafkaRecord, MessageError, MqttMessage, TransformOutcome};
 use crate::metrics::Stats;
 use crate::mqtt::{self, AckToken, Inbound, State};
