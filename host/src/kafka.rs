@@ -136,15 +136,17 @@ impl Out {
         // enqueued, we free it otherwise.
         let headers = unsafe { rd::rd_kafka_headers_new(record.headers.len()) };
         for (name, value) in &record.headers {
-            unsafe {
+            // Fails only on a read-only list, which a new one never is.
+            let added = unsafe {
                 rd::rd_kafka_header_add(
                     headers,
                     name.as_ptr().cast(),
                     name.len() as isize,
                     value.as_ptr().cast(),
                     value.len() as isize,
-                );
-            }
+                )
+            };
+            debug_assert_eq!(added, rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
         }
         let (tx, rx) = oneshot::channel();
         let opaque: Opaque = Box::new(tx);
@@ -555,30 +557,23 @@ mod tests {
 
         let mut big = record("t_ok", 1);
         big.value = Some(vec![b'x'; 2000]);
-        let e = sink.send(&big).await.unwrap_err();
-        assert!(
-            matches!(
-                e.error,
-                KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
-            ),
-            "{e}"
-        );
-        assert!(e.is_permanent());
-
+        assert_refused(&sink, &big, RDKafkaErrorCode::MessageSizeTooLarge).await;
         // Longer than librdkafka takes for a topic name: no handle at all.
         let long = record(&"t".repeat(600), 1);
-        let e = sink.send(&long).await.unwrap_err();
-        assert!(
-            matches!(
-                e.error,
-                KafkaError::MessageProduction(RDKafkaErrorCode::InvalidTopic)
-            ),
-            "{e}"
-        );
-        assert!(e.is_permanent());
+        assert_refused(&sink, &long, RDKafkaErrorCode::InvalidTopic).await;
 
         let f = sink.send(&record("t_ok", 2)).await.unwrap();
         assert_eq!(Sink::confirm(f).await.unwrap(), Confirmed::AtOffset);
+    }
+
+    /// `record` is refused before it is enqueued, with `code`, for good.
+    async fn assert_refused(sink: &Sink, record: &KafkaRecord, code: RDKafkaErrorCode) {
+        let e = sink.send(record).await.unwrap_err();
+        assert!(
+            matches!(&e.error, KafkaError::MessageProduction(c) if *c == code),
+            "{e}"
+        );
+        assert!(e.is_permanent());
     }
 
     #[test]
