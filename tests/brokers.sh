@@ -17,7 +17,8 @@
 # Ports: MQTT_PORT (1883), MQTT_AUTH_PORT (1884), MQTT_TLS_PORT (8883),
 # KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093). State, logs and the
 # generated TLS files live in ${UNS_BROKERS_DIR:-<repo>/target/brokers};
-# $STATE/env records the ports for the tests.
+# $STATE/env records the ports for the tests. Kafka's data goes there too
+# unless UNS_KAFKA_DATA names another directory.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,7 +39,14 @@ TLS_DIR=$STATE/tls
 MQTT_DIR=$STATE/mosquitto
 KAFKA_DIR=$STATE/kafka
 KAFKA_LIBS=$STATE/kafka-libs
-KAFKA_DATA=$STATE/kafka-data
+# Kafka's log directory. UNS_KAFKA_DATA moves it (the benchmark puts it on
+# tmpfs, see README, Performance); `up` remembers the choice in
+# $STATE/kafka-data-dir so later calls, `down` included, use the same one.
+KAFKA_DATA=${UNS_KAFKA_DATA:-}
+if [[ -z $KAFKA_DATA && -f $STATE/kafka-data-dir ]]; then
+    KAFKA_DATA=$(<"$STATE/kafka-data-dir")
+fi
+KAFKA_DATA=${KAFKA_DATA:-$STATE/kafka-data}
 KAFKA_POM=$REPO/tests/kafka/pom.xml
 
 # Debian puts mosquitto in /usr/sbin, which a non-root PATH lacks.
@@ -317,6 +325,8 @@ kafka_start() {
     done
     kafka_jars
     write_kafka_conf
+    mkdir -p "$STATE"
+    printf '%s\n' "$KAFKA_DATA" >"$STATE/kafka-data-dir"
     if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
         mkdir -p "$KAFKA_DATA"
         kafka_java kafka.tools.StorageTool format --ignore-formatted \
@@ -371,7 +381,7 @@ case ${1:-} in
     down)
         stop kafka
         stop mosquitto
-        rm -rf "$KAFKA_DATA" "$MQTT_DIR/mosquitto.db" "$STATE"/*.history.log
+        rm -rf "$KAFKA_DATA" "$MQTT_DIR/mosquitto.db" "$STATE"/*.history.log "$STATE/kafka-data-dir"
         ;;
     status) status ;;
     kafka-stop) stop kafka ;;
