@@ -325,7 +325,6 @@ kafka_start() {
     done
     kafka_jars
     write_kafka_conf
-    mkdir -p "$STATE"
     printf '%s\n' "$KAFKA_DATA" >"$STATE/kafka-data-dir"
     if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
         mkdir -p "$KAFKA_DATA"
