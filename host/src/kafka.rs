@@ -20,9 +20,10 @@ use rdkafka::{ClientContext, Message};
 
 use crate::message::KafkaRecord;
 
+/// The caller names the file and the key (`kafka.config`) around it.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSetupError {
-    #[error("kafka.config: librdkafka rejected the configuration: {0}")]
+    #[error("librdkafka rejected the configuration: {0}")]
     Config(KafkaError),
 }
 

@@ -760,6 +760,14 @@ async fn configuration_errors_exit_2_and_name_the_key() {
             "file not named:\n{}",
             out.log
         );
+        if *key == "kafka.config" {
+            // File, key, then librdkafka's reason, each named once.
+            let line = format!(
+                "{}: kafka.config: librdkafka rejected the configuration: ",
+                file.display()
+            );
+            assert!(out.log.contains(&line), "not {line:?}:\n{}", out.log);
+        }
     }
     // An environment override is named as such.
     let dir = ConfigDir::new();
