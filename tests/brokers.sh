@@ -325,14 +325,18 @@ kafka_start() {
     done
     kafka_jars
     write_kafka_conf
-    printf '%s\n' "$KAFKA_DATA" >"$STATE/kafka-data-dir"
     if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
+        # `down` deletes this directory, so only ever take an empty one.
+        if [[ -d $KAFKA_DATA ]] && [[ -n $(ls -A "$KAFKA_DATA") ]]; then
+            die "$KAFKA_DATA is not empty and holds no Kafka data (meta.properties); name an empty or new directory in UNS_KAFKA_DATA"
+        fi
         mkdir -p "$KAFKA_DATA"
         kafka_java kafka.tools.StorageTool format --ignore-formatted \
             -t "$KAFKA_CLUSTER_ID" -c "$KAFKA_DIR/server.properties"
         "${KAFKA_CMD[@]}" >"$STATE/kafka-format.log" 2>&1 ||
             fail_with_log kafka-format "formatting Kafka storage failed"
     fi
+    printf '%s\n' "$KAFKA_DATA" >"$STATE/kafka-data-dir"
     kafka_java kafka.Kafka "$KAFKA_DIR/server.properties"
     spawn kafka "${KAFKA_CMD[@]}"
     wait_ready kafka kafka_probe
@@ -380,7 +384,13 @@ case ${1:-} in
     down)
         stop kafka
         stop mosquitto
-        rm -rf "$KAFKA_DATA" "$MQTT_DIR/mosquitto.db" "$STATE"/*.history.log "$STATE/kafka-data-dir"
+        # Only a directory Kafka formatted is wiped, whatever UNS_KAFKA_DATA says.
+        if [[ -f $KAFKA_DATA/meta.properties ]]; then
+            rm -rf "$KAFKA_DATA"
+        elif [[ -d $KAFKA_DATA ]] && [[ -n $(ls -A "$KAFKA_DATA") ]]; then
+            log "left $KAFKA_DATA alone: it holds no Kafka data (meta.properties)"
+        fi
+        rm -rf "$MQTT_DIR/mosquitto.db" "$STATE"/*.history.log "$STATE/kafka-data-dir"
         ;;
     status) status ;;
     kafka-stop) stop kafka ;;
