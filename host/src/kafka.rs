@@ -246,6 +246,25 @@ impl DeliveryError {
     }
 }
 
+impl DeliveryError {
+    /// What an operator can do about a refusal that is a setting of the
+    /// cluster rather than a fault of the record, for the dead-letter
+    /// reason: a bare "Unknown topic" sends people looking at the message.
+    pub fn remedy(&self) -> Option<&'static str> {
+        match self.error.rdkafka_error_code()? {
+            // librdkafka's own code: the topic was still missing from the
+            // cluster's metadata after topic.metadata.propagation.max.ms.
+            RDKafkaErrorCode::UnknownTopic => Some(
+                "the topic does not exist in Kafka: create it, or let the brokers create it \
+                 (auto.create.topics.enable on the brokers, allow.auto.create.topics not false \
+                 in kafka.config); a topic created a moment ago must appear within \
+                 topic.metadata.propagation.max.ms (30 s by default)",
+            ),
+            _ => None,
+        }
+    }
+}
+
 /// How Kafka confirmed a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Confirmed {
@@ -452,7 +471,7 @@ pub fn header_str<M: Message>(m: &M, name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{producer_index, record_of, Confirmed, Sink};
+    use super::{producer_index, record_of, Confirmed, DeliveryError, Sink};
     use crate::message::KafkaRecord;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -565,6 +584,26 @@ mod tests {
 
         let f = sink.send(&record("t_ok", 2)).await.unwrap();
         assert_eq!(Sink::confirm(f).await.unwrap(), Confirmed::AtOffset);
+    }
+
+    /// Only a refusal an operator can act on names a remedy (the flow
+    /// through a real broker is the e2e test
+    /// `a_record_for_a_topic_kafka_does_not_have_is_dead_lettered_with_the_remedy`;
+    /// librdkafka's mock cluster answers a missing topic differently).
+    #[test]
+    fn a_missing_topic_names_its_remedy_and_a_bad_record_none() {
+        let refused = |code| DeliveryError {
+            error: KafkaError::MessageProduction(code),
+        };
+        let missing = refused(RDKafkaErrorCode::UnknownTopic);
+        assert!(missing.is_permanent());
+        assert!(missing
+            .remedy()
+            .is_some_and(|r| r.contains("does not exist") && r.contains("auto.create.topics")));
+        assert_eq!(
+            refused(RDKafkaErrorCode::MessageSizeTooLarge).remedy(),
+            None
+        );
     }
 
     /// `record` is refused before it is enqueued, with `code`, for good.

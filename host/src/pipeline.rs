@@ -541,10 +541,12 @@ fn observe_delivery(stats: &Stats, message: &MqttMessage) {
 }
 
 fn produce_error(topic: &str, e: &DeliveryError) -> MessageError {
-    MessageError::new(
-        "kafka-rejected",
-        format!("Kafka rejected the record for topic {topic:?}: {e}"),
-    )
+    let mut reason = format!("Kafka rejected the record for topic {topic:?}: {e}");
+    if let Some(remedy) = e.remedy() {
+        reason.push_str("; ");
+        reason.push_str(remedy);
+    }
+    MessageError::new("kafka-rejected", reason)
 }
 
 /// Where every message's records go, and what counts them: the producers,

@@ -308,6 +308,62 @@ async fn bad_json_goes_to_the_dead_letter_topic_with_its_reason() {
     );
 }
 
+/// A record for a topic Kafka does not have, on a cluster that will not
+/// create it, goes to the dead-letter topic once librdkafka stops waiting
+/// for the topic (`topic.metadata.propagation.max.ms`), with a reason that
+/// names the topic and the remedy; the next message is not held up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_for_a_topic_kafka_does_not_have_is_dead_lettered_with_the_remedy() {
+    let p = unique("notopic");
+    let dlq = format!("{p}-dlq");
+    let missing_topic = format!("{p}/line/missing");
+    let good_topic = format!("{p}/line/good");
+    let k_missing = format!("{p}_line_missing");
+    let k_good = format!("{p}_line_good");
+    create_topics(&[&dlq, &k_good], 1).await;
+    let dlq_consumer = Consumer::new(&[&dlq]);
+    let good_consumer = Consumer::new(&[&k_good]);
+    // The test broker creates topics on demand; the producer can tell it
+    // not to, as a cluster with auto.create.topics.enable=false would.
+    let yaml = settings(env().mqtt_port, &[format!("{p}/#")], "", &dlq).replace(
+        "    linger.ms: 5\n",
+        "    linger.ms: 5\n    allow.auto.create.topics: false\n    \
+         topic.metadata.propagation.max.ms: 2000\n",
+    );
+    let mut s = start(&yaml, None).await;
+
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    publisher
+        .publish(&missing_topic, json!({"value": 1}).to_string(), 1, false)
+        .await;
+    publisher
+        .publish(&good_topic, json!({"value": 2}).to_string(), 1, false)
+        .await;
+    publisher.wait_acked(ARRIVE).await;
+
+    let dead = dlq_consumer.collect(1, ARRIVE).await;
+    assert_eq!(dead.len(), 1, "log:\n{}", s.bridge.log());
+    let h = headers(&dead[0]);
+    assert_eq!(h["mqtt_topic"], missing_topic);
+    assert_eq!(h["dlq_error_kind"], "kafka-rejected");
+    assert_eq!(h["dlq_stage"], "produce");
+    assert!(
+        h["dlq_reason"].contains(&format!("{k_missing:?}"))
+            && h["dlq_reason"].contains("the topic does not exist in Kafka"),
+        "reason should name the topic and the remedy: {:?}",
+        h["dlq_reason"]
+    );
+    assert_eq!(dead[0].value_json(), json!({"value": 1}));
+    let good = good_consumer.collect(1, ARRIVE).await;
+    assert_eq!(good.len(), 1, "log:\n{}", s.bridge.log());
+    assert_eq!(good[0].value_json(), json!({"value": 2}));
+    publisher.disconnect().await;
+    assert_eq!(
+        s.bridge.terminate(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+}
+
 /// A dead-letter topic that refuses every record (here Kafka's internal
 /// offsets topic, as one without write permission would): the bad message
 /// is logged and counted as lost, not as dead-lettered, and the bridge
