@@ -32,7 +32,7 @@
 //! Brokers come from `$UNS_BROKERS_DIR/env` (see `tests/brokers.sh`) unless
 //! `--mqtt` / `--kafka` say otherwise. `--help` lists the options.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -1025,7 +1025,49 @@ async fn create_topics(opts: &Opts, names: &[String]) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    wait_listed(&admin, names).await
+}
+
+/// Waits until the broker lists every topic with a leader for each
+/// partition. CreateTopics returns when the controller has them, and a
+/// broker busy with thousands of new partitions can take longer than
+/// librdkafka's `topic.metadata.propagation.max.ms` (30 s) to serve them:
+/// a stage started then sees its records dead-lettered as unknown topics.
+async fn wait_listed(
+    admin: &AdminClient<DefaultClientContext>,
+    names: &[String],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(30))?;
+        let ready: HashSet<&str> = metadata
+            .topics()
+            .iter()
+            .filter(|t| {
+                t.error().is_none()
+                    && !t.partitions().is_empty()
+                    && t.partitions().iter().all(|p| p.leader() >= 0)
+            })
+            .map(|t| t.name())
+            .collect();
+        let missing = names.iter().filter(|n| !ready.contains(n.as_str())).count();
+        if missing == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{missing} of {} new topics still not listed by the broker after 300 s",
+                names.len()
+            );
+        }
+        eprintln!(
+            "bench: waiting for the broker to list {missing} of {} new topics",
+            names.len()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 async fn delete_topics(opts: &Opts, names: &[String]) {
