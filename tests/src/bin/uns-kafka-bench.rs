@@ -1668,6 +1668,18 @@ async fn stage_bridge(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<
                 "bridge counters at the end: received {rx}, acknowledged {ack} (warm-up included)"
             ));
         }
+        let never_received = published.saturating_sub(rx.saturating_sub(n_warm));
+        if end != End::Complete && never_received > 0 && rx == ack {
+            // Not the bridge's loss: it acknowledged all it got. A publisher
+            // that outruns the bridge by more than the broker queues for one
+            // client loses the excess in the broker (Mosquitto:
+            // max_queued_messages; its log says "Outgoing messages are being
+            // dropped").
+            notes.push(format!(
+                "{never_received} published messages never reached the bridge: the broker dropped \
+                 them (more queued for it than max_queued_messages); use fewer --messages or a --rate"
+            ));
+        }
     }
     // Not the harness's `terminate`, which panics: a bridge that does not
     // stop is a finding to report, not a reason to lose the figures.
