@@ -66,6 +66,17 @@ async fn publish_bad_then_good(bad: &str, good: &str) -> MqttClient {
     publisher
 }
 
+/// For a test of what is dead-lettered under prefix `p`: the dead-letter
+/// topic and the MQTT topic of a good message (`<p>/line/good`), both Kafka
+/// topics created, and a consumer of each.
+async fn dlq_and_good(p: &str) -> (String, String, Consumer, Consumer) {
+    let dlq = format!("{p}-dlq");
+    let k_good = format!("{p}_line_good");
+    create_topics(&[&dlq, &k_good], 1).await;
+    let (dlq_consumer, good_consumer) = (Consumer::new(&[&dlq]), Consumer::new(&[&k_good]));
+    (dlq, format!("{p}/line/good"), dlq_consumer, good_consumer)
+}
+
 fn headers(rec: &Rec) -> BTreeMap<String, String> {
     rec.headers
         .iter()
@@ -263,13 +274,8 @@ async fn ignored_attributes_follow_mqtt_wildcards() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_json_goes_to_the_dead_letter_topic_with_its_reason() {
     let p = unique("dlq");
-    let dlq = format!("{p}-dlq");
     let bad_topic = format!("{p}/line/bad");
-    let good_topic = format!("{p}/line/good");
-    let k_good = format!("{p}_line_good");
-    create_topics(&[&dlq, &k_good], 1).await;
-    let dlq_consumer = Consumer::new(&[&dlq]);
-    let good_consumer = Consumer::new(&[&k_good]);
+    let (dlq, good_topic, dlq_consumer, good_consumer) = dlq_and_good(&p).await;
     let mut s = start(
         &settings(env().mqtt_port, &[format!("{p}/#")], "", &dlq),
         None,
@@ -315,14 +321,9 @@ async fn bad_json_goes_to_the_dead_letter_topic_with_its_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_for_a_topic_kafka_does_not_have_is_dead_lettered_with_the_remedy() {
     let p = unique("notopic");
-    let dlq = format!("{p}-dlq");
     let missing_topic = format!("{p}/line/missing");
-    let good_topic = format!("{p}/line/good");
     let k_missing = format!("{p}_line_missing");
-    let k_good = format!("{p}_line_good");
-    create_topics(&[&dlq, &k_good], 1).await;
-    let dlq_consumer = Consumer::new(&[&dlq]);
-    let good_consumer = Consumer::new(&[&k_good]);
+    let (dlq, good_topic, dlq_consumer, good_consumer) = dlq_and_good(&p).await;
     // The test broker creates topics on demand; the producer can tell it
     // not to, as a cluster with auto.create.topics.enable=false would.
     let yaml = settings(env().mqtt_port, &[format!("{p}/#")], "", &dlq).replace(
