@@ -53,6 +53,7 @@ KAFKA_POM=$REPO/tests/kafka/pom.xml
 export PATH=$PATH:/usr/sbin:/sbin
 
 log() { printf 'brokers: %s\n' "$*" >&2; }
+has_files() { [[ -d $1 ]] && [[ -n $(ls -A "$1") ]]; }
 die() { log "error: $*"; exit 1; }
 
 as_root() {
@@ -327,7 +328,7 @@ kafka_start() {
     write_kafka_conf
     if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
         # `down` deletes this directory, so only ever take an empty one.
-        if [[ -d $KAFKA_DATA ]] && [[ -n $(ls -A "$KAFKA_DATA") ]]; then
+        if has_files "$KAFKA_DATA"; then
             die "$KAFKA_DATA is not empty and holds no Kafka data (meta.properties); name an empty or new directory in UNS_KAFKA_DATA"
         fi
         mkdir -p "$KAFKA_DATA"
@@ -387,7 +388,7 @@ case ${1:-} in
         # Only a directory Kafka formatted is wiped, whatever UNS_KAFKA_DATA says.
         if [[ -f $KAFKA_DATA/meta.properties ]]; then
             rm -rf "$KAFKA_DATA"
-        elif [[ -d $KAFKA_DATA ]] && [[ -n $(ls -A "$KAFKA_DATA") ]]; then
+        elif has_files "$KAFKA_DATA"; then
             log "left $KAFKA_DATA alone: it holds no Kafka data (meta.properties)"
         fi
         rm -rf "$MQTT_DIR/mosquitto.db" "$STATE"/*.history.log "$STATE/kafka-data-dir"

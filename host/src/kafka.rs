@@ -244,9 +244,7 @@ impl DeliveryError {
             )
         )
     }
-}
 
-impl DeliveryError {
     /// What an operator can do about a refusal that is a setting of the
     /// cluster rather than a fault of the record, for the dead-letter
     /// reason: a bare "Unknown topic" sends people looking at the message.
