@@ -13,18 +13,32 @@ use uns_kafka_e2e::*;
 const READY: Duration = Duration::from_secs(60);
 const ARRIVE: Duration = Duration::from_secs(60);
 
-/// A bridge configured for `topics` with `extra` YAML lines under `mqtt:`,
-/// dead-lettering to `dlq`.
+/// A running bridge and the directory its configuration lives in, kept
+/// for as long as the bridge may read it.
 struct Setup {
     bridge: Bridge,
     _dir: ConfigDir,
 }
 
+/// A bridge configured for `topics` with `extra_mqtt` YAML lines under
+/// `mqtt:`, dead-lettering to `dlq`.
 fn settings(port: u16, topics: &[String], extra_mqtt: &str, dlq: &str) -> String {
+    settings_with_kafka(port, topics, extra_mqtt, "", dlq)
+}
+
+/// [`settings`], with `extra_kafka` YAML lines under `kafka.config:`.
+fn settings_with_kafka(
+    port: u16,
+    topics: &[String],
+    extra_mqtt: &str,
+    extra_kafka: &str,
+    dlq: &str,
+) -> String {
     let topics: Vec<String> = topics.iter().map(|t| format!("'{t}'")).collect();
     format!(
         "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  topics: [{}]\n  qos: 1\n{extra_mqtt}\
-         kafka:\n  config:\n    bootstrap.servers: '{}'\n    linger.ms: 5\n  dead_letter_topic: '{dlq}'\n",
+         kafka:\n  config:\n    bootstrap.servers: '{}'\n    linger.ms: 5\n{extra_kafka}  \
+         dead_letter_topic: '{dlq}'\n",
         topics.join(", "),
         env().kafka_bootstrap
     )
@@ -326,10 +340,12 @@ async fn a_record_for_a_topic_kafka_does_not_have_is_dead_lettered_with_the_reme
     let (dlq, good_topic, dlq_consumer, good_consumer) = dlq_and_good(&p).await;
     // The test broker creates topics on demand; the producer can tell it
     // not to, as a cluster with auto.create.topics.enable=false would.
-    let yaml = settings(env().mqtt_port, &[format!("{p}/#")], "", &dlq).replace(
-        "    linger.ms: 5\n",
-        "    linger.ms: 5\n    allow.auto.create.topics: false\n    \
-         topic.metadata.propagation.max.ms: 2000\n",
+    let yaml = settings_with_kafka(
+        env().mqtt_port,
+        &[format!("{p}/#")],
+        "",
+        "    allow.auto.create.topics: false\n    topic.metadata.propagation.max.ms: 2000\n",
+        &dlq,
     );
     let mut s = start(&yaml, None).await;
 
@@ -826,8 +842,9 @@ async fn configuration_errors_exit_2_and_name_the_key() {
         let config = dir.path().to_string_lossy().into_owned();
         let out = run_to_exit(["run", "--config", &config], &[], Duration::from_secs(60)).await;
         assert_eq!(out.code(), Some(2), "{key}: log:\n{}", out.log);
-        // File, key, then the reason, each named once: the form every
-        // configuration error takes, librdkafka's refusals included.
+        // File, key, then the reason, in that order and in one line: the
+        // form every configuration error takes, librdkafka's refusals
+        // included.
         let line = format!("{}: {key}: {reason}", file.display());
         assert!(out.log.contains(&line), "not {line:?}:\n{}", out.log);
     }
