@@ -2,7 +2,8 @@
 # Real brokers on loopback for development and the end-to-end tests:
 # one Mosquitto (Debian package) with an anonymous, a password and a TLS
 # listener, and a single-node Apache Kafka 4 in KRaft mode run from the jars
-# of tests/kafka/pom.xml with the machine's Java.
+# of tests/kafka/pom.xml with the machine's Java, with a plaintext listener
+# and one that takes TLS with a user name and password (SASL_SSL, PLAIN).
 #
 #   bash tests/brokers.sh up|down|status
 #   bash tests/brokers.sh kafka-stop|kafka-start|mqtt-stop|mqtt-start
@@ -15,7 +16,8 @@
 # back with its data, for fault tests.
 #
 # Ports: MQTT_PORT (1883), MQTT_AUTH_PORT (1884), MQTT_TLS_PORT (8883),
-# KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093). State, logs and the
+# KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_SASL_SSL_PORT (9094).
+# State, logs and the
 # generated TLS files live in ${UNS_BROKERS_DIR:-<repo>/target/brokers};
 # $STATE/env records the ports for the tests. Kafka's data goes there too
 # unless UNS_KAFKA_DATA names another directory.
@@ -28,8 +30,11 @@ MQTT_AUTH_PORT=${MQTT_AUTH_PORT:-1884}
 MQTT_TLS_PORT=${MQTT_TLS_PORT:-8883}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+KAFKA_SASL_SSL_PORT=${KAFKA_SASL_SSL_PORT:-9094}
 MQTT_USER=uns
 MQTT_PASSWORD=uns-secret
+KAFKA_USER=uns
+KAFKA_PASSWORD=uns-kafka-secret
 READY_TIMEOUT=${BROKERS_READY_TIMEOUT:-120}
 KAFKA_HEAP=${KAFKA_HEAP:--Xms256m -Xmx768m}
 # Any valid KRaft cluster id will do: data is wiped on `down`.
@@ -151,10 +156,19 @@ wait_ready() { # name check...
     done
 }
 
-# --- TLS material: a CA, a server certificate for localhost/127.0.0.1 and a
-# client certificate, kept across runs (only `rm -rf $STATE` renews them).
+# --- TLS material: a CA, a server certificate for localhost/127.0.0.1 (for
+# Mosquitto and Kafka) and a client certificate, kept across runs (only
+# `rm -rf $STATE` renews them).
 make_tls() {
-    [[ -s $TLS_DIR/client.crt ]] && return 0
+    [[ -s $TLS_DIR/client.crt ]] || make_certificates
+    # Kafka's PEM key store: the server's PKCS#8 key, then its certificate.
+    if [[ ! -s $TLS_DIR/server.pem ]]; then
+        cat "$TLS_DIR/server.key" "$TLS_DIR/server.crt" >"$TLS_DIR/server.pem"
+        chmod 600 "$TLS_DIR/server.pem"
+    fi
+}
+
+make_certificates() {
     log "generating TLS CA and certificates in $TLS_DIR"
     mkdir -p "$TLS_DIR"
     local d=$TLS_DIR
@@ -268,11 +282,15 @@ write_kafka_conf() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_USER="$KAFKA_PASSWORD";
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/server.pem
 log.dirs=$KAFKA_DATA
 auto.create.topics.enable=true
 num.partitions=3
@@ -321,9 +339,10 @@ kafka_probe() {
 kafka_start() {
     if pid_of kafka >/dev/null; then log "kafka already running"; return 0; fi
     local p
-    for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
-        port_open "$p" && die "port $p is already in use by another process (set KAFKA_PORT/KAFKA_CONTROLLER_PORT)"
+    for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SASL_SSL_PORT"; do
+        port_open "$p" && die "port $p is already in use by another process (set KAFKA_PORT/KAFKA_CONTROLLER_PORT/KAFKA_SASL_SSL_PORT)"
     done
+    make_tls
     kafka_jars
     write_kafka_conf
     if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
@@ -341,7 +360,7 @@ kafka_start() {
     kafka_java kafka.Kafka "$KAFKA_DIR/server.properties"
     spawn kafka "${KAFKA_CMD[@]}"
     wait_ready kafka kafka_probe
-    log "kafka up: 127.0.0.1:$KAFKA_PORT"
+    log "kafka up: 127.0.0.1:$KAFKA_PORT, :$KAFKA_SASL_SSL_PORT (SASL_SSL, $KAFKA_USER/$KAFKA_PASSWORD)"
 }
 
 write_env() {
@@ -354,6 +373,9 @@ MQTT_USER=$MQTT_USER
 MQTT_PASSWORD=$MQTT_PASSWORD
 KAFKA_PORT=$KAFKA_PORT
 KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
+KAFKA_SASL_SSL_PORT=$KAFKA_SASL_SSL_PORT
+KAFKA_USER=$KAFKA_USER
+KAFKA_PASSWORD=$KAFKA_PASSWORD
 UNS_TLS_DIR=$TLS_DIR
 EOF
 }
@@ -366,7 +388,7 @@ status() {
         echo "mosquitto: down"; ok=1
     fi
     if pid=$(pid_of kafka) && port_open "$KAFKA_PORT"; then
-        echo "kafka: up (pid $pid) 127.0.0.1:$KAFKA_PORT"
+        echo "kafka: up (pid $pid) 127.0.0.1:$KAFKA_PORT sasl_ssl :$KAFKA_SASL_SSL_PORT"
     else
         echo "kafka: down"; ok=1
     fi

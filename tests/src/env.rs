@@ -22,6 +22,11 @@ pub struct BrokerEnv {
     pub kafka_port: u16,
     /// `127.0.0.1:<kafka_port>`.
     pub kafka_bootstrap: String,
+    /// Kafka over TLS (the server certificate of `tls_dir`) with SASL PLAIN
+    /// as `kafka_user` / `kafka_password`.
+    pub kafka_sasl_ssl_port: u16,
+    pub kafka_user: String,
+    pub kafka_password: String,
     /// `ca.crt`, `ca.key`, `server.crt`, `server.key`, `client.crt`,
     /// `client.key` (the client certificate is signed by the same CA).
     pub tls_dir: PathBuf,
@@ -42,10 +47,11 @@ impl BrokerEnv {
 }
 
 /// The brokers' settings: environment variables (`MQTT_PORT`,
-/// `MQTT_AUTH_PORT`, `MQTT_TLS_PORT`, `KAFKA_PORT`, `UNS_TLS_DIR`) win over
-/// the `env` file `tests/brokers.sh up` writes into its state directory
-/// (`$UNS_BROKERS_DIR`, default `<workspace>/target/brokers`), which wins
-/// over the defaults 1883/1884/8883/9092.
+/// `MQTT_AUTH_PORT`, `MQTT_TLS_PORT`, `KAFKA_PORT`, `KAFKA_SASL_SSL_PORT`,
+/// `UNS_TLS_DIR`, ...) win over the `env` file `tests/brokers.sh up` writes
+/// into its state directory (`$UNS_BROKERS_DIR`, default
+/// `<workspace>/target/brokers`), which wins over the defaults
+/// 1883/1884/8883/9092/9094.
 pub fn env() -> &'static BrokerEnv {
     static ENV: OnceLock<BrokerEnv> = OnceLock::new();
     ENV.get_or_init(load_env)
@@ -77,6 +83,9 @@ fn load_env() -> BrokerEnv {
         mqtt_password: get("MQTT_PASSWORD").unwrap_or_else(|| "uns-secret".into()),
         kafka_port,
         kafka_bootstrap: format!("127.0.0.1:{kafka_port}"),
+        kafka_sasl_ssl_port: port("KAFKA_SASL_SSL_PORT", 9094),
+        kafka_user: get("KAFKA_USER").unwrap_or_else(|| "uns".into()),
+        kafka_password: get("KAFKA_PASSWORD").unwrap_or_else(|| "uns-kafka-secret".into()),
         tls_dir: get("UNS_TLS_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| state_dir.join("tls")),
