@@ -38,6 +38,21 @@ impl fmt::Display for ConfigError {
 
 pub const SETTINGS_FILE: &str = "settings.yaml";
 pub const SECRETS_FILE: &str = ".secrets.yaml";
+
+/// librdkafka properties that name a file or directory. They resolve
+/// against the configuration directory like every other path here (not
+/// against wherever the process was started), and a missing one is a
+/// configuration error naming its key, not a TLS failure at the first
+/// connection to Kafka.
+const KAFKA_PATH_PROPERTIES: &[&str] = &[
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.crl.location",
+    "ssl.keystore.location",
+    "sasl.kerberos.keytab",
+    "https.ca.location",
+];
 const ENV_PREFIX: &str = "UNS_";
 
 /// Everything the bridge needs, validated.
@@ -675,6 +690,23 @@ impl Layers {
                 "is mandatory: the Kafka brokers to connect to, e.g. localhost:9092".into(),
             ));
         }
+        for key in KAFKA_PATH_PROPERTIES {
+            let Some(value) = kafka.config.get_mut(*key) else {
+                continue;
+            };
+            // `probe`: librdkafka looks for the system's CA bundle itself.
+            if value.trim().is_empty() || (key.ends_with("ca.location") && value == "probe") {
+                continue;
+            }
+            let resolved = dir.join(&*value);
+            if mode == Mode::Bridge && !resolved.exists() {
+                return Err(err(
+                    &format!("kafka.config.{key}"),
+                    format!("file not found: {}", resolved.display()),
+                ));
+            }
+            *value = resolved.to_string_lossy().into_owned();
+        }
         if let Err(why) = check_kafka_topic(&kafka.dead_letter_topic) {
             return Err(err("kafka.dead_letter_topic", why));
         }
@@ -1019,6 +1051,29 @@ mod tests {
         assert_eq!(s.mqtt.host.as_deref(), Some("broker"));
         assert_eq!(s.mqtt.username.as_deref(), Some("u"));
         assert_eq!(format!("{:?}", s.mqtt.password), "Some(\"***\")");
+    }
+
+    #[test]
+    fn kafka_file_properties_resolve_against_the_config_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tls")).unwrap();
+        std::fs::write(dir.path().join("tls/ca.crt"), "").unwrap();
+        let absolute = dir.path().join("tls/ca.crt");
+        std::fs::write(
+            dir.path().join(SETTINGS_FILE),
+            format!(
+                "mqtt: {{host: h}}\nkafka: {{config: {{bootstrap.servers: k, \
+                 ssl.ca.location: tls/ca.crt, ssl.certificate.location: '{}', \
+                 https.ca.location: probe}}}}\n",
+                absolute.display()
+            ),
+        )
+        .unwrap();
+        let s = load_from(dir.path(), Vec::new(), Mode::Bridge).unwrap();
+        let c = &s.kafka.config;
+        assert_eq!(Path::new(&c["ssl.ca.location"]), absolute);
+        assert_eq!(Path::new(&c["ssl.certificate.location"]), absolute);
+        assert_eq!(c["https.ca.location"], "probe");
     }
 
     #[test]

@@ -80,4 +80,26 @@ fn shipped_conf_loads() {
     .unwrap();
     let s = load_from(dir.path(), Vec::new(), Mode::Bridge).expect("template loads");
     assert_eq!(s.mqtt.username.as_deref(), Some("uns-bridge"));
+    // Its Kafka block, uncommented as it says, loads too.
+    let template = std::fs::read_to_string(conf.join(".secrets_template.yaml")).unwrap();
+    let start = template.find("# kafka:").expect("a commented kafka block");
+    let (head, block) = template.split_at(start);
+    let uncommented: String = block
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(
+        dir.path().join(".secrets.yaml"),
+        format!("{head}{uncommented}"),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("tls")).unwrap();
+    std::fs::write(dir.path().join("tls/kafka-ca.crt"), "").unwrap();
+    let s = load_from(dir.path(), Vec::new(), Mode::Bridge).expect("kafka block loads");
+    assert_eq!(s.kafka.config["security.protocol"], "SASL_SSL");
+    assert_eq!(
+        Path::new(&s.kafka.config["ssl.ca.location"]),
+        dir.path().join("tls/kafka-ca.crt")
+    );
 }
