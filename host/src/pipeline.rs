@@ -181,10 +181,18 @@ impl Bridge {
         let mut input_open = true;
         let mut reader_result: Option<anyhow::Result<()>> = None;
         let mut drain_deadline = None;
+        // From the moment draining starts, Kafka has this long to confirm
+        // what is in flight; a Kafka that is down or refuses the bridge
+        // must not keep SIGTERM from ending it.
+        let shutdown_timeout = Duration::from_millis(settings.bridge.shutdown_timeout_ms);
+        let mut give_up_at: Option<tokio::time::Instant> = None;
 
         loop {
             if draining && !input_open && pending.is_empty() {
                 break;
+            }
+            if draining && give_up_at.is_none() {
+                give_up_at = Some(tokio::time::Instant::now() + shutdown_timeout);
             }
             tokio::select! {
                 biased;
@@ -210,6 +218,15 @@ impl Bridge {
                         acker.ack(token).await;
                         stats.acked.add(1);
                     }
+                }
+                _ = async { if let Some(t) = give_up_at { tokio::time::sleep_until(t).await } }, if give_up_at.is_some() => {
+                    tracing::warn!(
+                        unconfirmed = pending.len() + rx.len(),
+                        "Kafka did not confirm every message within bridge.shutdown_timeout_ms; \
+                         stopping without acknowledging them (with mqtt.clean_session: false the \
+                         broker delivers them again, with a clean session they are gone)"
+                    );
+                    break;
                 }
                 changed = state.changed(), if draining && input_open => {
                     let unsubscribed = changed.is_err() || *state.borrow() == State::Unsubscribed;
@@ -255,7 +272,9 @@ impl Bridge {
             }
         }
 
-        let timeout = Duration::from_millis(settings.bridge.shutdown_timeout_ms);
+        let timeout = give_up_at.map_or(shutdown_timeout, |t| {
+            t.saturating_duration_since(tokio::time::Instant::now())
+        });
         let flush_sink = sink.clone();
         let _ = tokio::task::spawn_blocking(move || flush_sink.flush(timeout)).await;
         control.disconnect().await;

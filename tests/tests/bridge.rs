@@ -50,6 +50,11 @@ async fn start(settings_yaml: &str, secrets_yaml: Option<&str>) -> Setup {
     if let Some(s) = secrets_yaml {
         dir.write_secrets(s);
     }
+    start_in(dir).await
+}
+
+/// Starts the bridge on a configuration directory written by the caller.
+async fn start_in(dir: ConfigDir) -> Setup {
     let config = dir.path().to_string_lossy().into_owned();
     let component = component("uns-default").to_string_lossy().into_owned();
     let mut bridge = Bridge::start(["run", "--config", &config, "--component", &component], &[]);
@@ -715,6 +720,102 @@ async fn tls_session_with_a_generated_ca() {
     assert_eq!(
         s.bridge.terminate(Duration::from_secs(30)).await.code(),
         Some(0)
+    );
+}
+
+/// A configuration directory for Kafka over TLS with SASL PLAIN, set up as
+/// the secrets template shows: the security settings in `.secrets.yaml`,
+/// the CA copied next to it and named relative to it.
+fn kafka_sasl_ssl_dir(p: &str, password: &str) -> ConfigDir {
+    let e = env();
+    let dir = ConfigDir::new();
+    let yaml = settings(e.mqtt_port, &[format!("{p}/#")], "", &format!("{p}-dlq"));
+    dir.write_settings(&format!("{yaml}bridge:\n  shutdown_timeout_ms: 3000\n"));
+    let ca = std::fs::read(e.ca_cert()).expect("the brokers' CA (tests/brokers.sh up)");
+    dir.write_file("kafka-ca.crt", ca);
+    dir.write_secrets(&format!(
+        "kafka:\n  config:\n    bootstrap.servers: '127.0.0.1:{}'\n    \
+         security.protocol: SASL_SSL\n    sasl.mechanisms: PLAIN\n    \
+         sasl.username: '{}'\n    sasl.password: '{password}'\n    \
+         ssl.ca.location: kafka-ca.crt\n",
+        e.kafka_sasl_ssl_port, e.kafka_user
+    ));
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_over_tls_with_a_password_from_the_secrets_file() {
+    let p = unique("kafkasasl");
+    let k = format!("{p}_m");
+    create_topics(&[&k], 1).await;
+    let consumer = Consumer::new(&[&k]);
+    let mut s = start_in(kafka_sasl_ssl_dir(&p, &env().kafka_password)).await;
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    publisher
+        .publish(
+            &format!("{p}/m"),
+            json!({"v": "sasl"}).to_string(),
+            1,
+            false,
+        )
+        .await;
+    publisher.wait_acked(ARRIVE).await;
+    let got = consumer.collect(1, ARRIVE).await;
+    assert_eq!(got.len(), 1, "log:\n{}", s.bridge.log());
+    assert_eq!(got[0].value_json(), json!({"v": "sasl"}));
+    publisher.disconnect().await;
+    assert_eq!(
+        s.bridge.terminate(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+    assert!(
+        !s.bridge.log().contains(&env().kafka_password),
+        "password logged:\n{}",
+        s.bridge.log()
+    );
+}
+
+/// The same listener with a wrong password: the bridge says why Kafka
+/// refuses it, without the password, and writes nothing (so the settings
+/// above really went through SASL_SSL). SIGTERM still ends it once
+/// `bridge.shutdown_timeout_ms` has passed, leaving the message
+/// unacknowledged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_kafka_password_is_a_clear_error() {
+    let p = unique("kafkasaslbad");
+    let k = format!("{p}_m");
+    create_topics(&[&k], 1).await;
+    let consumer = Consumer::new(&[&k]);
+    let mut s = start_in(kafka_sasl_ssl_dir(&p, "wrong-kafka-password")).await;
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    publisher
+        .publish(
+            &format!("{p}/m"),
+            json!({"v": "sasl"}).to_string(),
+            1,
+            false,
+        )
+        .await;
+    publisher.wait_acked(ARRIVE).await;
+    s.bridge
+        .wait_for_log("Authentication failed", Duration::from_secs(30))
+        .await;
+    let got = consumer.collect(1, Duration::from_secs(3)).await;
+    assert!(got.is_empty(), "written with a wrong password: {got:?}");
+    assert!(
+        !s.bridge.log().contains("wrong-kafka-password"),
+        "password logged:\n{}",
+        s.bridge.log()
+    );
+    publisher.disconnect().await;
+    let status = s.bridge.terminate(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", s.bridge.log());
+    assert!(
+        s.bridge
+            .log()
+            .contains("Kafka did not confirm every message within bridge.shutdown_timeout_ms"),
+        "log:\n{}",
+        s.bridge.log()
     );
 }
 
