@@ -344,6 +344,17 @@ pub fn connect(
     Ok((reader, acker, control, state_rx))
 }
 
+/// Waits `wait` before the next connection attempt; true if shutdown
+/// began before or meanwhile, so that SIGTERM does not wait out a backoff
+/// of up to 30 s.
+async fn pause(mut stopping: watch::Receiver<bool>, wait: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        // An error: the pipeline that would stop us is gone.
+        _ = stopping.wait_for(|stop| *stop) => true,
+    }
+}
+
 impl Reader {
     /// Runs until the connection is closed on purpose (Ok) or lost for
     /// good (Err).
@@ -411,10 +422,9 @@ impl Reader {
                     } else {
                         tracing::warn!(broker = %self.addr, error = %reason, retry_in_ms = wait.as_millis() as u64, "cannot connect to MQTT broker; retrying");
                     }
-                    if *self.stopping.borrow() {
+                    if pause(self.stopping.clone(), wait).await {
                         return Ok(());
                     }
-                    tokio::time::sleep(wait).await;
                     continue;
                 }
             };
@@ -444,7 +454,9 @@ impl Reader {
                     }
                     let wait = backoff.next();
                     tracing::error!(broker = %self.addr, %reason, "MQTT broker refused the connection; retrying");
-                    tokio::time::sleep(wait).await;
+                    if pause(self.stopping.clone(), wait).await {
+                        return Ok(());
+                    }
                 }
                 Event::Subscribed { refused } => {
                     if let Some(reason) = refused.first() {

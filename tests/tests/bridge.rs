@@ -819,6 +819,34 @@ async fn a_wrong_kafka_password_is_a_clear_error() {
     );
 }
 
+/// SIGTERM while the bridge waits to retry an MQTT broker it cannot reach
+/// ends it then, not after the wait (which grows to 30 s, past Docker's
+/// 10 s before SIGKILL): no connection attempt follows the signal.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_an_mqtt_reconnect_wait_ends_the_bridge_at_once() {
+    let closed_port = free_port();
+    let mut s = {
+        let dir = ConfigDir::new();
+        dir.write_settings(&settings(closed_port, &["x/#".to_owned()], "", "dlq-x"));
+        let config = dir.path().to_string_lossy().into_owned();
+        let component = component("uns-default").to_string_lossy().into_owned();
+        let bridge = Bridge::start(["run", "--config", &config, "--component", &component], &[]);
+        Setup { bridge, _dir: dir }
+    };
+    // Attempts follow at 0.25, 0.5, 1, 2 s...: signal during the 4 s wait.
+    s.bridge
+        .wait_for_log("retry_in_ms=4000", Duration::from_secs(30))
+        .await;
+    let status = s.bridge.terminate(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", s.bridge.log());
+    let log = s.bridge.log();
+    assert!(
+        !log.contains("retry_in_ms=8000"),
+        "retried after SIGTERM:\n{log}"
+    );
+    assert!(log.contains("uns-kafka stopped"), "log:\n{log}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_with_an_unknown_ca_never_connects() {
     // The system roots do not know the test CA: the bridge must refuse the
