@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_void, CString};
 use std::ptr::NonNull;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use rdkafka::bindings as rd;
@@ -19,6 +19,7 @@ use rdkafka::util::IntoOpaque;
 use rdkafka::{ClientContext, Message};
 
 use crate::message::KafkaRecord;
+use crate::metrics::Stats;
 
 /// The caller names the file and the key (`kafka.config`) around it.
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +29,40 @@ pub enum KafkaSetupError {
 }
 
 /// Routes librdkafka's own complaints (broker down, auth failed) to our
-/// logs, where operators look.
-pub struct LogContext;
+/// logs, where operators look, and counts its errors for `/metrics`.
+pub struct LogContext {
+    stats: Arc<Stats>,
+    /// The last error reported and when: rdkafka 0.39 hands each producer
+    /// error event to `error` twice in a row (from `Client::poll_event`,
+    /// which also returns the event, then from `BaseProducer::poll`), and
+    /// the second report must neither log nor count again.
+    last_error: Mutex<Option<(String, Instant)>>,
+}
+
+impl LogContext {
+    pub fn new(stats: Arc<Stats>) -> Self {
+        Self {
+            stats,
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// False for the immediate repeat of the error just reported.
+    fn first_report(&self, what: String) -> bool {
+        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        match last.take() {
+            Some((previous, at))
+                if previous == what && at.elapsed() < Duration::from_millis(100) =>
+            {
+                false
+            }
+            _ => {
+                *last = Some((what, Instant::now()));
+                true
+            }
+        }
+    }
+}
 
 impl ClientContext for LogContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
@@ -45,7 +78,10 @@ impl ClientContext for LogContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", %error, "{reason}");
+        if self.first_report(format!("{error}: {reason}")) {
+            self.stats.kafka_errors.add(1);
+            tracing::warn!(target: "librdkafka", %error, "{reason}");
+        }
     }
 }
 
@@ -322,9 +358,11 @@ impl std::fmt::Display for DeliveryError {
 }
 
 impl Sink {
+    /// `stats` counts the producers' errors (`kafka_errors`).
     pub fn new(
         config: &BTreeMap<String, String>,
         producers: usize,
+        stats: Arc<Stats>,
     ) -> Result<Self, KafkaSetupError> {
         let mut cc = ClientConfig::new();
         for (k, v) in config {
@@ -335,7 +373,7 @@ impl Sink {
                 Ok(Out {
                     topics: Mutex::default(),
                     producer: cc
-                        .create_with_context(LogContext)
+                        .create_with_context(LogContext::new(stats.clone()))
                         .map_err(KafkaSetupError::Config)?,
                 })
             })
@@ -469,12 +507,13 @@ pub fn header_str<M: Message>(m: &M, name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{producer_index, record_of, Confirmed, DeliveryError, Sink};
+    use super::{producer_index, record_of, Confirmed, DeliveryError, LogContext, Sink};
     use crate::message::KafkaRecord;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
     use rdkafka::mocking::MockCluster;
+    use rdkafka::ClientContext;
     use rdkafka::{ClientConfig, Offset, TopicPartitionList};
     use std::collections::BTreeMap;
     use std::time::{Duration, Instant};
@@ -498,7 +537,7 @@ mod tests {
         for (k, v) in extra {
             config.insert((*k).to_owned(), (*v).to_owned());
         }
-        Sink::new(&config, 2).unwrap()
+        Sink::new(&config, 2, Default::default()).unwrap()
     }
 
     /// Reads `n` records of `topic`'s only partition from the start.
@@ -655,6 +694,30 @@ mod tests {
                 ..KafkaRecord::default()
             }
         );
+    }
+
+    /// rdkafka reports each producer error twice in a row; it is logged and
+    /// counted once, while a later error, the same or not, counts again.
+    #[test]
+    fn an_error_reported_twice_in_a_row_counts_once() {
+        let stats = std::sync::Arc::new(crate::metrics::Stats::default());
+        let context = LogContext::new(stats.clone());
+        let auth = || KafkaError::Global(RDKafkaErrorCode::Authentication);
+        context.error(auth(), "SASL authentication error");
+        context.error(auth(), "SASL authentication error");
+        assert_eq!(stats.kafka_errors.get(), 1);
+        context.error(auth(), "SASL authentication error");
+        assert_eq!(stats.kafka_errors.get(), 2);
+        context.error(auth(), "SASL authentication error");
+        context.error(
+            KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down",
+        );
+        context.error(
+            KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down",
+        );
+        assert_eq!(stats.kafka_errors.get(), 3);
     }
 
     #[test]

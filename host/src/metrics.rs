@@ -97,6 +97,10 @@ pub struct Stats {
     pub confirmed: Counter,
     /// Of those, confirmed without an offset (see `kafka::Confirmed`).
     pub confirmed_without_offset: Counter,
+    /// Errors librdkafka reported for a producer as a whole (a broker
+    /// unreachable, authentication refused): records are held, not lost,
+    /// but nothing moves until they stop.
+    pub kafka_errors: Counter,
     /// Received messages waiting for room in the pipeline.
     pub mqtt_waiting: Gauge,
     /// MQTT acknowledgements queued but not yet written.
@@ -140,6 +144,11 @@ impl Stats {
                 "uns_kafka_records_confirmed_total",
                 "Kafka records whose delivery Kafka confirmed",
                 self.confirmed.get(),
+            ),
+            (
+                "uns_kafka_kafka_errors_total",
+                "Errors librdkafka reported for a producer as a whole (broker unreachable, authentication refused, ...), each logged",
+                self.kafka_errors.get(),
             ),
             (
                 "uns_kafka_records_confirmed_without_offset_total",

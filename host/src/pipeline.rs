@@ -87,19 +87,23 @@ pub struct Bridge {
 impl Bridge {
     pub fn prepare(settings: Settings, component: Option<PathBuf>) -> Result<Self, CliError> {
         let (runtime, transformer) = load_component(&settings, component)?;
-        let sink = Sink::new(&settings.kafka.config, settings.kafka.producers).map_err(|e| {
-            ConfigError {
-                file: settings.settings_file(),
-                key: "kafka.config".into(),
-                message: e.to_string(),
-            }
+        let stats = Arc::new(Stats::default());
+        let sink = Sink::new(
+            &settings.kafka.config,
+            settings.kafka.producers,
+            stats.clone(),
+        )
+        .map_err(|e| ConfigError {
+            file: settings.settings_file(),
+            key: "kafka.config".into(),
+            message: e.to_string(),
         })?;
         Ok(Self {
             settings,
             runtime,
             transformer,
             sink,
-            stats: Arc::new(Stats::default()),
+            stats,
             ready: None,
         })
     }

@@ -725,12 +725,16 @@ async fn tls_session_with_a_generated_ca() {
 
 /// A configuration directory for Kafka over TLS with SASL PLAIN, set up as
 /// the secrets template shows: the security settings in `.secrets.yaml`,
-/// the CA copied next to it and named relative to it.
-fn kafka_sasl_ssl_dir(p: &str, password: &str) -> ConfigDir {
+/// the CA copied next to it and named relative to it. `/metrics` on the
+/// port returned.
+fn kafka_sasl_ssl_dir(p: &str, password: &str) -> (ConfigDir, u16) {
     let e = env();
     let dir = ConfigDir::new();
     let yaml = settings(e.mqtt_port, &[format!("{p}/#")], "", &format!("{p}-dlq"));
-    dir.write_settings(&format!("{yaml}bridge:\n  shutdown_timeout_ms: 3000\n"));
+    let port = free_port();
+    dir.write_settings(&format!(
+        "{yaml}bridge:\n  shutdown_timeout_ms: 3000\n  health_listen: '127.0.0.1:{port}'\n"
+    ));
     let ca = std::fs::read(e.ca_cert()).expect("the brokers' CA (tests/brokers.sh up)");
     dir.write_file("kafka-ca.crt", ca);
     dir.write_secrets(&format!(
@@ -740,7 +744,7 @@ fn kafka_sasl_ssl_dir(p: &str, password: &str) -> ConfigDir {
          ssl.ca.location: kafka-ca.crt\n",
         e.kafka_sasl_ssl_port, e.kafka_user
     ));
-    dir
+    (dir, port)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -749,7 +753,8 @@ async fn kafka_over_tls_with_a_password_from_the_secrets_file() {
     let k = format!("{p}_m");
     create_topics(&[&k], 1).await;
     let consumer = Consumer::new(&[&k]);
-    let mut s = start_in(kafka_sasl_ssl_dir(&p, &env().kafka_password)).await;
+    let (dir, _) = kafka_sasl_ssl_dir(&p, &env().kafka_password);
+    let mut s = start_in(dir).await;
     let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
     publisher
         .publish(
@@ -777,7 +782,8 @@ async fn kafka_over_tls_with_a_password_from_the_secrets_file() {
 
 /// The same listener with a wrong password: the bridge says why Kafka
 /// refuses it, without the password, and writes nothing (so the settings
-/// above really went through SASL_SSL). SIGTERM still ends it once
+/// above really went through SASL_SSL), and counts the error in
+/// `uns_kafka_kafka_errors_total`. SIGTERM still ends it once
 /// `bridge.shutdown_timeout_ms` has passed, leaving the message
 /// unacknowledged.
 #[tokio::test(flavor = "multi_thread")]
@@ -786,7 +792,8 @@ async fn a_wrong_kafka_password_is_a_clear_error() {
     let k = format!("{p}_m");
     create_topics(&[&k], 1).await;
     let consumer = Consumer::new(&[&k]);
-    let mut s = start_in(kafka_sasl_ssl_dir(&p, "wrong-kafka-password")).await;
+    let (dir, port) = kafka_sasl_ssl_dir(&p, "wrong-kafka-password");
+    let mut s = start_in(dir).await;
     let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
     publisher
         .publish(
@@ -802,6 +809,17 @@ async fn a_wrong_kafka_password_is_a_clear_error() {
         .await;
     let got = consumer.collect(1, Duration::from_secs(3)).await;
     assert!(got.is_empty(), "written with a wrong password: {got:?}");
+    let metrics = http_get(port, "/metrics");
+    let errors: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("uns_kafka_kafka_errors_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no kafka errors counter in {metrics}"));
+    assert!(errors > 0, "{metrics}");
+    assert!(
+        metrics.contains("\nuns_kafka_messages_acknowledged_total 0\n"),
+        "{metrics}"
+    );
     assert!(
         !s.bridge.log().contains("wrong-kafka-password"),
         "password logged:\n{}",
