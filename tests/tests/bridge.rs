@@ -73,6 +73,31 @@ async fn start_with_health(topics: &[String], dlq: &str) -> (Setup, u16) {
     (start(&yaml, None).await, port)
 }
 
+/// Publishes `value` to `<p>/m` at `qos`, checks that exactly it arrives on
+/// `consumer`, and that SIGTERM then ends the bridge with 0: the whole of a
+/// session test once its connections are set up. Returns the record and
+/// the bridge's log.
+async fn one_message_crosses(
+    mut s: Setup,
+    publisher: MqttClient,
+    consumer: &Consumer,
+    p: &str,
+    value: serde_json::Value,
+    qos: u8,
+) -> (Rec, String) {
+    publisher
+        .publish(&format!("{p}/m"), value.to_string(), qos, false)
+        .await;
+    publisher.wait_acked(ARRIVE).await;
+    let mut got = consumer.collect(1, ARRIVE).await;
+    assert_eq!(got.len(), 1, "log:\n{}", s.bridge.log());
+    assert_eq!(got[0].value_json(), value);
+    publisher.disconnect().await;
+    let status = s.bridge.terminate(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", s.bridge.log());
+    (got.remove(0), s.bridge.log())
+}
+
 /// Publishes a payload that is not JSON to `bad`, then `{"value": 2}` to
 /// `good`, both QoS 1, and waits until the broker has acknowledged both.
 async fn publish_bad_then_good(bad: &str, good: &str) -> MqttClient {
@@ -595,7 +620,7 @@ async fn mqtt_311_session() {
     let k = format!("{p}_m");
     create_topics(&[&k], 1).await;
     let consumer = Consumer::new(&[&k]);
-    let mut s = start(
+    let s = start(
         // Subscribed at QoS 2, so a QoS 2 publish arrives as QoS 2.
         &settings(env().mqtt_port, &[format!("{p}/#")], "  version: 4\n", &dlq)
             .replace("qos: 1", "qos: 2"),
@@ -605,19 +630,8 @@ async fn mqtt_311_session() {
     let publisher = MqttClient::connect(MqttConnect::anonymous().version(MqttVersion::V311))
         .await
         .unwrap();
-    publisher
-        .publish(&format!("{p}/m"), json!({"v": 311}).to_string(), 2, false)
-        .await;
-    publisher.wait_acked(ARRIVE).await;
-    let got = consumer.collect(1, ARRIVE).await;
-    assert_eq!(got.len(), 1, "log:\n{}", s.bridge.log());
-    assert_eq!(got[0].value_json(), json!({"v": 311}));
-    assert_eq!(headers(&got[0])["mqtt_qos"], "2");
-    publisher.disconnect().await;
-    assert_eq!(
-        s.bridge.terminate(Duration::from_secs(30)).await.code(),
-        Some(0)
-    );
+    let (got, _) = one_message_crosses(s, publisher, &consumer, &p, json!({"v": 311}), 2).await;
+    assert_eq!(headers(&got)["mqtt_qos"], "2");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -628,7 +642,7 @@ async fn username_and_password_session() {
     create_topics(&[&k], 1).await;
     let consumer = Consumer::new(&[&k]);
     let e = env();
-    let mut s = start(
+    let s = start(
         &settings(e.mqtt_auth_port, &[format!("{p}/#")], "", &dlq),
         Some(&format!(
             "dynaconf_merge: true\nmqtt:\n  username: '{}'\n  password: '{}'\n",
@@ -639,26 +653,10 @@ async fn username_and_password_session() {
     let publisher = MqttClient::connect(MqttConnect::authenticated())
         .await
         .unwrap();
-    publisher
-        .publish(
-            &format!("{p}/m"),
-            json!({"v": "auth"}).to_string(),
-            1,
-            false,
-        )
-        .await;
-    publisher.wait_acked(ARRIVE).await;
-    let got = consumer.collect(1, ARRIVE).await;
-    assert_eq!(got.len(), 1, "log:\n{}", s.bridge.log());
-    assert_eq!(got[0].value_json(), json!({"v": "auth"}));
+    let (_, log) = one_message_crosses(s, publisher, &consumer, &p, json!({"v": "auth"}), 1).await;
     assert!(
-        !s.bridge.log().contains(&e.mqtt_password),
+        !log.contains(&e.mqtt_password),
         "password leaked into the log"
-    );
-    publisher.disconnect().await;
-    assert_eq!(
-        s.bridge.terminate(Duration::from_secs(30)).await.code(),
-        Some(0)
     );
 }
 
@@ -700,7 +698,7 @@ async fn tls_session_with_a_generated_ca() {
     let e = env();
     let yaml = settings(e.mqtt_tls_port, &[format!("{p}/#")], "", &dlq)
         .replace("host: 127.0.0.1", "host: localhost");
-    let mut s = start(
+    let s = start(
         &yaml,
         Some(&format!(
             "mqtt:\n  tls:\n    ca_certs: '{}'\n",
@@ -709,18 +707,7 @@ async fn tls_session_with_a_generated_ca() {
     )
     .await;
     let publisher = MqttClient::connect(MqttConnect::tls()).await.unwrap();
-    publisher
-        .publish(&format!("{p}/m"), json!({"v": "tls"}).to_string(), 1, false)
-        .await;
-    publisher.wait_acked(ARRIVE).await;
-    let got = consumer.collect(1, ARRIVE).await;
-    assert_eq!(got.len(), 1, "log:\n{}", s.bridge.log());
-    assert_eq!(got[0].value_json(), json!({"v": "tls"}));
-    publisher.disconnect().await;
-    assert_eq!(
-        s.bridge.terminate(Duration::from_secs(30)).await.code(),
-        Some(0)
-    );
+    one_message_crosses(s, publisher, &consumer, &p, json!({"v": "tls"}), 1).await;
 }
 
 /// A configuration directory for Kafka over TLS with SASL PLAIN, set up as
@@ -754,29 +741,12 @@ async fn kafka_over_tls_with_a_password_from_the_secrets_file() {
     create_topics(&[&k], 1).await;
     let consumer = Consumer::new(&[&k]);
     let (dir, _) = kafka_sasl_ssl_dir(&p, &env().kafka_password);
-    let mut s = start_in(dir).await;
+    let s = start_in(dir).await;
     let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
-    publisher
-        .publish(
-            &format!("{p}/m"),
-            json!({"v": "sasl"}).to_string(),
-            1,
-            false,
-        )
-        .await;
-    publisher.wait_acked(ARRIVE).await;
-    let got = consumer.collect(1, ARRIVE).await;
-    assert_eq!(got.len(), 1, "log:\n{}", s.bridge.log());
-    assert_eq!(got[0].value_json(), json!({"v": "sasl"}));
-    publisher.disconnect().await;
-    assert_eq!(
-        s.bridge.terminate(Duration::from_secs(30)).await.code(),
-        Some(0)
-    );
+    let (_, log) = one_message_crosses(s, publisher, &consumer, &p, json!({"v": "sasl"}), 1).await;
     assert!(
-        !s.bridge.log().contains(&env().kafka_password),
-        "password logged:\n{}",
-        s.bridge.log()
+        !log.contains(&env().kafka_password),
+        "password logged:\n{log}"
     );
 }
 
@@ -926,7 +896,7 @@ async fn websockets_session_on_a_broker_that_speaks_them() {
     let k = format!("{p}_m");
     create_topics(&[&k], 1).await;
     let consumer = Consumer::new(&[&k]);
-    let mut s = start(
+    let s = start(
         &settings(
             ws_port,
             &[format!("{p}/#")],
@@ -939,18 +909,7 @@ async fn websockets_session_on_a_broker_that_speaks_them() {
     let publisher = MqttClient::connect(MqttConnect::new(tcp_port).version(MqttVersion::V311))
         .await
         .unwrap();
-    publisher
-        .publish(&format!("{p}/m"), json!({"v": "ws"}).to_string(), 1, false)
-        .await;
-    publisher.wait_acked(ARRIVE).await;
-    let got = consumer.collect(1, ARRIVE).await;
-    assert_eq!(got.len(), 1, "log:\n{}", s.bridge.log());
-    assert_eq!(got[0].value_json(), json!({"v": "ws"}));
-    publisher.disconnect().await;
-    assert_eq!(
-        s.bridge.terminate(Duration::from_secs(30)).await.code(),
-        Some(0)
-    );
+    one_message_crosses(s, publisher, &consumer, &p, json!({"v": "ws"}), 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
