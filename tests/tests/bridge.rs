@@ -712,9 +712,9 @@ async fn tls_session_with_a_generated_ca() {
 
 /// A configuration directory for Kafka over TLS with SASL PLAIN, set up as
 /// the secrets template shows: the security settings in `.secrets.yaml`,
-/// the CA copied next to it and named relative to it. `/metrics` on the
-/// port returned.
-fn kafka_sasl_ssl_dir(p: &str, password: &str) -> (ConfigDir, u16) {
+/// the CA (`ca`, copied next to it) named relative to it. `/metrics` on
+/// the port returned.
+fn kafka_sasl_ssl_dir(p: &str, password: &str, ca: &std::path::Path) -> (ConfigDir, u16) {
     let e = env();
     let dir = ConfigDir::new();
     let yaml = settings(e.mqtt_port, &[format!("{p}/#")], "", &format!("{p}-dlq"));
@@ -722,7 +722,7 @@ fn kafka_sasl_ssl_dir(p: &str, password: &str) -> (ConfigDir, u16) {
     dir.write_settings(&format!(
         "{yaml}bridge:\n  shutdown_timeout_ms: 3000\n  health_listen: '127.0.0.1:{port}'\n"
     ));
-    let ca = std::fs::read(e.ca_cert()).expect("the brokers' CA (tests/brokers.sh up)");
+    let ca = std::fs::read(ca).expect("the brokers' TLS files (tests/brokers.sh up)");
     dir.write_file("kafka-ca.crt", ca);
     dir.write_secrets(&format!(
         "kafka:\n  config:\n    bootstrap.servers: '127.0.0.1:{}'\n    \
@@ -740,7 +740,7 @@ async fn kafka_over_tls_with_a_password_from_the_secrets_file() {
     let k = format!("{p}_m");
     create_topics(&[&k], 1).await;
     let consumer = Consumer::new(&[&k]);
-    let (dir, _) = kafka_sasl_ssl_dir(&p, &env().kafka_password);
+    let (dir, _) = kafka_sasl_ssl_dir(&p, &env().kafka_password, &env().ca_cert());
     let s = start_in(dir).await;
     let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
     let (_, log) = one_message_crosses(s, publisher, &consumer, &p, json!({"v": "sasl"}), 1).await;
@@ -752,33 +752,50 @@ async fn kafka_over_tls_with_a_password_from_the_secrets_file() {
 
 /// The same listener with a wrong password: the bridge says why Kafka
 /// refuses it, without the password, and writes nothing (so the settings
-/// above really went through SASL_SSL), and counts the error in
-/// `uns_kafka_kafka_errors_total`. SIGTERM still ends it once
-/// `bridge.shutdown_timeout_ms` has passed, leaving the message
-/// unacknowledged.
+/// above really went through SASL_SSL).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_kafka_password_is_a_clear_error() {
     let p = unique("kafkasaslbad");
+    let (dir, port) = kafka_sasl_ssl_dir(&p, "wrong-kafka-password", &env().ca_cert());
+    let log = kafka_refuses_the_bridge(&p, dir, port, "Authentication failed").await;
+    assert!(
+        !log.contains("wrong-kafka-password"),
+        "password logged:\n{log}"
+    );
+}
+
+/// A CA that did not sign the broker's certificate (here the client
+/// certificate, signed by the test CA but no CA itself): the bridge refuses
+/// the broker rather than fall back to an unverified connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kafka_certificate_the_ca_did_not_sign_is_refused() {
+    let p = unique("kafkasslbad");
+    let (dir, port) = kafka_sasl_ssl_dir(&p, &env().kafka_password, &env().client_cert());
+    kafka_refuses_the_bridge(&p, dir, port, "SSL handshake failed").await;
+}
+
+/// Starts a bridge Kafka will not take (`why` in its log): the message
+/// published stays unwritten and unacknowledged, the refusal counts in
+/// `uns_kafka_kafka_errors_total`, and SIGTERM still ends the bridge once
+/// `bridge.shutdown_timeout_ms` has passed. Returns the log.
+async fn kafka_refuses_the_bridge(p: &str, dir: ConfigDir, port: u16, why: &str) -> String {
     let k = format!("{p}_m");
     create_topics(&[&k], 1).await;
     let consumer = Consumer::new(&[&k]);
-    let (dir, port) = kafka_sasl_ssl_dir(&p, "wrong-kafka-password");
     let mut s = start_in(dir).await;
     let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
     publisher
         .publish(
             &format!("{p}/m"),
-            json!({"v": "sasl"}).to_string(),
+            json!({"v": "refused"}).to_string(),
             1,
             false,
         )
         .await;
     publisher.wait_acked(ARRIVE).await;
-    s.bridge
-        .wait_for_log("Authentication failed", Duration::from_secs(30))
-        .await;
+    s.bridge.wait_for_log(why, Duration::from_secs(30)).await;
     let got = consumer.collect(1, Duration::from_secs(3)).await;
-    assert!(got.is_empty(), "written with a wrong password: {got:?}");
+    assert!(got.is_empty(), "written although refused: {got:?}");
     let metrics = http_get(port, "/metrics");
     let errors: u64 = metrics
         .lines()
@@ -790,21 +807,15 @@ async fn a_wrong_kafka_password_is_a_clear_error() {
         metrics.contains("\nuns_kafka_messages_acknowledged_total 0\n"),
         "{metrics}"
     );
-    assert!(
-        !s.bridge.log().contains("wrong-kafka-password"),
-        "password logged:\n{}",
-        s.bridge.log()
-    );
     publisher.disconnect().await;
     let status = s.bridge.terminate(Duration::from_secs(30)).await;
-    assert_eq!(status.code(), Some(0), "log:\n{}", s.bridge.log());
+    let log = s.bridge.log();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
     assert!(
-        s.bridge
-            .log()
-            .contains("Kafka did not confirm every message within bridge.shutdown_timeout_ms"),
-        "log:\n{}",
-        s.bridge.log()
+        log.contains("Kafka did not confirm every message within bridge.shutdown_timeout_ms"),
+        "log:\n{log}"
     );
+    log
 }
 
 /// SIGTERM while the bridge waits to retry an MQTT broker it cannot reach
