@@ -223,7 +223,7 @@ impl Bridge {
                         stats.acked.add(1);
                     }
                 }
-                _ = async { if let Some(t) = give_up_at { tokio::time::sleep_until(t).await } }, if give_up_at.is_some() => {
+                _ = sleep_until_opt(give_up_at), if give_up_at.is_some() => {
                     tracing::warn!(
                         unconfirmed = pending.len() + rx.len(),
                         "Kafka did not confirm every message within bridge.shutdown_timeout_ms; \
@@ -239,7 +239,7 @@ impl Bridge {
                         drain(&mut rx, batch_size, &worker, &out, &mut pending).await;
                     }
                 }
-                _ = async { if let Some(d) = drain_deadline { tokio::time::sleep_until(d).await } }, if draining && input_open && drain_deadline.is_some() => {
+                _ = sleep_until_opt(drain_deadline), if draining && input_open && drain_deadline.is_some() => {
                     input_open = false;
                     drain(&mut rx, batch_size, &worker, &out, &mut pending).await;
                 }
@@ -409,6 +409,16 @@ impl Worker {
 /// One future per message in receive order; `None` leaves the message
 /// unacknowledged (a persistent session gets it again).
 type Pending = FuturesOrdered<std::pin::Pin<Box<dyn Future<Output = Option<AckToken>> + Send>>>;
+
+/// Sleeps until `deadline`; a `select!` branch guarded by
+/// `deadline.is_some()` never polls it with `None`, so pending forever then
+/// is only a safe default.
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Bridges everything already received, at shutdown.
 async fn drain(
