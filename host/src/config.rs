@@ -55,6 +55,33 @@ const KAFKA_PATH_PROPERTIES: &[&str] = &[
 ];
 const ENV_PREFIX: &str = "UNS_";
 
+/// What a configured path must name when the bridge starts.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// A PEM file (rustls reads files, never directories).
+    File,
+    /// librdkafka accepts a CA directory as well as a file.
+    FileOrDir,
+    /// Not checked: the path is not used in this mode.
+    Anything,
+}
+
+/// Resolves `path` against the configuration directory and checks it, so a
+/// typo is a configuration error naming the key, not a TLS failure later.
+fn resolve_path(dir: &Path, path: &Path, expect: Expect) -> Result<PathBuf, String> {
+    let resolved = dir.join(path);
+    let found = match expect {
+        Expect::File => resolved.is_file(),
+        Expect::FileOrDir => resolved.exists(),
+        Expect::Anything => true,
+    };
+    if found {
+        Ok(resolved)
+    } else {
+        Err(format!("file not found: {}", resolved.display()))
+    }
+}
+
 /// Everything the bridge needs, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -663,11 +690,7 @@ impl Layers {
                 ("mqtt.tls.keyfile", &mut tls.keyfile),
             ] {
                 if let Some(p) = path {
-                    let resolved = dir.join(&*p);
-                    if !resolved.is_file() {
-                        return Err(err(key, format!("file not found: {}", resolved.display())));
-                    }
-                    *p = resolved;
+                    *p = resolve_path(dir, p, Expect::File).map_err(|why| err(key, why))?;
                 }
             }
         }
@@ -698,13 +721,14 @@ impl Layers {
             if value.trim().is_empty() || (key.ends_with("ca.location") && value == "probe") {
                 continue;
             }
-            let resolved = dir.join(&*value);
-            if mode == Mode::Bridge && !resolved.exists() {
-                return Err(err(
-                    &format!("kafka.config.{key}"),
-                    format!("file not found: {}", resolved.display()),
-                ));
-            }
+            // Offline commands never connect to Kafka: resolve, do not check.
+            let expect = if mode == Mode::Bridge {
+                Expect::FileOrDir
+            } else {
+                Expect::Anything
+            };
+            let resolved = resolve_path(dir, Path::new(value.as_str()), expect)
+                .map_err(|why| err(&format!("kafka.config.{key}"), why))?;
             *value = resolved.to_string_lossy().into_owned();
         }
         if let Err(why) = check_kafka_topic(&kafka.dead_letter_topic) {
