@@ -98,8 +98,10 @@ pub struct Stats {
     /// Of those, confirmed without an offset (see `kafka::Confirmed`).
     pub confirmed_without_offset: Counter,
     /// Errors librdkafka reported for a producer as a whole (a broker
-    /// unreachable, authentication refused): records are held, not lost,
-    /// but nothing moves until they stop.
+    /// unreachable, authentication refused). Records are held and retried,
+    /// not lost; an operator needs the count because one error can be a
+    /// blip, while a count that rises as acknowledgements stall means
+    /// nothing is reaching Kafka.
     pub kafka_errors: Counter,
     /// Received messages waiting for room in the pipeline.
     pub mqtt_waiting: Gauge,
