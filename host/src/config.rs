@@ -238,6 +238,11 @@ pub struct BridgeSettings {
     /// How long shutdown waits for Kafka to confirm what is in flight.
     #[serde(default = "defaults::shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+    /// `/health` turns 503 when messages have waited this long with none
+    /// delivered. Longer than a Kafka leader election (seconds), so a
+    /// routine failover does not fail a probe.
+    #[serde(default = "defaults::health_stall_timeout_ms")]
+    pub health_stall_timeout_ms: u64,
 }
 
 /// A secret: never printed, not even by `{:?}`.
@@ -301,6 +306,9 @@ mod defaults {
     }
     pub fn shutdown_timeout_ms() -> u64 {
         10_000
+    }
+    pub fn health_stall_timeout_ms() -> u64 {
+        30_000
     }
 }
 
@@ -769,6 +777,17 @@ impl Layers {
             return Err(err(
                 "bridge.max_in_flight",
                 format!("must be 1..=65535, got {}", bridge.max_in_flight),
+            ));
+        }
+        if bridge.health_stall_timeout_ms < 1000 {
+            // Under load one Kafka round trip can take most of a second:
+            // a shorter timeout would fail probes of a bridge that works.
+            return Err(err(
+                "bridge.health_stall_timeout_ms",
+                format!(
+                    "must be at least 1000 (one second), got {}",
+                    bridge.health_stall_timeout_ms
+                ),
             ));
         }
 

@@ -1,9 +1,10 @@
-//! `/health` (200 when connected and subscribed, 503 otherwise) and
-//! `/metrics` (Prometheus text) on `bridge.health_listen`, for Docker's
-//! HEALTHCHECK, Kubernetes probes and Prometheus.
+//! `/health` (200 when connected, subscribed and delivering; 503
+//! otherwise) and `/metrics` (Prometheus text) on `bridge.health_listen`,
+//! for Docker's HEALTHCHECK, Kubernetes probes and Prometheus.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::State as AxumState;
 use axum::http::StatusCode;
@@ -18,6 +19,68 @@ use crate::mqtt::State;
 struct Shared {
     state: watch::Receiver<State>,
     stats: Arc<Stats>,
+    progress: Arc<Mutex<Progress>>,
+    stall_timeout: Duration,
+}
+
+/// What the last look at the counters saw. Sampled every second and at
+/// each probe, so `/health` is right on its first call, not only from a
+/// second probe on.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    acked: u64,
+    /// The first look that saw messages waiting at this `acked`.
+    waiting_since: Option<Instant>,
+}
+
+/// Messages have waited and none has been delivered for at least
+/// `timeout`: the MQTT side looks fine while nothing reaches Kafka (down,
+/// or refusing the bridge), which an operator's probe must see. Only
+/// evidence counts: the clock starts at a look that saw messages waiting,
+/// never earlier, so the first message after an idle spell is not taken
+/// for a stall, and an idle bridge (nothing waiting) is never stalled,
+/// whatever Kafka's state: no data waits on it.
+fn stalled(
+    progress: &mut Progress,
+    received: u64,
+    acked: u64,
+    now: Instant,
+    timeout: Duration,
+) -> Option<(u64, Duration)> {
+    let waiting = received.saturating_sub(acked);
+    if acked != progress.acked || waiting == 0 {
+        *progress = Progress {
+            acked,
+            waiting_since: None,
+        };
+    }
+    if waiting > 0 && progress.waiting_since.is_none() {
+        progress.waiting_since = Some(now);
+    }
+    let since = now.saturating_duration_since(progress.waiting_since?);
+    (since >= timeout).then_some((waiting, since))
+}
+
+/// Reads the counters each second; ends only when the server's task is
+/// aborted.
+async fn sample(s: Shared) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        s.look();
+    }
+}
+
+impl Shared {
+    fn look(&self) -> Option<(u64, Duration)> {
+        // Not one snapshot, and need not be: in a stall `acked` stands
+        // still, so the order of the two reads cannot hide one.
+        let received = self.stats.received.get();
+        let acked = self.stats.acked.get();
+        let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        stalled(&mut p, received, acked, Instant::now(), self.stall_timeout)
+    }
 }
 
 /// Binds now (so a taken port is a startup error) and serves on a task.
@@ -25,28 +88,55 @@ pub async fn serve(
     addr: SocketAddr,
     state: watch::Receiver<State>,
     stats: Arc<Stats>,
+    stall_timeout: Duration,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    let shared = Shared {
+        progress: Arc::new(Mutex::new(Progress {
+            acked: stats.acked.get(),
+            waiting_since: None,
+        })),
+        state,
+        stats,
+        stall_timeout,
+    };
     let app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .with_state(Shared { state, stats });
+        .with_state(shared.clone());
     tracing::info!(%addr, "health and metrics endpoint listening");
     Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "health endpoint stopped");
+        tokio::select! {
+            served = axum::serve(listener, app) => {
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "health endpoint stopped");
+                }
+            }
+            () = sample(shared) => {}
         }
     }))
 }
 
 async fn health(AxumState(s): AxumState<Shared>) -> (StatusCode, String) {
     let state = *s.state.borrow();
-    let code = if state == State::Ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, format!("{state:?}\n").to_lowercase())
+    if state != State::Ready {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{state:?}\n").to_lowercase(),
+        );
+    }
+    let stall = s.look();
+    match stall {
+        Some((waiting, since)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "stalled: no message delivered to Kafka for {} s, {waiting} waiting \
+                 (bridge.health_stall_timeout_ms)\n",
+                since.as_secs()
+            ),
+        ),
+        None => (StatusCode::OK, "ready\n".to_owned()),
+    }
 }
 
 async fn metrics(AxumState(s): AxumState<Shared>) -> String {
@@ -80,9 +170,59 @@ pub fn probe(url: &str) -> Result<(), String> {
     if status == "200" {
         Ok(())
     } else {
+        // The body says why (`stalled: ...`), for `docker inspect`'s
+        // health log.
+        let body = response
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b.trim());
         Err(format!(
-            "{url}: {}",
-            response.lines().next().unwrap_or("no answer")
+            "{url}: {}{}{body}",
+            response.lines().next().unwrap_or("no answer"),
+            if body.is_empty() { "" } else { ": " }
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(30);
+    const MS: Duration = Duration::from_millis(1);
+
+    fn fresh() -> Progress {
+        Progress {
+            acked: 0,
+            waiting_since: None,
+        }
+    }
+
+    #[test]
+    fn a_stall_is_messages_waiting_with_no_delivery_for_the_timeout() {
+        let t0 = Instant::now();
+        let mut p = fresh();
+        assert_eq!(stalled(&mut p, 5, 0, t0, T), None);
+        assert_eq!(stalled(&mut p, 5, 0, t0 + T - MS, T), None);
+        assert_eq!(stalled(&mut p, 5, 0, t0 + T, T), Some((5, T)));
+        // More arriving does not restart the clock; a delivery does.
+        assert_eq!(stalled(&mut p, 9, 0, t0 + T + MS, T), Some((9, T + MS)));
+        assert_eq!(stalled(&mut p, 9, 1, t0 + 2 * T, T), None);
+        assert_eq!(stalled(&mut p, 9, 1, t0 + 3 * T - MS, T), None);
+        assert_eq!(stalled(&mut p, 9, 1, t0 + 3 * T, T), Some((8, T)));
+    }
+
+    #[test]
+    fn an_idle_bridge_is_not_stalled_and_its_next_message_gets_the_full_timeout() {
+        let t0 = Instant::now();
+        let mut p = fresh();
+        assert_eq!(stalled(&mut p, 7, 7, t0, T), None);
+        assert_eq!(stalled(&mut p, 7, 7, t0 + 10 * T, T), None);
+        // A message after ten idle timeouts: the clock starts when a look
+        // first sees it waiting, not at the last look that saw none.
+        assert_eq!(stalled(&mut p, 8, 7, t0 + 10 * T + MS, T), None);
+        assert_eq!(stalled(&mut p, 8, 7, t0 + 11 * T, T), None);
+        assert_eq!(stalled(&mut p, 8, 7, t0 + 11 * T + MS, T), Some((1, T)));
+        // Delivered: idle again.
+        assert_eq!(stalled(&mut p, 8, 8, t0 + 12 * T, T), None);
     }
 }

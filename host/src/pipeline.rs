@@ -164,9 +164,14 @@ impl Bridge {
         }
         let health = match settings.bridge.health_listen {
             Some(addr) => Some(
-                crate::health::serve(addr, state.clone(), stats.clone())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("bridge.health_listen {addr}: {e}"))?,
+                crate::health::serve(
+                    addr,
+                    state.clone(),
+                    stats.clone(),
+                    Duration::from_millis(settings.bridge.health_stall_timeout_ms),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("bridge.health_listen {addr}: {e}"))?,
             ),
             None => None,
         };

@@ -720,7 +720,8 @@ fn kafka_sasl_ssl_dir(p: &str, password: &str, ca: &std::path::Path) -> (ConfigD
     let yaml = settings(e.mqtt_port, &[format!("{p}/#")], "", &format!("{p}-dlq"));
     let port = free_port();
     dir.write_settings(&format!(
-        "{yaml}bridge:\n  shutdown_timeout_ms: 3000\n  health_listen: '127.0.0.1:{port}'\n"
+        "{yaml}bridge:\n  shutdown_timeout_ms: 3000\n  health_stall_timeout_ms: 2000\n  \
+         health_listen: '127.0.0.1:{port}'\n"
     ));
     let ca = std::fs::read(ca).expect("the brokers' TLS files (tests/brokers.sh up)");
     dir.write_file("kafka-ca.crt", ca);
@@ -783,6 +784,9 @@ async fn kafka_refuses_the_bridge(p: &str, dir: ConfigDir, port: u16, why: &str)
     create_topics(&[&k], 1).await;
     let consumer = Consumer::new(&[&k]);
     let mut s = start_in(dir).await;
+    // Subscribed and nothing waiting: healthy, whatever Kafka thinks.
+    let (code, body) = health(port);
+    assert_eq!((code.as_str(), body.as_str()), ("200", "ready\n"));
     let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
     publisher
         .publish(
@@ -805,6 +809,32 @@ async fn kafka_refuses_the_bridge(p: &str, dir: ConfigDir, port: u16, why: &str)
         metric_value(&metrics, "uns_kafka_messages_acknowledged_total"),
         0,
         "{metrics}"
+    );
+    // The message has waited longer than bridge.health_stall_timeout_ms
+    // (2 s here): MQTT is fine, but the bridge is not, and says why.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (code, body) = loop {
+        let (code, body) = health(port);
+        if code != "200" || std::time::Instant::now() > deadline {
+            break (code, body);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(code, "503", "{body}");
+    assert!(
+        body.starts_with("stalled: no message delivered to Kafka for ")
+            && body.ends_with(" s, 1 waiting (bridge.health_stall_timeout_ms)\n"),
+        "{body}"
+    );
+    let url = format!("http://127.0.0.1:{port}/health");
+    let probe = run_to_exit(["health", "--url", &url], &[], Duration::from_secs(30)).await;
+    assert_eq!(probe.code(), Some(1), "probe: {}", probe.log);
+    assert!(
+        probe
+            .log
+            .contains("503 Service Unavailable: stalled: no message delivered"),
+        "probe: {}",
+        probe.log
     );
     publisher.disconnect().await;
     let status = s.bridge.terminate(Duration::from_secs(30)).await;
@@ -1116,6 +1146,21 @@ fn metric_value(metrics: &str, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no counter {name} in {metrics}"))
+}
+
+/// `/health`'s status code and body.
+fn health(port: u16) -> (String, String) {
+    let response = http_get(port, "/health");
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    (code, body.to_owned())
 }
 
 fn http_get(port: u16, path: &str) -> String {
