@@ -364,18 +364,33 @@ fn broker_log_tail(name: &str, lines: usize) -> String {
 
 /// The bridge's counters from `/metrics`, one line, for a failure message.
 fn metrics(port: u16) -> String {
+    http_get(port, "/metrics")
+        .lines()
+        .filter(|l| l.starts_with("uns_kafka_"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `/health`'s status line and body, on one line.
+fn health(port: u16) -> String {
+    let response = http_get(port, "/health");
+    let status = response.lines().next().unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b.trim());
+    format!("{status}: {body}")
+}
+
+fn http_get(port: u16, path: &str) -> String {
     use std::io::Read;
     let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return "unreachable".into();
     };
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(conn, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    let mut body = String::new();
-    let _ = conn.read_to_string(&mut body);
-    body.lines()
-        .filter(|l| l.starts_with("uns_kafka_"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let _ = write!(conn, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut response = String::new();
+    let _ = conn.read_to_string(&mut response);
+    response
 }
 
 /// Peak resident memory (VmHWM) of a process, in MB.
@@ -402,12 +417,12 @@ fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
 /// `heal` after [`OUTAGE`], count.
 async fn kafka_outage(scenario: &str, fault: &str, heal: &str) {
     let s = Stream::new(scenario).await;
-    let health = free_port();
+    let port = free_port();
     let mut run = start_bridge(
         &s.settings(
             "",
             &std::env::var("UNS_FAULTS_KAFKA_EXTRA").unwrap_or_default(),
-            &format!("  health_listen: '127.0.0.1:{health}'\n"),
+            &format!("  health_listen: '127.0.0.1:{port}'\n  health_stall_timeout_ms: 5000\n"),
         ),
         "uns-default",
     );
@@ -425,6 +440,9 @@ async fn kafka_outage(scenario: &str, fault: &str, heal: &str) {
         "{scenario}: the bridge died during the outage; log {}",
         run.bridge.log_path().display()
     );
+    // MQTT is fine and messages keep coming, but none has reached Kafka
+    // for longer than bridge.health_stall_timeout_ms: a probe must see it.
+    let during = health(port);
     brokers(heal);
     let outage = down_at.elapsed();
 
@@ -438,10 +456,26 @@ async fn kafka_outage(scenario: &str, fault: &str, heal: &str) {
         outage.as_secs_f64()
     );
     if t.lost > 0 {
-        note.push_str(&format!("; bridge metrics: {}", metrics(health)));
+        note.push_str(&format!("; bridge metrics: {}", metrics(port)));
     }
     report(scenario, &t, &note);
     assert_guarantee(scenario, &t, &[&run.bridge]);
+    assert!(
+        during.contains(" 503 ") && during.contains(": stalled: no message delivered to Kafka"),
+        "{scenario}: /health during the outage: {during}"
+    );
+    // Everything delivered: healthy again once the last acknowledgement
+    // is counted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut after = health(port);
+    while !after.ends_with(": ready") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        after = health(port);
+    }
+    assert!(
+        after.contains(" 200 ") && after.ends_with(": ready"),
+        "{scenario}: /health after the outage: {after}"
+    );
     let status = run.bridge.terminate(Duration::from_secs(60)).await;
     assert_eq!(status.code(), Some(0), "log:\n{}", run.bridge.log());
 }
