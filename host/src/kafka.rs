@@ -32,6 +32,9 @@ pub enum KafkaSetupError {
 /// logs, where operators look, and counts its errors for `/metrics`.
 pub struct LogContext {
     stats: Arc<Stats>,
+    /// When librdkafka last reported every broker down, shared with the
+    /// [`Sink`]'s rebootstrap watch.
+    all_down: Arc<Mutex<Option<Instant>>>,
     /// The last error reported and when: rdkafka 0.39 hands each producer
     /// error event to `error` twice in a row (from `Client::poll_event`,
     /// which also returns the event, then from `BaseProducer::poll`), and
@@ -43,6 +46,7 @@ impl LogContext {
     pub fn new(stats: Arc<Stats>) -> Self {
         Self {
             stats,
+            all_down: Arc::default(),
             last_error: Mutex::new(None),
         }
     }
@@ -78,6 +82,9 @@ impl ClientContext for LogContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            *self.all_down.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        }
         if self.first_report(format!("{error}: {reason}")) {
             self.stats.kafka_errors.add(1);
             tracing::warn!(target: "librdkafka", %error, "{reason}");
@@ -122,6 +129,8 @@ struct Out {
     // librdkafka requires before its instance is destroyed.
     topics: Mutex<HashMap<Box<str>, Topic>>,
     producer: Producer_,
+    /// The producer's [`LogContext::all_down`].
+    all_down: Arc<Mutex<Option<Instant>>>,
 }
 
 /// librdkafka's handle of one topic, held for the producer's lifetime.
@@ -357,6 +366,54 @@ impl std::fmt::Display for DeliveryError {
     }
 }
 
+/// How long after librdkafka reports every broker down the bootstrap
+/// servers are offered again, and how often.
+const REBOOTSTRAP_WINDOW: Duration = Duration::from_secs(60);
+const REBOOTSTRAP_EVERY: Duration = Duration::from_secs(2);
+
+/// Works around a librdkafka 2.12 bug that stalls a producer for minutes
+/// after a single-broker Kafka fences itself (a pause longer than its
+/// session timeout: a GC stall, a frozen VM). For an instant its metadata
+/// lists no brokers; librdkafka then drops every broker it knows, and if
+/// its own re-bootstrap asks while the broker is still fenced, the answer
+/// (no brokers) drops the bootstrap server too: "no usable brokers", and
+/// nothing re-arms until `metadata.recovery.rebootstrap.trigger.ms`
+/// (5 minutes) after a request that is never sent. Records wait, none is
+/// lost, but the bridge stands still. Offering the bootstrap servers again
+/// (`rd_kafka_brokers_add`) for a minute after each "all brokers down"
+/// ends that within seconds; while a broker is known it only costs one
+/// short-lived connection per producer per try.
+fn watch_rebootstrap(producers: std::sync::Weak<[Out]>, bootstrap: &str) {
+    let Ok(list) = CString::new(bootstrap) else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("uns-kafka-rebootstrap".into())
+        .spawn(move || loop {
+            std::thread::sleep(REBOOTSTRAP_EVERY);
+            let Some(producers) = producers.upgrade() else {
+                return;
+            };
+            for out in producers.iter() {
+                let mut down = out.all_down.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(since) = *down else { continue };
+                if since.elapsed() > REBOOTSTRAP_WINDOW {
+                    *down = None;
+                    continue;
+                }
+                drop(down);
+                // SAFETY: a live instance (`producers` holds it) and a
+                // NUL-terminated list librdkafka copies.
+                unsafe {
+                    rd::rd_kafka_brokers_add(out.producer.client().native_ptr(), list.as_ptr());
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the Kafka rebootstrap watch");
+    }
+}
+
 impl Sink {
     /// `stats` counts the producers' errors (`kafka_errors`).
     pub fn new(
@@ -370,17 +427,22 @@ impl Sink {
         }
         let producers = (0..producers.max(1))
             .map(|_| {
+                let context = LogContext::new(stats.clone());
+                let all_down = context.all_down.clone();
                 Ok(Out {
                     topics: Mutex::default(),
                     producer: cc
-                        .create_with_context(LogContext::new(stats.clone()))
+                        .create_with_context(context)
                         .map_err(KafkaSetupError::Config)?,
+                    all_down,
                 })
             })
             .collect::<Result<Vec<Out>, _>>()?;
-        Ok(Self {
-            producers: producers.into(),
-        })
+        let producers: Arc<[Out]> = producers.into();
+        if let Some(bootstrap) = config.get("bootstrap.servers").filter(|b| !b.is_empty()) {
+            watch_rebootstrap(Arc::downgrade(&producers), bootstrap);
+        }
+        Ok(Self { producers })
     }
 
     fn out(&self, topic: &str) -> &Out {
@@ -718,6 +780,22 @@ mod tests {
             "1/1 brokers are down",
         );
         assert_eq!(stats.kafka_errors.get(), 3);
+    }
+
+    #[test]
+    fn all_brokers_down_arms_the_rebootstrap_watch_and_other_errors_do_not() {
+        let context = LogContext::new(std::sync::Arc::default());
+        let armed = || context.all_down.lock().unwrap().is_some();
+        context.error(
+            KafkaError::Global(RDKafkaErrorCode::Authentication),
+            "SASL authentication error",
+        );
+        assert!(!armed());
+        context.error(
+            KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down",
+        );
+        assert!(armed());
     }
 
     #[test]
