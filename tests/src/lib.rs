@@ -30,6 +30,29 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// GET `path` from a bridge's `/health` and `/metrics` endpoint on
+/// loopback: the whole HTTP/1.0 response, status line and headers included;
+/// "unreachable" when nothing listens (a failure message says so).
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return "unreachable".into();
+    };
+    let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let _ = write!(conn, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut response = String::new();
+    let _ = conn.read_to_string(&mut response);
+    response
+}
+
+/// `/health`'s status code and body.
+pub fn health(port: u16) -> (String, String) {
+    let response = http_get(port, "/health");
+    let code = response.split_whitespace().nth(1).unwrap_or_default();
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (code.to_owned(), body.to_owned())
+}
+
 /// A name no other test (in this process or a concurrent one) uses:
 /// `<prefix>-<pid>-<counter>-<millis>`. Only `[A-Za-z0-9-]` besides the
 /// prefix, so it is a legal Kafka topic name and MQTT topic level.
