@@ -125,8 +125,7 @@ async fn health(AxumState(s): AxumState<Shared>) -> (StatusCode, String) {
             format!("{state:?}\n").to_lowercase(),
         );
     }
-    let stall = s.look();
-    match stall {
+    match s.look() {
         Some((waiting, since)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(

@@ -28,13 +28,16 @@ pub enum KafkaSetupError {
     Config(KafkaError),
 }
 
+/// When librdkafka last reported every broker down (see
+/// [`watch_rebootstrap`]).
+type AllDown = Arc<Mutex<Option<Instant>>>;
+
 /// Routes librdkafka's own complaints (broker down, auth failed) to our
 /// logs, where operators look, and counts its errors for `/metrics`.
 pub struct LogContext {
     stats: Arc<Stats>,
-    /// When librdkafka last reported every broker down, shared with the
-    /// [`Sink`]'s rebootstrap watch.
-    all_down: Arc<Mutex<Option<Instant>>>,
+    /// Shared with the [`Sink`]'s rebootstrap watch.
+    all_down: AllDown,
     /// The last error reported and when: rdkafka 0.39 hands each producer
     /// error event to `error` twice in a row (from `Client::poll_event`,
     /// which also returns the event, then from `BaseProducer::poll`), and
@@ -130,7 +133,7 @@ struct Out {
     topics: Mutex<HashMap<Box<str>, Topic>>,
     producer: Producer_,
     /// The producer's [`LogContext::all_down`].
-    all_down: Arc<Mutex<Option<Instant>>>,
+    all_down: AllDown,
 }
 
 /// librdkafka's handle of one topic, held for the producer's lifetime.
@@ -377,9 +380,10 @@ const REBOOTSTRAP_EVERY: Duration = Duration::from_secs(2);
 /// lists no brokers; librdkafka then drops every broker it knows, and if
 /// its own re-bootstrap asks while the broker is still fenced, the answer
 /// (no brokers) drops the bootstrap server too: "no usable brokers", and
-/// nothing re-arms until `metadata.recovery.rebootstrap.trigger.ms`
-/// (5 minutes) after a request that is never sent. Records wait, none is
-/// lost, but the bridge stands still. Offering the bootstrap servers again
+/// nothing moved for the 5 minutes the fault test waited (its
+/// `metadata.recovery.rebootstrap.trigger.ms` timer starts with a metadata
+/// request, which it no longer sends). Records wait, none is lost, but the
+/// bridge stands still. Offering the bootstrap servers again
 /// (`rd_kafka_brokers_add`) for a minute after each "all brokers down"
 /// ends that within seconds; while a broker is known it only costs one
 /// short-lived connection per producer per try.
