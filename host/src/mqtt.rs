@@ -466,11 +466,13 @@ impl Reader {
                             reason: reason.clone(),
                         });
                     }
+                    // Ready first, then say so: whoever waits for the log
+                    // line and then asks /health must hear the same.
+                    let _ = self.state.send(State::Ready);
                     if !connected_once {
                         tracing::info!(topics = ?self.topics, "uns-kafka ready: subscribed to {} topic filter(s)", self.topics.len());
                     }
                     connected_once = true;
-                    let _ = self.state.send(State::Ready);
                 }
                 Event::Publish(publish) => {
                     let (message, inner) = *publish;
