@@ -28,9 +28,16 @@ pub enum KafkaSetupError {
     Config(KafkaError),
 }
 
-/// When librdkafka last reported every broker down (see
-/// [`watch_rebootstrap`]).
-type AllDown = Arc<Mutex<Option<Instant>>>;
+/// What [`watch_rebootstrap`] needs to know of a producer's errors.
+#[derive(Debug, Default)]
+struct Silence {
+    /// librdkafka reported every broker down, and no offer followed yet.
+    all_down: bool,
+    /// The last error of any kind.
+    last_error: Option<Instant>,
+}
+
+type AllDown = Arc<Mutex<Silence>>;
 
 /// Routes librdkafka's own complaints (broker down, auth failed) to our
 /// logs, where operators look, and counts its errors for `/metrics`.
@@ -86,8 +93,15 @@ impl ClientContext for LogContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            *self.all_down.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            self.all_down
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .all_down = true;
         }
+        self.all_down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error = Some(Instant::now());
         if self.first_report(format!("{error}: {reason}")) {
             self.stats.kafka_errors.add(1);
             tracing::warn!(target: "librdkafka", %error, "{reason}");
@@ -369,9 +383,7 @@ impl std::fmt::Display for DeliveryError {
     }
 }
 
-/// How long after librdkafka reports every broker down the bootstrap
-/// servers are offered again, and how often.
-const REBOOTSTRAP_WINDOW: Duration = Duration::from_secs(60);
+/// How often the watch looks.
 const REBOOTSTRAP_EVERY: Duration = Duration::from_secs(2);
 
 /// Works around a librdkafka 2.12 bug that stalls a producer for minutes
@@ -383,11 +395,16 @@ const REBOOTSTRAP_EVERY: Duration = Duration::from_secs(2);
 /// nothing moved for the 5 minutes the fault test waited (its
 /// `metadata.recovery.rebootstrap.trigger.ms` timer starts with a metadata
 /// request, which it no longer sends). Records wait, none is lost, but the
-/// bridge stands still. Offering the bootstrap servers again
-/// (`rd_kafka_brokers_add`) for a minute after each "all brokers down"
-/// ends that within seconds; while a broker is known it only costs one
-/// short-lived connection per producer per try.
-fn watch_rebootstrap(producers: std::sync::Weak<[Out]>, bootstrap: &str) {
+/// bridge stands still.
+///
+/// That state is silent: with no broker left, nothing fails any more,
+/// while a Kafka that is down or refuses the bridge fails again at each
+/// reconnect, at most `reconnect.backoff.max.ms` apart. So after "all
+/// brokers down" followed by `quiet` without any error, the bootstrap
+/// servers are offered once again (`rd_kafka_brokers_add`). Once, because
+/// librdkafka keeps every list offered for its own re-bootstraps: offers
+/// on a timer would pile up for as long as Kafka refuses the bridge.
+fn watch_rebootstrap(producers: std::sync::Weak<[Out]>, bootstrap: &str, quiet: Duration) {
     let Ok(list) = CString::new(bootstrap) else {
         return;
     };
@@ -399,13 +416,18 @@ fn watch_rebootstrap(producers: std::sync::Weak<[Out]>, bootstrap: &str) {
                 return;
             };
             for out in producers.iter() {
-                let mut down = out.all_down.lock().unwrap_or_else(|e| e.into_inner());
-                let Some(since) = *down else { continue };
-                if since.elapsed() > REBOOTSTRAP_WINDOW {
-                    *down = None;
+                let mut silence = out.all_down.lock().unwrap_or_else(|e| e.into_inner());
+                let quiet_long = silence.last_error.is_some_and(|t| t.elapsed() >= quiet);
+                if !(silence.all_down && quiet_long) {
                     continue;
                 }
-                drop(down);
+                silence.all_down = false;
+                drop(silence);
+                tracing::info!(
+                    "Kafka: no broker error for {} s after all brokers went down; offering the \
+                     bootstrap servers again",
+                    quiet.as_secs()
+                );
                 // SAFETY: a live instance (`producers` holds it) and a
                 // NUL-terminated list librdkafka copies.
                 unsafe {
@@ -444,7 +466,14 @@ impl Sink {
             .collect::<Result<Vec<Out>, _>>()?;
         let producers: Arc<[Out]> = producers.into();
         if let Some(bootstrap) = config.get("bootstrap.servers").filter(|b| !b.is_empty()) {
-            watch_rebootstrap(Arc::downgrade(&producers), bootstrap);
+            // A refusing or absent Kafka fails again within the longest
+            // reconnect backoff; give it that and a margin.
+            let backoff_ms = config
+                .get("reconnect.backoff.max.ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10_000);
+            let quiet = Duration::from_millis(backoff_ms) + Duration::from_secs(5);
+            watch_rebootstrap(Arc::downgrade(&producers), bootstrap, quiet);
         }
         Ok(Self { producers })
     }
@@ -789,7 +818,7 @@ mod tests {
     #[test]
     fn all_brokers_down_arms_the_rebootstrap_watch_and_other_errors_do_not() {
         let context = LogContext::new(std::sync::Arc::default());
-        let armed = || context.all_down.lock().unwrap().is_some();
+        let armed = || context.all_down.lock().unwrap().all_down;
         context.error(
             KafkaError::Global(RDKafkaErrorCode::Authentication),
             "SASL authentication error",
