@@ -2,8 +2,9 @@
 # Real brokers on loopback for development and the end-to-end tests:
 # one Mosquitto (Debian package) with an anonymous, a password and a TLS
 # listener, and a single-node Apache Kafka 4 in KRaft mode run from the jars
-# of tests/kafka/pom.xml with the machine's Java, with a plaintext listener
-# and one that takes TLS with a user name and password (SASL_SSL, PLAIN).
+# of tests/kafka/pom.xml with the machine's Java, with a plaintext listener,
+# one that takes TLS with a user name and password (SASL_SSL, PLAIN or
+# SCRAM-SHA-512) and one that takes TLS with a client certificate (SSL).
 #
 #   bash tests/brokers.sh up|down|status
 #   bash tests/brokers.sh kafka-stop|kafka-start|mqtt-stop|mqtt-start
@@ -16,7 +17,8 @@
 # back with its data, for fault tests.
 #
 # Ports: MQTT_PORT (1883), MQTT_AUTH_PORT (1884), MQTT_TLS_PORT (8883),
-# KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_SASL_SSL_PORT (9094).
+# KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_SASL_SSL_PORT (9094),
+# KAFKA_SSL_PORT (9095).
 # State, logs and the
 # generated TLS files live in ${UNS_BROKERS_DIR:-<repo>/target/brokers};
 # $STATE/env records the ports for the tests. Kafka's data goes there too
@@ -31,6 +33,7 @@ MQTT_TLS_PORT=${MQTT_TLS_PORT:-8883}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_SASL_SSL_PORT=${KAFKA_SASL_SSL_PORT:-9094}
+KAFKA_SSL_PORT=${KAFKA_SSL_PORT:-9095}
 MQTT_USER=uns
 MQTT_PASSWORD=uns-secret
 KAFKA_USER=uns
@@ -282,15 +285,23 @@ write_kafka_conf() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT,SSL://127.0.0.1:$KAFKA_SSL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_SSL_PORT,SSL://127.0.0.1:$KAFKA_SSL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
-sasl.enabled.mechanisms=PLAIN
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
 listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_USER="$KAFKA_PASSWORD";
+# The SCRAM credential is written into the storage when it is formatted.
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.ssl.keystore.type=PEM
 listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/server.pem
+# Mutual TLS: a client must show a certificate the test CA signed.
+listener.name.ssl.ssl.keystore.type=PEM
+listener.name.ssl.ssl.keystore.location=$TLS_DIR/server.pem
+listener.name.ssl.ssl.truststore.type=PEM
+listener.name.ssl.ssl.truststore.location=$TLS_DIR/ca.crt
+listener.name.ssl.ssl.client.auth=required
 log.dirs=$KAFKA_DATA
 auto.create.topics.enable=true
 num.partitions=3
@@ -339,8 +350,8 @@ kafka_probe() {
 kafka_start() {
     if pid_of kafka >/dev/null; then log "kafka already running"; return 0; fi
     local p
-    for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SASL_SSL_PORT"; do
-        port_open "$p" && die "port $p is already in use by another process (set KAFKA_PORT/KAFKA_CONTROLLER_PORT/KAFKA_SASL_SSL_PORT)"
+    for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SASL_SSL_PORT" "$KAFKA_SSL_PORT"; do
+        port_open "$p" && die "port $p is already in use by another process (set KAFKA_PORT/KAFKA_CONTROLLER_PORT/KAFKA_SASL_SSL_PORT/KAFKA_SSL_PORT)"
     done
     make_tls
     kafka_jars
@@ -352,7 +363,8 @@ kafka_start() {
         fi
         mkdir -p "$KAFKA_DATA"
         kafka_java kafka.tools.StorageTool format --ignore-formatted \
-            -t "$KAFKA_CLUSTER_ID" -c "$KAFKA_DIR/server.properties"
+            -t "$KAFKA_CLUSTER_ID" -c "$KAFKA_DIR/server.properties" \
+            --add-scram "SCRAM-SHA-512=[name=$KAFKA_USER,password=$KAFKA_PASSWORD]"
         "${KAFKA_CMD[@]}" >"$STATE/kafka-format.log" 2>&1 ||
             fail_with_log kafka-format "formatting Kafka storage failed"
     fi
@@ -360,7 +372,7 @@ kafka_start() {
     kafka_java kafka.Kafka "$KAFKA_DIR/server.properties"
     spawn kafka "${KAFKA_CMD[@]}"
     wait_ready kafka kafka_probe
-    log "kafka up: 127.0.0.1:$KAFKA_PORT, :$KAFKA_SASL_SSL_PORT (SASL_SSL, $KAFKA_USER/$KAFKA_PASSWORD)"
+    log "kafka up: 127.0.0.1:$KAFKA_PORT, :$KAFKA_SASL_SSL_PORT (SASL_SSL PLAIN or SCRAM-SHA-512, $KAFKA_USER/$KAFKA_PASSWORD), :$KAFKA_SSL_PORT (SSL with a client certificate)"
 }
 
 write_env() {
@@ -374,6 +386,7 @@ MQTT_PASSWORD=$MQTT_PASSWORD
 KAFKA_PORT=$KAFKA_PORT
 KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
 KAFKA_SASL_SSL_PORT=$KAFKA_SASL_SSL_PORT
+KAFKA_SSL_PORT=$KAFKA_SSL_PORT
 KAFKA_USER=$KAFKA_USER
 KAFKA_PASSWORD=$KAFKA_PASSWORD
 UNS_TLS_DIR=$TLS_DIR
@@ -388,7 +401,7 @@ status() {
         echo "mosquitto: down"; ok=1
     fi
     if pid=$(pid_of kafka) && port_open "$KAFKA_PORT"; then
-        echo "kafka: up (pid $pid) 127.0.0.1:$KAFKA_PORT sasl_ssl :$KAFKA_SASL_SSL_PORT"
+        echo "kafka: up (pid $pid) 127.0.0.1:$KAFKA_PORT sasl_ssl :$KAFKA_SASL_SSL_PORT ssl :$KAFKA_SSL_PORT"
     else
         echo "kafka: down"; ok=1
     fi

@@ -23,8 +23,11 @@ pub struct BrokerEnv {
     /// `127.0.0.1:<kafka_port>`.
     pub kafka_bootstrap: String,
     /// Kafka over TLS (the server certificate of `tls_dir`) with SASL PLAIN
-    /// as `kafka_user` / `kafka_password`.
+    /// or SCRAM-SHA-512 as `kafka_user` / `kafka_password`.
     pub kafka_sasl_ssl_port: u16,
+    /// Kafka over TLS that requires a client certificate signed by
+    /// `tls_dir/ca.crt` (mutual TLS, no password).
+    pub kafka_ssl_port: u16,
     pub kafka_user: String,
     pub kafka_password: String,
     /// `ca.crt`, `ca.key`, `server.crt`, `server.key`, `client.crt`,
@@ -48,10 +51,11 @@ impl BrokerEnv {
 
 /// The brokers' settings: environment variables (`MQTT_PORT`,
 /// `MQTT_AUTH_PORT`, `MQTT_TLS_PORT`, `KAFKA_PORT`, `KAFKA_SASL_SSL_PORT`,
+/// `KAFKA_SSL_PORT`,
 /// `UNS_TLS_DIR`, ...) win over the `env` file `tests/brokers.sh up` writes
 /// into its state directory (`$UNS_BROKERS_DIR`, default
 /// `<workspace>/target/brokers`), which wins over the defaults
-/// 1883/1884/8883/9092/9094.
+/// 1883/1884/8883/9092/9094/9095.
 pub fn env() -> &'static BrokerEnv {
     static ENV: OnceLock<BrokerEnv> = OnceLock::new();
     ENV.get_or_init(load_env)
@@ -84,6 +88,7 @@ fn load_env() -> BrokerEnv {
         kafka_port,
         kafka_bootstrap: format!("127.0.0.1:{kafka_port}"),
         kafka_sasl_ssl_port: port("KAFKA_SASL_SSL_PORT", 9094),
+        kafka_ssl_port: port("KAFKA_SSL_PORT", 9095),
         kafka_user: get("KAFKA_USER").unwrap_or_else(|| "uns".into()),
         kafka_password: get("KAFKA_PASSWORD").unwrap_or_else(|| "uns-kafka-secret".into()),
         tls_dir: get("UNS_TLS_DIR")

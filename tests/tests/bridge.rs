@@ -3,6 +3,7 @@
 //! topic, key, headers, timestamp and value.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use prost::Message as _;
@@ -710,11 +711,21 @@ async fn tls_session_with_a_generated_ca() {
     one_message_crosses(s, publisher, &consumer, &p, json!({"v": "tls"}), 1).await;
 }
 
-/// A configuration directory for Kafka over TLS with SASL PLAIN, set up as
-/// the secrets template shows: the security settings in `.secrets.yaml`,
-/// the CA (`ca`, copied next to it) named relative to it. `/metrics` on
-/// the port returned.
-fn kafka_sasl_ssl_dir(p: &str, password: &str, ca: &std::path::Path) -> (ConfigDir, u16) {
+/// How the bridge proves who it is to one of Kafka's TLS listeners.
+enum KafkaAuth<'a> {
+    /// SASL (`PLAIN`, `SCRAM-SHA-512`) as the test user with this password,
+    /// on the SASL_SSL listener.
+    Sasl(&'a str, &'a str),
+    /// A client certificate and its key (mutual TLS), on the SSL listener;
+    /// `None` shows no certificate.
+    Certificate(Option<(&'a Path, &'a Path)>),
+}
+
+/// A configuration directory for Kafka over TLS, set up as the secrets
+/// template shows: the security settings in `.secrets.yaml`, the CA (`ca`)
+/// and any client certificate copied into `tls/` and named relative to the
+/// directory. `/health` and `/metrics` on the port returned.
+fn kafka_tls_dir(p: &str, ca: &Path, auth: KafkaAuth) -> (ConfigDir, u16) {
     let e = env();
     let dir = ConfigDir::new();
     let yaml = settings(e.mqtt_port, &[format!("{p}/#")], "", &format!("{p}-dlq"));
@@ -723,32 +734,93 @@ fn kafka_sasl_ssl_dir(p: &str, password: &str, ca: &std::path::Path) -> (ConfigD
         "{yaml}bridge:\n  shutdown_timeout_ms: 3000\n  health_stall_timeout_ms: 2000\n  \
          health_listen: '127.0.0.1:{port}'\n"
     ));
-    let ca = std::fs::read(ca).expect("the brokers' TLS files (tests/brokers.sh up)");
-    dir.write_file("kafka-ca.crt", ca);
+    let copy = |from: &Path, to: &str| {
+        let bytes = std::fs::read(from).expect("the brokers' TLS files (tests/brokers.sh up)");
+        dir.write_file(to, bytes);
+    };
+    copy(ca, "tls/kafka-ca.crt");
+    let security = match auth {
+        KafkaAuth::Sasl(mechanism, password) => format!(
+            "    bootstrap.servers: '127.0.0.1:{}'\n    security.protocol: SASL_SSL\n    \
+             sasl.mechanisms: {mechanism}\n    sasl.username: '{}'\n    \
+             sasl.password: '{password}'\n",
+            e.kafka_sasl_ssl_port, e.kafka_user
+        ),
+        KafkaAuth::Certificate(cert) => {
+            let mut s = format!(
+                "    bootstrap.servers: '127.0.0.1:{}'\n    security.protocol: SSL\n",
+                e.kafka_ssl_port
+            );
+            if let Some((cert, key)) = cert {
+                copy(cert, "tls/client.crt");
+                copy(key, "tls/client.key");
+                s.push_str(
+                    "    ssl.certificate.location: tls/client.crt\n    \
+                     ssl.key.location: tls/client.key\n",
+                );
+            }
+            s
+        }
+    };
     dir.write_secrets(&format!(
-        "kafka:\n  config:\n    bootstrap.servers: '127.0.0.1:{}'\n    \
-         security.protocol: SASL_SSL\n    sasl.mechanisms: PLAIN\n    \
-         sasl.username: '{}'\n    sasl.password: '{password}'\n    \
-         ssl.ca.location: kafka-ca.crt\n",
-        e.kafka_sasl_ssl_port, e.kafka_user
+        "kafka:\n  config:\n{security}    ssl.ca.location: tls/kafka-ca.crt\n"
     ));
     (dir, port)
+}
+
+/// Starts the bridge with `dir`, sends one message through and checks no
+/// `secret` shows in its log.
+async fn crosses_over_kafka_tls(p: &str, dir: ConfigDir, secret: &str) {
+    let k = format!("{p}_m");
+    create_topics(&[&k], 1).await;
+    let consumer = Consumer::new(&[&k]);
+    let s = start_in(dir).await;
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    let (_, log) = one_message_crosses(s, publisher, &consumer, p, json!({"v": p}), 1).await;
+    assert!(!log.contains(secret), "secret logged:\n{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_over_tls_with_a_password_from_the_secrets_file() {
     let p = unique("kafkasasl");
-    let k = format!("{p}_m");
-    create_topics(&[&k], 1).await;
-    let consumer = Consumer::new(&[&k]);
-    let (dir, _) = kafka_sasl_ssl_dir(&p, &env().kafka_password, &env().ca_cert());
-    let s = start_in(dir).await;
-    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
-    let (_, log) = one_message_crosses(s, publisher, &consumer, &p, json!({"v": "sasl"}), 1).await;
-    assert!(
-        !log.contains(&env().kafka_password),
-        "password logged:\n{log}"
-    );
+    let password = &env().kafka_password;
+    let (dir, _) = kafka_tls_dir(&p, &env().ca_cert(), KafkaAuth::Sasl("PLAIN", password));
+    crosses_over_kafka_tls(&p, dir, password).await;
+}
+
+/// SCRAM, which managed Kafka services use where PLAIN would send the
+/// password itself, on the same listener.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_over_tls_with_scram() {
+    let p = unique("kafkascram");
+    let password = &env().kafka_password;
+    let auth = KafkaAuth::Sasl("SCRAM-SHA-512", password);
+    let (dir, _) = kafka_tls_dir(&p, &env().ca_cert(), auth);
+    crosses_over_kafka_tls(&p, dir, password).await;
+}
+
+/// Mutual TLS: a listener that takes only clients with a certificate its
+/// CA signed; the certificate and key named relative to the configuration
+/// directory. The key must not reach the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_over_mutual_tls_with_a_client_certificate() {
+    let p = unique("kafkamtls");
+    let e = env();
+    let (cert, key) = (e.client_cert(), e.client_key());
+    let auth = KafkaAuth::Certificate(Some((&cert, &key)));
+    let (dir, _) = kafka_tls_dir(&p, &e.ca_cert(), auth);
+    let key_text = std::fs::read_to_string(&key).expect("client key");
+    let key_body = key_text.lines().nth(1).expect("a PEM body line");
+    crosses_over_kafka_tls(&p, dir, key_body).await;
+}
+
+/// The same listener without a certificate: refused, nothing written (so
+/// the test above really went through mutual TLS).
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_without_the_client_certificate_it_requires_is_refused() {
+    let p = unique("kafkamtlsbad");
+    let (dir, port) = kafka_tls_dir(&p, &env().ca_cert(), KafkaAuth::Certificate(None));
+    kafka_refuses_the_bridge(&p, dir, port, "alert bad certificate").await;
 }
 
 /// The same listener with a wrong password: the bridge says why Kafka
@@ -757,7 +829,8 @@ async fn kafka_over_tls_with_a_password_from_the_secrets_file() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_kafka_password_is_a_clear_error() {
     let p = unique("kafkasaslbad");
-    let (dir, port) = kafka_sasl_ssl_dir(&p, "wrong-kafka-password", &env().ca_cert());
+    let auth = KafkaAuth::Sasl("PLAIN", "wrong-kafka-password");
+    let (dir, port) = kafka_tls_dir(&p, &env().ca_cert(), auth);
     let log = kafka_refuses_the_bridge(&p, dir, port, "Authentication failed").await;
     assert!(
         !log.contains("wrong-kafka-password"),
@@ -771,7 +844,8 @@ async fn a_wrong_kafka_password_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kafka_certificate_the_ca_did_not_sign_is_refused() {
     let p = unique("kafkasslbad");
-    let (dir, port) = kafka_sasl_ssl_dir(&p, &env().kafka_password, &env().client_cert());
+    let auth = KafkaAuth::Sasl("PLAIN", &env().kafka_password);
+    let (dir, port) = kafka_tls_dir(&p, &env().client_cert(), auth);
     kafka_refuses_the_bridge(&p, dir, port, "SSL handshake failed").await;
 }
 
