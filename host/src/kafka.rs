@@ -50,6 +50,21 @@ pub struct LogContext {
     /// which also returns the event, then from `BaseProducer::poll`), and
     /// the second report must neither log nor count again.
     last_error: Mutex<Option<(String, Instant)>>,
+    /// librdkafka's last `FAIL` log line (a connection failed) and when:
+    /// the error event that follows it says the same, and one ERROR line
+    /// per reconnect attempt is enough.
+    last_fail: Mutex<Option<(String, Instant)>>,
+}
+
+/// What [`LogContext::error`] does with one error event.
+#[derive(Debug, PartialEq, Eq)]
+enum Report {
+    /// rdkafka's immediate second report of the same event.
+    Repeat,
+    /// librdkafka has just logged it (`FAIL`): count it, log nothing more.
+    Count,
+    /// Log it at WARN and count it.
+    LogAndCount,
 }
 
 impl LogContext {
@@ -58,6 +73,22 @@ impl LogContext {
             stats,
             all_down: Arc::default(),
             last_error: Mutex::new(None),
+            last_fail: Mutex::new(None),
+        }
+    }
+
+    fn report(&self, error: &KafkaError, reason: &str) -> Report {
+        if !self.first_report(format!("{error}: {reason}")) {
+            return Report::Repeat;
+        }
+        let last_fail = self.last_fail.lock().unwrap_or_else(|e| e.into_inner());
+        match &*last_fail {
+            // The log line is the reason behind librdkafka's thread name
+            // (`[thrd:...]: `).
+            Some((line, at)) if line.ends_with(reason) && at.elapsed() < Duration::from_secs(1) => {
+                Report::Count
+            }
+            _ => Report::LogAndCount,
         }
     }
 
@@ -83,6 +114,10 @@ impl ClientContext for LogContext {
         use rdkafka::config::RDKafkaLogLevel as L;
         match level {
             L::Emerg | L::Alert | L::Critical | L::Error => {
+                if fac == "FAIL" {
+                    *self.last_fail.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((log_message.to_owned(), Instant::now()));
+                }
                 tracing::error!(target: "librdkafka", fac, "{log_message}")
             }
             L::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
@@ -102,9 +137,13 @@ impl ClientContext for LogContext {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .last_error = Some(Instant::now());
-        if self.first_report(format!("{error}: {reason}")) {
-            self.stats.kafka_errors.add(1);
-            tracing::warn!(target: "librdkafka", %error, "{reason}");
+        match self.report(&error, reason) {
+            Report::Repeat => {}
+            Report::Count => self.stats.kafka_errors.add(1),
+            Report::LogAndCount => {
+                self.stats.kafka_errors.add(1);
+                tracing::warn!(target: "librdkafka", %error, "{reason}");
+            }
         }
     }
 }
@@ -602,7 +641,7 @@ pub fn header_str<M: Message>(m: &M, name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{producer_index, record_of, Confirmed, DeliveryError, LogContext, Sink};
+    use super::{producer_index, record_of, Confirmed, DeliveryError, LogContext, Report, Sink};
     use crate::message::KafkaRecord;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -813,6 +852,42 @@ mod tests {
             "1/1 brokers are down",
         );
         assert_eq!(stats.kafka_errors.get(), 3);
+    }
+
+    /// A failed connection comes as librdkafka's ERROR line and then as an
+    /// error event with the same text: counted, but logged once. An event
+    /// with no such line, or long after it, is logged.
+    #[test]
+    fn an_error_librdkafka_has_just_logged_is_counted_not_logged_again() {
+        use rdkafka::config::RDKafkaLogLevel;
+        let stats = std::sync::Arc::new(crate::metrics::Stats::default());
+        let context = LogContext::new(stats.clone());
+        let fail = |reason: &str| {
+            let line = format!("[thrd:ssl://127.0.0.1:9095/bootstrap]: {reason}");
+            context.log(RDKafkaLogLevel::Error, "FAIL", &line);
+        };
+        let transport = || KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure);
+        let bad_cert = "ssl://127.0.0.1:9095/bootstrap: Receive failed: alert bad certificate";
+        fail(bad_cert);
+        assert_eq!(context.report(&transport(), bad_cert), Report::Count);
+        assert_eq!(context.report(&transport(), bad_cert), Report::Repeat);
+        let down = KafkaError::Global(RDKafkaErrorCode::AllBrokersDown);
+        let reason = "1/1 brokers are down";
+        assert_eq!(context.report(&down, reason), Report::LogAndCount);
+        let refused = "127.0.0.1:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed";
+        assert_eq!(context.report(&transport(), refused), Report::LogAndCount);
+        // A line from long ago is not this event's.
+        let reset = "127.0.0.1:9092/1: Connection reset by peer";
+        *context.last_fail.lock().unwrap() = Some((
+            format!("[thrd:127.0.0.1:9092/1]: {reset}"),
+            Instant::now() - Duration::from_secs(2),
+        ));
+        assert_eq!(context.report(&transport(), reset), Report::LogAndCount);
+        // Through `error`, a logged event still counts.
+        let closed = "127.0.0.1:9092/1: Disconnected";
+        fail(closed);
+        context.error(transport(), closed);
+        assert_eq!(stats.kafka_errors.get(), 1);
     }
 
     #[test]
