@@ -701,6 +701,12 @@ impl Layers {
                     *p = resolve_path(dir, p, Expect::File).map_err(|why| err(key, why))?;
                 }
             }
+            // Read and parse the files now: a DER file or a key that does
+            // not fit its certificate is a configuration error naming the
+            // key, not a failure at the first connection.
+            if mode == Mode::Bridge {
+                crate::tls::client_config(tls).map_err(|e| err(e.key, e.message))?;
+            }
         }
 
         // --- kafka

@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod mqtt;
 pub mod offline;
 pub mod pipeline;
+pub mod tls;
 pub mod transform;

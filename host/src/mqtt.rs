@@ -36,13 +36,13 @@ use bytes::Bytes;
 use rumqttc::v5;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::config::{MqttSettings, MqttVersion, TlsSettings, Transport};
+use crate::config::{MqttSettings, MqttVersion, Transport};
 use crate::message::{now_ms, MqttMessage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
     #[error("MQTT TLS setup: {0}")]
-    Tls(String),
+    Tls(#[from] crate::tls::TlsError),
     #[error("MQTT broker {addr} refused the connection: {reason}")]
     Refused { addr: String, reason: String },
     #[error("MQTT broker {addr} refused the subscription to {filter:?}: {reason}")]
@@ -706,166 +706,19 @@ fn transport(settings: &MqttSettings) -> Result<rumqttc::Transport, MqttError> {
         (None, Transport::Tcp) => Ok(rumqttc::Transport::Tcp),
         (None, Transport::Websockets) => Ok(rumqttc::Transport::Ws),
         (Some(tls), t) => {
-            let config = rumqttc::TlsConfiguration::Rustls(Arc::new(tls::client_config(tls)?));
+            if tls.cert_reqs == Some(false) || tls.insecure_cert {
+                tracing::warn!(
+                    cert_reqs = ?tls.cert_reqs,
+                    insecure_cert = tls.insecure_cert,
+                    "MQTT TLS: broker certificate checks relaxed by settings"
+                );
+            }
+            let config =
+                rumqttc::TlsConfiguration::Rustls(Arc::new(crate::tls::client_config(tls)?));
             Ok(match t {
                 Transport::Tcp => rumqttc::Transport::Tls(config),
                 Transport::Websockets => rumqttc::Transport::Wss(config),
             })
-        }
-    }
-}
-
-/// rustls client configuration from the seed's `tls` keys.
-mod tls {
-    use std::sync::Arc;
-
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::client::WebPkiServerVerifier;
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-    use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-
-    use super::{MqttError, TlsSettings};
-
-    pub fn client_config(tls: &TlsSettings) -> Result<ClientConfig, MqttError> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut roots = RootCertStore::empty();
-        match &tls.ca_certs {
-            Some(path) => {
-                let certs = CertificateDer::pem_file_iter(path)
-                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| {
-                        MqttError::Tls(format!("mqtt.tls.ca_certs {}: {e}", path.display()))
-                    })?;
-                if certs.is_empty() {
-                    return Err(MqttError::Tls(format!(
-                        "mqtt.tls.ca_certs {}: no PEM certificate in the file",
-                        path.display()
-                    )));
-                }
-                for cert in certs {
-                    roots.add(cert).map_err(|e| {
-                        MqttError::Tls(format!("mqtt.tls.ca_certs {}: {e}", path.display()))
-                    })?;
-                }
-            }
-            None => {
-                let found = rustls_native_certs::load_native_certs();
-                for cert in found.certs {
-                    let _ = roots.add(cert);
-                }
-            }
-        }
-        let roots = Arc::new(roots);
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| MqttError::Tls(e.to_string()))?;
-        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-            .build()
-            .map_err(|e| MqttError::Tls(e.to_string()))?;
-        let mode = match (tls.cert_reqs, tls.insecure_cert) {
-            (Some(false), _) => Mode::NoVerification,
-            (_, true) => Mode::SkipHostname,
-            _ => Mode::Full,
-        };
-        if mode != Mode::Full {
-            tracing::warn!(
-                ?mode,
-                "MQTT TLS: broker certificate checks relaxed by settings"
-            );
-        }
-        let builder = builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Verifier {
-                inner: verifier,
-                mode,
-            }));
-        let config = match (&tls.certfile, &tls.keyfile) {
-            (Some(cert), Some(key)) => {
-                let chain = CertificateDer::pem_file_iter(cert)
-                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| {
-                        MqttError::Tls(format!("mqtt.tls.certfile {}: {e}", cert.display()))
-                    })?;
-                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                    MqttError::Tls(format!("mqtt.tls.keyfile {}: {e}", key.display()))
-                })?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| MqttError::Tls(format!("client certificate: {e}")))?
-            }
-            _ => builder.with_no_client_auth(),
-        };
-        Ok(config)
-    }
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    enum Mode {
-        Full,
-        /// `insecure_cert: true`: the chain must still lead to the CA, but
-        /// the name may differ (self-signed plant certificates).
-        SkipHostname,
-        /// `cert_reqs: false`: anything goes.
-        NoVerification,
-    }
-
-    #[derive(Debug)]
-    struct Verifier {
-        inner: Arc<WebPkiServerVerifier>,
-        mode: Mode,
-    }
-
-    impl ServerCertVerifier for Verifier {
-        fn verify_server_cert(
-            &self,
-            end_entity: &CertificateDer<'_>,
-            intermediates: &[CertificateDer<'_>],
-            server_name: &ServerName<'_>,
-            ocsp: &[u8],
-            now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            match self.mode {
-                Mode::NoVerification => Ok(ServerCertVerified::assertion()),
-                Mode::Full => {
-                    self.inner
-                        .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-                }
-                Mode::SkipHostname => match self.inner.verify_server_cert(
-                    end_entity,
-                    intermediates,
-                    server_name,
-                    ocsp,
-                    now,
-                ) {
-                    Err(rustls::Error::InvalidCertificate(
-                        rustls::CertificateError::NotValidForName
-                        | rustls::CertificateError::NotValidForNameContext { .. },
-                    )) => Ok(ServerCertVerified::assertion()),
-                    other => other,
-                },
-            }
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            self.inner.verify_tls12_signature(message, cert, dss)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            self.inner.verify_tls13_signature(message, cert, dss)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.inner.supported_verify_schemes()
         }
     }
 }

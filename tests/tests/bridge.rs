@@ -1051,6 +1051,12 @@ async fn configuration_errors_exit_2_and_name_the_key() {
             "file not found",
         ),
         (
+            // A file that exists but holds no certificate: this one.
+            "mqtt:\n  host: h\n  tls: {ca_certs: settings.yaml}\nkafka: {config: {bootstrap.servers: x}}\n",
+            "mqtt.tls.ca_certs",
+            "no PEM certificate in ",
+        ),
+        (
             "mqtt:\n  host: h\nkafka: {config: {bootstrap.servers: x, no.such.property: 1}}\n",
             "kafka.config",
             "librdkafka rejected the configuration: ",
