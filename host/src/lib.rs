@@ -5,6 +5,7 @@
 //! MQTT in ([`mqtt`]) -> component ([`transform`]) -> Kafka out ([`kafka`])
 //! -> MQTT ack, wired together by [`pipeline`].
 
+pub mod check;
 pub mod config;
 pub mod demo;
 pub mod error;

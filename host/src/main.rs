@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Bridge MQTT to Kafka (the default).
     Run(uns_kafka::pipeline::RunArgs),
+    /// Check the settings and the component as `run` would, then exit.
+    Check(uns_kafka::check::CheckArgs),
     /// Run a component over messages offline, with no broker.
     Transform(uns_kafka::offline::TransformArgs),
     /// The whole job on an embedded MQTT broker and a mock Kafka cluster.
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
     let result: Result<(), CliError> = match cli.command {
         None => uns_kafka::pipeline::main(cli.run),
         Some(Command::Run(args)) => uns_kafka::pipeline::main(args),
+        Some(Command::Check(args)) => uns_kafka::check::main(args),
         Some(Command::Transform(args)) => uns_kafka::offline::main(args),
         Some(Command::Demo(args)) => uns_kafka::demo::main(args),
         Some(Command::Health { url }) => uns_kafka::health::probe(&url)

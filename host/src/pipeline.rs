@@ -120,6 +120,15 @@ impl Bridge {
         self.stats.clone()
     }
 
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// What the component says it is, and where it was loaded from.
+    pub fn component(&self) -> (&crate::transform::ComponentInfo, &std::path::Path) {
+        (self.transformer.info(), self.runtime.path())
+    }
+
     /// Bridges until `shutdown` resolves or the MQTT connection is lost for
     /// good; then stops reading, lets Kafka confirm what is in flight,
     /// acknowledges it, and disconnects.

@@ -1,0 +1,83 @@
+//! `uns-kafka check`: everything `run` checks before it connects, and
+//! nothing after. A plant engineer can vet a new `settings.yaml` or a new
+//! component in CI, or before a restart, and get the same one-line errors
+//! (exit 2) the bridge would stop with.
+
+use std::path::PathBuf;
+
+use crate::config::{self, MqttVersion, Settings, Transport};
+use crate::error::CliError;
+use crate::pipeline::Bridge;
+
+/// Arguments of `uns-kafka check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Configuration directory holding settings.yaml (and .secrets.yaml).
+    #[arg(long, value_name = "DIR", default_value = "conf")]
+    pub config: PathBuf,
+    /// Transform component (.wasm); overrides transform.component.
+    #[arg(long, value_name = "FILE.wasm")]
+    pub component: Option<PathBuf>,
+}
+
+/// Loads the settings (files and `UNS_` variables), reads the TLS files,
+/// compiles the component and runs its `init` with the settings, and has
+/// librdkafka accept the Kafka settings; then prints what the bridge would
+/// connect to. librdkafka may begin to connect while its producers exist,
+/// but nothing waits for a broker: a broker that is down is not an error
+/// here, as it is not for `run`.
+pub fn main(args: CheckArgs) -> Result<(), CliError> {
+    let settings = config::load(&args.config)?;
+    let bridge = Bridge::prepare(settings, args.component)?;
+    let (info, path) = bridge.component();
+    print!(
+        "{}",
+        summary(
+            bridge.settings(),
+            &format!("{} ({} {})", path.display(), info.name, info.version)
+        )
+    );
+    Ok(())
+}
+
+fn summary(s: &Settings, component: &str) -> String {
+    let m = &s.mqtt;
+    let scheme = match (m.transport, m.tls.is_some()) {
+        (Transport::Tcp, false) => "mqtt",
+        (Transport::Tcp, true) => "mqtts",
+        (Transport::Websockets, false) => "ws",
+        (Transport::Websockets, true) => "wss",
+    };
+    let path = match m.transport {
+        Transport::Tcp => "",
+        Transport::Websockets => m.websocket_path.as_str(),
+    };
+    let version = match m.version {
+        MqttVersion::V311 => "MQTT 3.1.1",
+        MqttVersion::V5 => "MQTT 5",
+    };
+    let host = m.host.as_deref().unwrap_or_default();
+    let bootstrap = s
+        .kafka
+        .config
+        .get("bootstrap.servers")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let protocol = s
+        .kafka
+        .config
+        .get("security.protocol")
+        .map(String::as_str)
+        .unwrap_or("plaintext");
+    format!(
+        "ok: {}\n  mqtt: {scheme}://{host}:{}{path} ({version}), QoS {}: {}\n  \
+         kafka: {bootstrap} ({protocol}), {} producer(s), dead letters to {}\n  \
+         component: {component}\n",
+        s.settings_file(),
+        m.port,
+        m.qos,
+        m.topics.join(", "),
+        s.kafka.producers,
+        s.kafka.dead_letter_topic,
+    )
+}

@@ -1,0 +1,128 @@
+//! `uns-kafka check` end to end: the real binary, the shipped settings, the
+//! real default component, and every golden bad configuration.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+mod common;
+use common::component;
+
+/// The compile cache the other binary tests share, so Cranelift runs once.
+fn shared_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("uns-kafka-test-cache")
+}
+
+/// Runs `uns-kafka check` with `args` and only `env` of the `UNS_`
+/// variables (a developer's own must not change the outcome).
+fn check(args: &[&str], env: &[(String, String)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_uns-kafka"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("UNS_") {
+            command.env_remove(k);
+        }
+    }
+    command
+        .arg("check")
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run uns-kafka check")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn the_shipped_settings_pass_and_check_says_what_run_would_use() {
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf");
+    let conf = conf.to_str().unwrap();
+    let wasm = component("uns_default");
+    let cache = shared_cache().display().to_string();
+    let out = check(
+        &["--config", conf, "--component", wasm.to_str().unwrap()],
+        &[("UNS_TRANSFORM__CACHE_DIR".into(), cache)],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let expected = format!(
+        "ok: {conf}/settings.yaml\n  \
+         mqtt: mqtt://localhost:1883 (MQTT 5), QoS 1: spBv1.0/#, enterprise/#\n  \
+         kafka: localhost:9092 (plaintext), 4 producer(s), dead letters to uns_kafka_dlq\n  \
+         component: {} (uns-default {})\n",
+        wasm.display(),
+        // The component and the host both take the workspace's version.
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(text(&out.stdout), expected);
+}
+
+/// `check` stops where `run` would, with the same line: each golden case's
+/// expected message, after `error: `, and exit code 2.
+#[test]
+fn every_golden_bad_configuration_fails_check_with_its_message() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 10, "golden cases missing");
+    for case in cases {
+        let env: Vec<(String, String)> = std::fs::read_to_string(case.join("env"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let dir = case.display().to_string();
+        let out = check(&["--config", &dir], &env);
+        let expected = std::fs::read_to_string(case.join("expected.txt"))
+            .unwrap()
+            .replace("$DIR", &dir);
+        assert_eq!(out.status.code(), Some(2), "{dir}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stderr), format!("error: {expected}"), "{dir}");
+        assert!(out.stdout.is_empty(), "{dir}: {}", text(&out.stdout));
+    }
+}
+
+/// A configuration the component's `init` refuses is found by `check`
+/// too, named as the component's.
+#[test]
+fn a_configuration_the_component_refuses_fails_check() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("settings.yaml"),
+        "mqtt:\n  host: h\nkafka: {config: {bootstrap.servers: 'localhost:9092'}}\n\
+         transform:\n  config: {ignored_attributes: {'a/#/b': [x]}}\n",
+    )
+    .unwrap();
+    let wasm = component("uns_default");
+    let out = check(
+        &[
+            "--config",
+            dir.path().to_str().unwrap(),
+            "--component",
+            wasm.to_str().unwrap(),
+        ],
+        &[(
+            "UNS_TRANSFORM__CACHE_DIR".into(),
+            shared_cache().display().to_string(),
+        )],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let line = format!(
+        "error: {}: transform (component init): ",
+        dir.path().join("settings.yaml").display()
+    );
+    assert!(
+        text(&out.stderr).starts_with(&line),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("'#' must be the last level"),
+        "{}",
+        text(&out.stderr)
+    );
+}
