@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real brokers on loopback for development and the end-to-end tests:
-# one Mosquitto (Debian package) with an anonymous, a password and a TLS
-# listener, and a single-node Apache Kafka 4 in KRaft mode run from the jars
+# one Mosquitto (Debian package) with an anonymous, a password, a TLS and a
+# mutual-TLS listener, and a single-node Apache Kafka 4 in KRaft mode run from the jars
 # of tests/kafka/pom.xml with the machine's Java, with a plaintext listener,
 # one that takes TLS with a user name and password (SASL_SSL, PLAIN or
 # SCRAM-SHA-512) and one that takes TLS with a client certificate (SSL).
@@ -17,6 +17,7 @@
 # back with its data, for fault tests.
 #
 # Ports: MQTT_PORT (1883), MQTT_AUTH_PORT (1884), MQTT_TLS_PORT (8883),
+# MQTT_MTLS_PORT (8884, TLS with a client certificate required),
 # KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_SASL_SSL_PORT (9094),
 # KAFKA_SSL_PORT (9095).
 # State, logs and the
@@ -30,6 +31,7 @@ STATE=${UNS_BROKERS_DIR:-$REPO/target/brokers}
 MQTT_PORT=${MQTT_PORT:-1883}
 MQTT_AUTH_PORT=${MQTT_AUTH_PORT:-1884}
 MQTT_TLS_PORT=${MQTT_TLS_PORT:-8883}
+MQTT_MTLS_PORT=${MQTT_MTLS_PORT:-8884}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_SASL_SSL_PORT=${KAFKA_SASL_SSL_PORT:-9094}
@@ -240,6 +242,13 @@ write_mosquitto_conf() {
         echo "certfile $TLS_DIR/server.crt"
         echo "keyfile $TLS_DIR/server.key"
         echo "require_certificate false"
+        echo
+        echo "listener $MQTT_MTLS_PORT 127.0.0.1"
+        echo "allow_anonymous true"
+        echo "cafile $TLS_DIR/ca.crt"
+        echo "certfile $TLS_DIR/server.crt"
+        echo "keyfile $TLS_DIR/server.key"
+        echo "require_certificate true"
     } >"$MQTT_DIR/mosquitto.conf"
 }
 
@@ -247,20 +256,22 @@ mqtt_probe() {
     local t=uns-kafka/brokers-ready
     mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -t "$t" -m up -q 1 &&
         mosquitto_pub -h 127.0.0.1 -p "$MQTT_AUTH_PORT" -u "$MQTT_USER" -P "$MQTT_PASSWORD" -t "$t" -m up -q 1 &&
-        mosquitto_pub -h localhost -p "$MQTT_TLS_PORT" --cafile "$TLS_DIR/ca.crt" -t "$t" -m up -q 1
+        mosquitto_pub -h localhost -p "$MQTT_TLS_PORT" --cafile "$TLS_DIR/ca.crt" -t "$t" -m up -q 1 &&
+        mosquitto_pub -h localhost -p "$MQTT_MTLS_PORT" --cafile "$TLS_DIR/ca.crt" \
+            --cert "$TLS_DIR/client.crt" --key "$TLS_DIR/client.key" -t "$t" -m up -q 1
 }
 
 mqtt_start() {
     if pid_of mosquitto >/dev/null; then log "mosquitto already running"; return 0; fi
     local p
-    for p in "$MQTT_PORT" "$MQTT_AUTH_PORT" "$MQTT_TLS_PORT"; do
-        port_open "$p" && die "port $p is already in use by another process (set MQTT_PORT/MQTT_AUTH_PORT/MQTT_TLS_PORT)"
+    for p in "$MQTT_PORT" "$MQTT_AUTH_PORT" "$MQTT_TLS_PORT" "$MQTT_MTLS_PORT"; do
+        port_open "$p" && die "port $p is already in use by another process (set MQTT_PORT/MQTT_AUTH_PORT/MQTT_TLS_PORT/MQTT_MTLS_PORT)"
     done
     make_tls
     write_mosquitto_conf
     spawn mosquitto mosquitto -c "$MQTT_DIR/mosquitto.conf"
     wait_ready mosquitto mqtt_probe
-    log "mosquitto up: 127.0.0.1:$MQTT_PORT (anonymous), :$MQTT_AUTH_PORT ($MQTT_USER/$MQTT_PASSWORD), :$MQTT_TLS_PORT (TLS)"
+    log "mosquitto up: 127.0.0.1:$MQTT_PORT (anonymous), :$MQTT_AUTH_PORT ($MQTT_USER/$MQTT_PASSWORD), :$MQTT_TLS_PORT (TLS), :$MQTT_MTLS_PORT (TLS with a client certificate)"
 }
 
 # --- Kafka
@@ -381,6 +392,7 @@ MQTT_HOST=127.0.0.1
 MQTT_PORT=$MQTT_PORT
 MQTT_AUTH_PORT=$MQTT_AUTH_PORT
 MQTT_TLS_PORT=$MQTT_TLS_PORT
+MQTT_MTLS_PORT=$MQTT_MTLS_PORT
 MQTT_USER=$MQTT_USER
 MQTT_PASSWORD=$MQTT_PASSWORD
 KAFKA_PORT=$KAFKA_PORT
@@ -396,7 +408,7 @@ EOF
 status() {
     local ok=0 pid
     if pid=$(pid_of mosquitto) && port_open "$MQTT_PORT"; then
-        echo "mosquitto: up (pid $pid) mqtt://127.0.0.1:$MQTT_PORT auth :$MQTT_AUTH_PORT tls :$MQTT_TLS_PORT"
+        echo "mosquitto: up (pid $pid) mqtt://127.0.0.1:$MQTT_PORT auth :$MQTT_AUTH_PORT tls :$MQTT_TLS_PORT mtls :$MQTT_MTLS_PORT"
     else
         echo "mosquitto: down"; ok=1
     fi

@@ -17,6 +17,9 @@ pub struct BrokerEnv {
     /// MQTT over TLS; the server certificate is for `localhost` and
     /// `127.0.0.1`, signed by `tls_dir/ca.crt`.
     pub mqtt_tls_port: u16,
+    /// MQTT over TLS that requires a client certificate signed by
+    /// `tls_dir/ca.crt`.
+    pub mqtt_mtls_port: u16,
     pub mqtt_user: String,
     pub mqtt_password: String,
     pub kafka_port: u16,
@@ -50,12 +53,12 @@ impl BrokerEnv {
 }
 
 /// The brokers' settings: environment variables (`MQTT_PORT`,
-/// `MQTT_AUTH_PORT`, `MQTT_TLS_PORT`, `KAFKA_PORT`, `KAFKA_SASL_SSL_PORT`,
+/// `MQTT_AUTH_PORT`, `MQTT_TLS_PORT`, `MQTT_MTLS_PORT`, `KAFKA_PORT`, `KAFKA_SASL_SSL_PORT`,
 /// `KAFKA_SSL_PORT`,
 /// `UNS_TLS_DIR`, ...) win over the `env` file `tests/brokers.sh up` writes
 /// into its state directory (`$UNS_BROKERS_DIR`, default
 /// `<workspace>/target/brokers`), which wins over the defaults
-/// 1883/1884/8883/9092/9094/9095.
+/// 1883/1884/8883/8884/9092/9094/9095.
 pub fn env() -> &'static BrokerEnv {
     static ENV: OnceLock<BrokerEnv> = OnceLock::new();
     ENV.get_or_init(load_env)
@@ -83,6 +86,7 @@ fn load_env() -> BrokerEnv {
         mqtt_port: port("MQTT_PORT", 1883),
         mqtt_auth_port: port("MQTT_AUTH_PORT", 1884),
         mqtt_tls_port: port("MQTT_TLS_PORT", 8883),
+        mqtt_mtls_port: port("MQTT_MTLS_PORT", 8884),
         mqtt_user: get("MQTT_USER").unwrap_or_else(|| "uns".into()),
         mqtt_password: get("MQTT_PASSWORD").unwrap_or_else(|| "uns-secret".into()),
         kafka_port,

@@ -3,7 +3,7 @@
 //! topic, key, headers, timestamp and value.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use prost::Message as _;
@@ -709,6 +709,68 @@ async fn tls_session_with_a_generated_ca() {
     .await;
     let publisher = MqttClient::connect(MqttConnect::tls()).await.unwrap();
     one_message_crosses(s, publisher, &consumer, &p, json!({"v": "tls"}), 1).await;
+}
+
+/// A configuration directory for the MQTT listener that requires a client
+/// certificate, with the CA and, if `with_cert`, the test client's
+/// certificate and key copied into `tls/` and named relative to it.
+fn mqtt_mtls_dir(p: &str, with_cert: bool, extra_mqtt: &str) -> ConfigDir {
+    let e = env();
+    let dir = ConfigDir::new();
+    dir.write_settings(
+        &settings(
+            e.mqtt_mtls_port,
+            &[format!("{p}/#")],
+            extra_mqtt,
+            &format!("{p}-dlq"),
+        )
+        .replace("host: 127.0.0.1", "host: localhost"),
+    );
+    let copy = |from: PathBuf, to: &str| {
+        let bytes = std::fs::read(from).expect("the brokers' TLS files (tests/brokers.sh up)");
+        dir.write_file(to, bytes);
+    };
+    copy(e.ca_cert(), "tls/ca.crt");
+    let mut tls = String::from("mqtt:\n  tls:\n    ca_certs: tls/ca.crt\n");
+    if with_cert {
+        copy(e.client_cert(), "tls/client.crt");
+        copy(e.client_key(), "tls/client.key");
+        tls.push_str("    certfile: tls/client.crt\n    keyfile: tls/client.key\n");
+    }
+    dir.write_secrets(&tls);
+    dir
+}
+
+/// Brokers such as AWS IoT Core take only clients with a certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt_mutual_tls_with_a_client_certificate() {
+    let p = unique("mtls");
+    let k = format!("{p}_m");
+    create_topics(&[&k], 1).await;
+    let consumer = Consumer::new(&[&k]);
+    let s = start_in(mqtt_mtls_dir(&p, true, "")).await;
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    one_message_crosses(s, publisher, &consumer, &p, json!({"v": "mtls"}), 1).await;
+}
+
+/// The same listener without the certificate: the broker refuses the
+/// bridge, which says so and, told not to reconnect, exits 1 (so the test
+/// above really went through mutual TLS).
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt_mutual_tls_without_a_client_certificate_is_refused() {
+    let p = unique("mtlsbad");
+    let dir = mqtt_mtls_dir(&p, false, "  reconnect_on_failure: false\n");
+    let config = dir.path().to_string_lossy().into_owned();
+    let component = component("uns-default").to_string_lossy().into_owned();
+    let out = run_to_exit(
+        ["run", "--config", &config, "--component", &component],
+        &[],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(out.code(), Some(1), "log:\n{}", out.log);
+    assert!(!out.log.contains("uns-kafka ready"), "log:\n{}", out.log);
+    assert!(out.log.contains("CertificateRequired"), "log:\n{}", out.log);
 }
 
 /// How the bridge proves who it is to one of Kafka's TLS listeners.
