@@ -289,6 +289,23 @@ async fn the_image_and_compose_file_run_the_bridge() {
     let status = probe.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(0), "healthcheck: {}", probe.log());
 
+    // `docker run ... uns-kafka check --config /app/conf`: the image's
+    // settings and component pass, and it names that component.
+    let check_args: Vec<String> = ["check", "--config", "/app/conf"]
+        .iter()
+        .map(|a| rewrite(a, root, &exposed, port))
+        .collect();
+    let mut check = Bridge::start_at(&bin, Some(&workdir), &check_args, &envs);
+    let status = check.wait_exit(Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(0), "check: {}", check.log());
+    assert!(
+        check
+            .log()
+            .contains(&format!("component: {} (uns-default ", component.display())),
+        "check: {}",
+        check.log()
+    );
+
     // The compose file's example: a reading on enterprise/<site>/temp.
     let site = unique("image");
     let mqtt_topic = format!("enterprise/{site}/temp");
