@@ -110,12 +110,47 @@ pub struct Stats {
     /// From receiving a message to Kafka confirming its last record (or its
     /// dead-letter record): the latency the bridge adds, Kafka included.
     pub delivery: Histogram,
+    /// Messages on which the component itself failed (each dead-lettered
+    /// and the instance replaced), by [`SANDBOX_FAILURES`] kind: bad input
+    /// is the plant's problem, these are the component author's.
+    pub component_failures: [Counter; SANDBOX_FAILURES.len()],
+    /// The host's and the component's versions, for `uns_kafka_info`: which
+    /// transform runs where, once components ship on their own.
+    pub info: std::sync::OnceLock<Info>,
+}
+
+/// The ways the sandbox stops a component on one message, as named in the
+/// dead-letter record's `dlq_error_kind`.
+pub const SANDBOX_FAILURES: [&str; 3] = ["trap", "timeout", "memory"];
+
+/// What `uns_kafka_info` labels.
+#[derive(Debug, Clone)]
+pub struct Info {
+    pub component: String,
+    pub component_version: String,
 }
 
 impl Stats {
+    /// Counts a dead-letter reason if it is the component's own failure.
+    pub fn count_component_failure(&self, kind: &str) {
+        if let Some(i) = SANDBOX_FAILURES.iter().position(|k| *k == kind) {
+            self.component_failures[i].add(1);
+        }
+    }
+
     /// Prometheus text exposition format, version 0.0.4.
     pub fn prometheus(&self) -> String {
         let mut out = String::new();
+        if let Some(info) = self.info.get() {
+            out.push_str(&format!(
+                "# HELP uns_kafka_info The bridge's and its transform component's versions\n\
+                 # TYPE uns_kafka_info gauge\n\
+                 uns_kafka_info{{version=\"{}\",component=\"{}\",component_version=\"{}\"}} 1\n",
+                env!("CARGO_PKG_VERSION"),
+                label(&info.component),
+                label(&info.component_version),
+            ));
+        }
         for (name, help, value) in [
             (
                 "uns_kafka_messages_received_total",
@@ -178,6 +213,14 @@ impl Stats {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
             ));
         }
+        let name = "uns_kafka_component_failures_total";
+        out.push_str(&format!(
+            "# HELP {name} Messages on which the component trapped, ran out of time or memory (each dead-lettered; the instance replaced)\n\
+             # TYPE {name} counter\n"
+        ));
+        for (kind, counter) in SANDBOX_FAILURES.iter().zip(&self.component_failures) {
+            out.push_str(&format!("{name}{{kind=\"{kind}\"}} {}\n", counter.get()));
+        }
         self.delivery.write(
             &mut out,
             "uns_kafka_delivery_seconds",
@@ -187,9 +230,47 @@ impl Stats {
     }
 }
 
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn info_and_component_failures_are_exposed_with_their_labels() {
+        let stats = Stats::default();
+        assert!(!stats.prometheus().contains("uns_kafka_info"));
+        stats
+            .info
+            .set(Info {
+                component: "my \"odd\" \\ name".into(),
+                component_version: "1.2.3".into(),
+            })
+            .unwrap();
+        stats.count_component_failure("timeout");
+        stats.count_component_failure("timeout");
+        stats.count_component_failure("memory");
+        stats.count_component_failure("decode"); // bad input, not the component
+        let out = stats.prometheus();
+        let info = format!(
+            "uns_kafka_info{{version=\"{}\",component=\"my \\\"odd\\\" \\\\ name\",component_version=\"1.2.3\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(out.contains(&info), "{out}");
+        for line in [
+            "uns_kafka_component_failures_total{kind=\"trap\"} 0\n",
+            "uns_kafka_component_failures_total{kind=\"timeout\"} 2\n",
+            "uns_kafka_component_failures_total{kind=\"memory\"} 1\n",
+        ] {
+            assert!(out.contains(line), "{line} not in\n{out}");
+        }
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative_with_le_in_seconds() {

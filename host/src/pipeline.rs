@@ -142,6 +142,10 @@ impl Bridge {
             ready,
         } = self;
         let info = transformer.info().clone();
+        let _ = stats.info.set(crate::metrics::Info {
+            component: info.name.clone(),
+            component_version: info.version.clone(),
+        });
         tracing::info!(
             component = %info.name,
             version = %info.version,
@@ -502,6 +506,7 @@ async fn process(batch: Vec<Inbound>, worker: &Worker, out: &Arc<Output>, pendin
             }
             Err(reason) => {
                 let out = out.clone();
+                out.stats.count_component_failure(&reason.kind);
                 pending.push_back(Box::pin(async move {
                     out.dead_letter(&message, &reason, "transform").await;
                     observe_delivery(&out.stats, &message);

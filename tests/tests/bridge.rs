@@ -1256,6 +1256,16 @@ async fn health_endpoint_and_probe_command() {
             && metrics.contains("uns_kafka_delivery_seconds_bucket{le=\"+Inf\"} 1"),
         "{metrics}"
     );
+    // Which transform runs, and that it has not failed.
+    let info = format!(
+        "uns_kafka_info{{version=\"{v}\",component=\"uns-default\",component_version=\"{v}\"}} 1",
+        v = env!("CARGO_PKG_VERSION")
+    );
+    assert!(metrics.contains(&info), "{metrics}");
+    assert!(
+        metrics.contains("uns_kafka_component_failures_total{kind=\"trap\"} 0"),
+        "{metrics}"
+    );
 
     assert_eq!(
         s.bridge.terminate(Duration::from_secs(30)).await.code(),

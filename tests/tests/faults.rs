@@ -972,10 +972,14 @@ async fn fault_poison_input_is_dead_lettered() {
 async fn fault_component_traps_loops_and_hogs_memory() {
     let scenario = "component-faults";
     let s = Stream::new(scenario).await;
+    let health = free_port();
     let settings = s.settings(
         "",
         "",
-        "transform:\n  timeout_ms: 500\n  max_memory_mb: 64\n",
+        &format!(
+            "  health_listen: '127.0.0.1:{health}'\n\
+             transform:\n  timeout_ms: 500\n  max_memory_mb: 64\n"
+        ),
     );
     let mut run = start_bridge(&settings, "test-faulty");
     run.bridge.wait_ready(READY).await;
@@ -1053,6 +1057,16 @@ async fn fault_component_traps_loops_and_hogs_memory() {
         ["trap=trap", "loop=timeout", "alloc=memory"],
         "log {}",
         run.bridge.log_path().display()
+    );
+    // Each counted as the component's failure, and the component named.
+    let m = http_get(health, "/metrics");
+    for kind in ["trap", "timeout", "memory"] {
+        let line = format!("uns_kafka_component_failures_total{{kind=\"{kind}\"}} 1\n");
+        assert!(m.contains(&line), "{line} not in\n{m}");
+    }
+    assert!(
+        m.contains(",component=\"test-faulty\","),
+        "no uns_kafka_info for test-faulty in\n{m}"
     );
     assert!(!after.is_empty(), "no messages after the faults");
     assert!(
