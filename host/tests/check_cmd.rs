@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::component;
+use common::{component, golden_cases, golden_env};
 
 /// The compile cache the other binary tests share, so Cranelift runs once.
 fn shared_cache() -> PathBuf {
@@ -60,21 +60,10 @@ fn the_shipped_settings_pass_and_check_says_what_run_would_use() {
 /// expected message, after `error: `, and exit code 2.
 #[test]
 fn every_golden_bad_configuration_fails_check_with_its_message() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    cases.sort();
+    let cases = golden_cases();
     assert!(cases.len() >= 10, "golden cases missing");
     for case in cases {
-        let env: Vec<(String, String)> = std::fs::read_to_string(case.join("env"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let env = golden_env(&case);
         let dir = case.display().to_string();
         let out = check(&["--config", &dir], &env);
         let expected = std::fs::read_to_string(case.join("expected.txt"))

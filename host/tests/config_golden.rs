@@ -5,44 +5,22 @@
 //! written as `$DIR`. Run with `UPDATE_GOLDEN=1` to rewrite the expected
 //! files after a deliberate change, then review the diff.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use uns_kafka::config::{load_from, Mode};
 
-fn cases() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    cases.sort();
-    cases
-}
-
-fn env_of(case: &Path) -> Vec<(String, String)> {
-    match std::fs::read_to_string(case.join("env")) {
-        Ok(text) => text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                let (k, v) = l.split_once('=').expect("env lines are NAME=value");
-                (k.to_owned(), v.to_owned())
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
+mod common;
+use common::{golden_cases, golden_env};
 
 #[test]
 fn every_bad_configuration_gives_its_exact_message() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut failures = Vec::new();
-    let cases = cases();
+    let cases = golden_cases();
     assert!(cases.len() >= 10, "golden cases missing");
     for case in cases {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let got = match load_from(&case, env_of(&case), Mode::Bridge) {
+        let got = match load_from(&case, golden_env(&case), Mode::Bridge) {
             Ok(_) => format!("(no error: {name} loaded fine)"),
             Err(e) => e.to_string().replace(&case.display().to_string(), "$DIR"),
         };

@@ -672,6 +672,14 @@ async fn wrong_password_is_a_clear_startup_error() {
         "dlq-x",
     ));
     dir.write_secrets("mqtt:\n  username: uns\n  password: wrong-password\n");
+    let log = mqtt_refuses_the_bridge(&dir).await;
+    assert!(log.contains("refused"), "log:\n{log}");
+    assert!(!log.contains("wrong-password"), "password leaked:\n{log}");
+}
+
+/// Runs the bridge with `dir` until it exits, which it must do with 1 (the
+/// MQTT broker would not have it) without ever being ready; the log.
+async fn mqtt_refuses_the_bridge(dir: &ConfigDir) -> String {
     let config = dir.path().to_string_lossy().into_owned();
     let component = component("uns-default").to_string_lossy().into_owned();
     let out = run_to_exit(
@@ -681,12 +689,8 @@ async fn wrong_password_is_a_clear_startup_error() {
     )
     .await;
     assert_eq!(out.code(), Some(1), "log:\n{}", out.log);
-    assert!(out.log.contains("refused"), "log:\n{}", out.log);
-    assert!(
-        !out.log.contains("wrong-password"),
-        "password leaked:\n{}",
-        out.log
-    );
+    assert!(!out.log.contains("uns-kafka ready"), "log:\n{}", out.log);
+    out.log
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -760,17 +764,8 @@ async fn mqtt_mutual_tls_with_a_client_certificate() {
 async fn mqtt_mutual_tls_without_a_client_certificate_is_refused() {
     let p = unique("mtlsbad");
     let dir = mqtt_mtls_dir(&p, false, "  reconnect_on_failure: false\n");
-    let config = dir.path().to_string_lossy().into_owned();
-    let component = component("uns-default").to_string_lossy().into_owned();
-    let out = run_to_exit(
-        ["run", "--config", &config, "--component", &component],
-        &[],
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_eq!(out.code(), Some(1), "log:\n{}", out.log);
-    assert!(!out.log.contains("uns-kafka ready"), "log:\n{}", out.log);
-    assert!(out.log.contains("CertificateRequired"), "log:\n{}", out.log);
+    let log = mqtt_refuses_the_bridge(&dir).await;
+    assert!(log.contains("CertificateRequired"), "log:\n{log}");
 }
 
 /// How the bridge proves who it is to one of Kafka's TLS listeners.
@@ -1028,16 +1023,7 @@ async fn tls_with_an_unknown_ca_never_connects() {
         .replace("host: 127.0.0.1", "host: localhost"),
     );
     dir.write_secrets("mqtt:\n  tls: {}\n");
-    let config = dir.path().to_string_lossy().into_owned();
-    let component = component("uns-default").to_string_lossy().into_owned();
-    let out = run_to_exit(
-        ["run", "--config", &config, "--component", &component],
-        &[],
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_eq!(out.code(), Some(1), "log:\n{}", out.log);
-    assert!(!out.log.contains("uns-kafka ready"), "log:\n{}", out.log);
+    mqtt_refuses_the_bridge(&dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -96,3 +96,31 @@ pub fn native_batch(config: &uns_default::Config, batch: &[MqttMessage]) -> Vec<
         })
         .collect()
 }
+
+/// The golden configuration cases: each directory under `tests/config/`
+/// holds a bad configuration and `expected.txt`, the exact message.
+pub fn golden_cases() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    cases
+}
+
+/// A golden case's environment: its `env` file's `NAME=value` lines.
+pub fn golden_env(case: &Path) -> Vec<(String, String)> {
+    match std::fs::read_to_string(case.join("env")) {
+        Ok(text) => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let (k, v) = l.split_once('=').expect("env lines are NAME=value");
+                (k.to_owned(), v.to_owned())
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
