@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::transform::ComponentInfo;
+
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
@@ -116,19 +118,12 @@ pub struct Stats {
     pub component_failures: [Counter; SANDBOX_FAILURES.len()],
     /// The host's and the component's versions, for `uns_kafka_info`: which
     /// transform runs where, once components ship on their own.
-    pub info: std::sync::OnceLock<Info>,
+    pub info: std::sync::OnceLock<ComponentInfo>,
 }
 
 /// The ways the sandbox stops a component on one message, as named in the
 /// dead-letter record's `dlq_error_kind`.
 pub const SANDBOX_FAILURES: [&str; 3] = ["trap", "timeout", "memory"];
-
-/// What `uns_kafka_info` labels.
-#[derive(Debug, Clone)]
-pub struct Info {
-    pub component: String,
-    pub component_version: String,
-}
 
 impl Stats {
     /// Counts a dead-letter reason if it is the component's own failure.
@@ -147,8 +142,8 @@ impl Stats {
                  # TYPE uns_kafka_info gauge\n\
                  uns_kafka_info{{version=\"{}\",component=\"{}\",component_version=\"{}\"}} 1\n",
                 env!("CARGO_PKG_VERSION"),
-                label(&info.component),
-                label(&info.component_version),
+                label(&info.name),
+                label(&info.version),
             ));
         }
         for (name, help, value) in [
@@ -248,9 +243,9 @@ mod tests {
         assert!(!stats.prometheus().contains("uns_kafka_info"));
         stats
             .info
-            .set(Info {
-                component: "my \"odd\" \\ name".into(),
-                component_version: "1.2.3".into(),
+            .set(ComponentInfo {
+                name: "my \"odd\" \\ name".into(),
+                version: "1.2.3".into(),
             })
             .unwrap();
         stats.count_component_failure("timeout");

@@ -125,7 +125,7 @@ impl Bridge {
     }
 
     /// What the component says it is, and where it was loaded from.
-    pub fn component(&self) -> (&crate::transform::ComponentInfo, &std::path::Path) {
+    pub fn component(&self) -> (&ComponentInfo, &std::path::Path) {
         (self.transformer.info(), self.runtime.path())
     }
 
@@ -142,10 +142,7 @@ impl Bridge {
             ready,
         } = self;
         let info = transformer.info().clone();
-        let _ = stats.info.set(crate::metrics::Info {
-            component: info.name.clone(),
-            component_version: info.version.clone(),
-        });
+        let _ = stats.info.set(info.clone());
         tracing::info!(
             component = %info.name,
             version = %info.version,
