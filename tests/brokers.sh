@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Real brokers on loopback for development and the end-to-end tests:
 # one Mosquitto (Debian package) with an anonymous, a password, a TLS and a
-# mutual-TLS listener, and a single-node Apache Kafka 4 in KRaft mode run from the jars
-# of tests/kafka/pom.xml with the machine's Java, with a plaintext listener,
-# one that takes TLS with a user name and password (SASL_SSL, PLAIN or
-# SCRAM-SHA-512) and one that takes TLS with a client certificate (SSL).
+# mutual-TLS listener, and a single-node Apache Kafka 4 in KRaft mode run
+# from the jars of tests/kafka/pom.xml with the machine's Java, with a
+# plaintext listener, one that takes TLS with a user name and password
+# (SASL_SSL, PLAIN or SCRAM-SHA-512) and one that takes TLS with a client
+# certificate (SSL).
 #
 #   bash tests/brokers.sh up|down|status
 #   bash tests/brokers.sh kafka-stop|kafka-start|mqtt-stop|mqtt-start

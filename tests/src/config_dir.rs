@@ -33,6 +33,14 @@ impl ConfigDir {
         self.write_file(".secrets.yaml", yaml)
     }
 
+    /// Copies `from` into the directory as `name` (e.g. the brokers' TLS
+    /// files, so settings can name them relative to the directory).
+    pub fn copy_in(&self, from: &Path, name: &str) -> PathBuf {
+        let bytes = std::fs::read(from)
+            .unwrap_or_else(|e| panic!("read {} (tests/brokers.sh up?): {e}", from.display()));
+        self.write_file(name, bytes)
+    }
+
     /// Writes any file (relative to the directory) and returns its path.
     pub fn write_file(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
         let path = self.dir.path().join(name);

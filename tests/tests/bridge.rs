@@ -3,7 +3,7 @@
 //! topic, key, headers, timestamp and value.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use prost::Message as _;
@@ -730,15 +730,11 @@ fn mqtt_mtls_dir(p: &str, with_cert: bool, extra_mqtt: &str) -> ConfigDir {
         )
         .replace("host: 127.0.0.1", "host: localhost"),
     );
-    let copy = |from: PathBuf, to: &str| {
-        let bytes = std::fs::read(from).expect("the brokers' TLS files (tests/brokers.sh up)");
-        dir.write_file(to, bytes);
-    };
-    copy(e.ca_cert(), "tls/ca.crt");
+    dir.copy_in(&e.ca_cert(), "tls/ca.crt");
     let mut tls = String::from("mqtt:\n  tls:\n    ca_certs: tls/ca.crt\n");
     if with_cert {
-        copy(e.client_cert(), "tls/client.crt");
-        copy(e.client_key(), "tls/client.key");
+        dir.copy_in(&e.client_cert(), "tls/client.crt");
+        dir.copy_in(&e.client_key(), "tls/client.key");
         tls.push_str("    certfile: tls/client.crt\n    keyfile: tls/client.key\n");
     }
     dir.write_secrets(&tls);
@@ -791,11 +787,7 @@ fn kafka_tls_dir(p: &str, ca: &Path, auth: KafkaAuth) -> (ConfigDir, u16) {
         "{yaml}bridge:\n  shutdown_timeout_ms: 3000\n  health_stall_timeout_ms: 2000\n  \
          health_listen: '127.0.0.1:{port}'\n"
     ));
-    let copy = |from: &Path, to: &str| {
-        let bytes = std::fs::read(from).expect("the brokers' TLS files (tests/brokers.sh up)");
-        dir.write_file(to, bytes);
-    };
-    copy(ca, "tls/kafka-ca.crt");
+    dir.copy_in(ca, "tls/kafka-ca.crt");
     let security = match auth {
         KafkaAuth::Sasl(mechanism, password) => format!(
             "    bootstrap.servers: '127.0.0.1:{}'\n    security.protocol: SASL_SSL\n    \
@@ -809,8 +801,8 @@ fn kafka_tls_dir(p: &str, ca: &Path, auth: KafkaAuth) -> (ConfigDir, u16) {
                 e.kafka_ssl_port
             );
             if let Some((cert, key)) = cert {
-                copy(cert, "tls/client.crt");
-                copy(key, "tls/client.key");
+                dir.copy_in(cert, "tls/client.crt");
+                dir.copy_in(key, "tls/client.key");
                 s.push_str(
                     "    ssl.certificate.location: tls/client.crt\n    \
                      ssl.key.location: tls/client.key\n",
