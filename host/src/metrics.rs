@@ -116,9 +116,10 @@ pub struct Stats {
     /// and the instance replaced), by [`SANDBOX_FAILURES`] kind: bad input
     /// is the plant's problem, these are the component author's.
     pub component_failures: [Counter; SANDBOX_FAILURES.len()],
-    /// The host's and the component's versions, for `uns_kafka_info`: which
-    /// transform runs where, once components ship on their own.
-    pub info: std::sync::OnceLock<ComponentInfo>,
+    /// The component's name and version, for `uns_kafka_info`: which
+    /// transform runs where, once components ship on their own. Replaced
+    /// when the component is reloaded (SIGHUP).
+    info: std::sync::RwLock<Option<ComponentInfo>>,
 }
 
 /// The ways the sandbox stops a component on one message, as named in the
@@ -126,6 +127,10 @@ pub struct Stats {
 pub const SANDBOX_FAILURES: [&str; 3] = ["trap", "timeout", "memory"];
 
 impl Stats {
+    pub fn set_info(&self, info: ComponentInfo) {
+        *self.info.write().unwrap_or_else(|e| e.into_inner()) = Some(info);
+    }
+
     /// Counts a dead-letter reason if it is the component's own failure.
     pub fn count_component_failure(&self, kind: &str) {
         if let Some(i) = SANDBOX_FAILURES.iter().position(|k| *k == kind) {
@@ -136,7 +141,7 @@ impl Stats {
     /// Prometheus text exposition format, version 0.0.4.
     pub fn prometheus(&self) -> String {
         let mut out = String::new();
-        if let Some(info) = self.info.get() {
+        if let Some(info) = &*self.info.read().unwrap_or_else(|e| e.into_inner()) {
             out.push_str(&format!(
                 "# HELP uns_kafka_info The bridge's and its transform component's versions\n\
                  # TYPE uns_kafka_info gauge\n\
@@ -241,13 +246,10 @@ mod tests {
     fn info_and_component_failures_are_exposed_with_their_labels() {
         let stats = Stats::default();
         assert!(!stats.prometheus().contains("uns_kafka_info"));
-        stats
-            .info
-            .set(ComponentInfo {
-                name: "my \"odd\" \\ name".into(),
-                version: "1.2.3".into(),
-            })
-            .unwrap();
+        stats.set_info(ComponentInfo {
+            name: "my \"odd\" \\ name".into(),
+            version: "1.2.3".into(),
+        });
         stats.count_component_failure("timeout");
         stats.count_component_failure("timeout");
         stats.count_component_failure("memory");

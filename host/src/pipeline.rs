@@ -142,14 +142,17 @@ impl Bridge {
             ready,
         } = self;
         let info = transformer.info().clone();
-        let _ = stats.info.set(info.clone());
+        stats.set_info(info.clone());
         tracing::info!(
             component = %info.name,
             version = %info.version,
             path = %runtime.path().display(),
             "transform component loaded"
         );
+        let component_path = runtime.path().to_owned();
         let worker = Worker::spawn(transformer, runtime, settings.component_config());
+        let mut hangup = Hangup::new();
+        let mut reloading: Option<tokio::task::JoinHandle<Result<Loaded, CliError>>> = None;
 
         let (tx, mut rx) = mpsc::unbounded_channel::<Inbound>();
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -186,7 +189,7 @@ impl Bridge {
             None => None,
         };
 
-        let out = Arc::new(Output {
+        let mut out = Arc::new(Output {
             sink: sink.clone(),
             dead_letter_topic: settings.kafka.dead_letter_topic.clone(),
             info: info.clone(),
@@ -257,6 +260,41 @@ impl Bridge {
                 _ = sleep_until_opt(drain_deadline), if draining && input_open && drain_deadline.is_some() => {
                     input_open = false;
                     drain(&mut rx, batch_size, &worker, &out, &mut pending).await;
+                }
+                _ = hangup.recv(), if !draining && reloading.is_none() => {
+                    tracing::info!(path = %component_path.display(), "SIGHUP: reloading the transform component");
+                    let settings = settings.clone();
+                    let path = component_path.clone();
+                    reloading = Some(tokio::task::spawn_blocking(move || {
+                        load_component(&settings, Some(path))
+                    }));
+                }
+                loaded = join_opt(&mut reloading), if reloading.is_some() => {
+                    reloading = None;
+                    match loaded {
+                        Ok(Ok((runtime, transformer))) => {
+                            let info = transformer.info().clone();
+                            tracing::info!(
+                                component = %info.name,
+                                version = %info.version,
+                                path = %runtime.path().display(),
+                                "transform component reloaded"
+                            );
+                            worker.replace(transformer, runtime);
+                            stats.set_info(info.clone());
+                            // Messages in flight keep the Output (and the
+                            // component name in their dead-letter headers)
+                            // they were transformed with.
+                            out = Arc::new(Output {
+                                sink: out.sink.clone(),
+                                dead_letter_topic: out.dead_letter_topic.clone(),
+                                info,
+                                stats: stats.clone(),
+                            });
+                        }
+                        Ok(Err(e)) => tracing::error!(error = %e, "transform component not reloaded; the one running stays"),
+                        Err(e) => tracing::error!(error = %e, "transform component not reloaded; the one running stays"),
+                    }
                 }
                 received = rx.recv(), if input_open => {
                     let Some(first) = received else {
@@ -352,24 +390,79 @@ pub fn load_component(
     Ok((runtime, transformer))
 }
 
+/// A component compiled and instantiated by [`load_component`].
+type Loaded = (Arc<TransformRuntime>, Transformer);
+
+/// SIGHUP, the usual "reload" signal: with a handler installed it no longer
+/// ends the process (its default), which would drop what is in flight.
+struct Hangup(#[cfg(unix)] Option<tokio::signal::unix::Signal>);
+
+impl Hangup {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Self(signal(SignalKind::hangup()).ok())
+        }
+        #[cfg(not(unix))]
+        Self()
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = &mut self.0 {
+            if s.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending().await
+    }
+}
+
+/// Awaits the task in `handle`; like [`sleep_until_opt`], only polled by a
+/// branch guarded by `handle.is_some()`.
+async fn join_opt<T>(
+    handle: &mut Option<tokio::task::JoinHandle<T>>,
+) -> Result<T, tokio::task::JoinError> {
+    match handle {
+        Some(h) => h.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs the component on its own thread: a call may take up to
 /// `transform.timeout_ms`, which must not stall the async runtime.
 struct Worker {
     tx: std::sync::mpsc::Sender<Job>,
 }
 
-type Job = (
-    Vec<MqttMessage>,
-    oneshot::Sender<(Vec<MqttMessage>, Vec<TransformOutcome>)>,
-);
+enum Job {
+    Batch(
+        Vec<MqttMessage>,
+        oneshot::Sender<(Vec<MqttMessage>, Vec<TransformOutcome>)>,
+    ),
+    /// A reloaded component: every batch sent after this runs in it.
+    Replace(Transformer, Arc<TransformRuntime>),
+}
 
 impl Worker {
-    fn spawn(mut transformer: Transformer, runtime: Arc<TransformRuntime>, config: String) -> Self {
+    fn spawn(
+        mut transformer: Transformer,
+        mut runtime: Arc<TransformRuntime>,
+        config: String,
+    ) -> Self {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("uns-transform".into())
             .spawn(move || {
-                while let Ok((messages, reply)) = rx.recv() {
+                while let Ok(job) = rx.recv() {
+                    let (messages, reply) = match job {
+                        Job::Batch(messages, reply) => (messages, reply),
+                        Job::Replace(t, r) => {
+                            (transformer, runtime) = (t, r);
+                            continue;
+                        }
+                    };
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         transformer.transform_batch(&messages)
                     }));
@@ -413,11 +506,20 @@ impl Worker {
                 .collect();
             (messages, outcomes)
         };
-        if let Err(std::sync::mpsc::SendError((messages, _))) = self.tx.send((messages, reply)) {
+        if let Err(std::sync::mpsc::SendError(Job::Batch(messages, _))) =
+            self.tx.send(Job::Batch(messages, reply))
+        {
             return fallback(messages);
         }
         // An empty answer makes the caller leave the batch unacknowledged.
         answer.await.unwrap_or_default()
+    }
+
+    /// Batches sent after this run in `transformer`.
+    fn replace(&self, transformer: Transformer, runtime: Arc<TransformRuntime>) {
+        if self.tx.send(Job::Replace(transformer, runtime)).is_err() {
+            tracing::error!("transform thread is gone; the reloaded component is not used");
+        }
     }
 }
 

@@ -1192,6 +1192,78 @@ async fn sigterm_mid_stream_then_restart_loses_nothing_with_a_persistent_session
     assert_eq!(status.code(), Some(0), "log:\n{}", second.bridge.log());
 }
 
+/// SIGHUP reloads the component file in place: a new transform ships
+/// without a restart or a reconnect, a file that does not load leaves the
+/// running one in place, and the component named in dead-letter headers
+/// and `/metrics` is the one that transformed the message.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_component_without_reconnecting() {
+    let p = unique("reload");
+    let dlq = format!("{p}-dlq");
+    let k = format!("{p}_m");
+    create_topics(&[&k, &dlq], 1).await;
+    let consumer = Consumer::new(&[&k, &dlq]);
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write_settings(&format!(
+        "{}bridge:\n  health_listen: '127.0.0.1:{port}'\n",
+        settings(env().mqtt_port, &[format!("{p}/#")], "", &dlq)
+    ));
+    let wasm = dir.copy_in(&component("uns-default"), "transform.wasm");
+    let config = dir.path().to_string_lossy().into_owned();
+    let wasm_arg = wasm.to_string_lossy().into_owned();
+    let mut bridge = Bridge::start(["run", "--config", &config, "--component", &wasm_arg], &[]);
+    bridge.wait_ready(READY).await;
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    let topic = format!("{p}/m");
+    let log = bridge.log_path().display().to_string();
+    let send = async |payload: &str| {
+        publisher.publish(&topic, payload, 1, false).await;
+        publisher.wait_acked(ARRIVE).await;
+        let got = consumer.collect(1, ARRIVE).await;
+        assert_eq!(got.len(), 1, "{payload}: log {log}");
+        got.into_iter().next().unwrap()
+    };
+    // The default component compacts JSON and adds its headers.
+    let before = send(r#"{"v": 1}"#).await;
+    assert_eq!(before.value.as_deref(), Some(&br#"{"v":1}"#[..]));
+    assert!(!before.headers.is_empty());
+
+    // A new component in the same file, then SIGHUP: test-faulty copies the
+    // payload as it is, with no headers.
+    std::fs::copy(component("test-faulty"), &wasm).unwrap();
+    bridge.signal(libc::SIGHUP);
+    bridge
+        .wait_for_log("transform component reloaded", Duration::from_secs(60))
+        .await;
+    let after = send(r#"{"v": 2}"#).await;
+    assert_eq!(after.value.as_deref(), Some(&br#"{"v": 2}"#[..]));
+    assert!(after.headers.is_empty(), "{:?}", after.headers);
+    let trapped = send("trap").await;
+    assert_eq!(trapped.topic, dlq);
+    assert_eq!(
+        trapped.header("transform_name").as_deref(),
+        Some("test-faulty")
+    );
+    let metrics = http_get(port, "/metrics");
+    assert!(metrics.contains(",component=\"test-faulty\","), "{metrics}");
+
+    // A file that is no component: logged, and test-faulty keeps running.
+    std::fs::write(&wasm, b"not a component").unwrap();
+    bridge.signal(libc::SIGHUP);
+    bridge
+        .wait_for_log("transform component not reloaded", Duration::from_secs(60))
+        .await;
+    let kept = send(r#"{"v": 3}"#).await;
+    assert_eq!(kept.value.as_deref(), Some(&br#"{"v": 3}"#[..]));
+
+    // One connection throughout.
+    assert_eq!(bridge.log().matches("uns-kafka ready").count(), 1);
+    publisher.disconnect().await;
+    let status = bridge.terminate(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", bridge.log());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn health_endpoint_and_probe_command() {
     let p = unique("health");
