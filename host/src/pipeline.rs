@@ -271,8 +271,11 @@ impl Bridge {
                 }
                 loaded = join_opt(&mut reloading), if reloading.is_some() => {
                     reloading = None;
+                    let loaded = loaded
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()));
                     match loaded {
-                        Ok(Ok((runtime, transformer))) => {
+                        Ok((runtime, transformer)) => {
                             let info = transformer.info().clone();
                             tracing::info!(
                                 component = %info.name,
@@ -285,15 +288,9 @@ impl Bridge {
                             // Messages in flight keep the Output (and the
                             // component name in their dead-letter headers)
                             // they were transformed with.
-                            out = Arc::new(Output {
-                                sink: out.sink.clone(),
-                                dead_letter_topic: out.dead_letter_topic.clone(),
-                                info,
-                                stats: stats.clone(),
-                            });
+                            out = Arc::new(out.with_info(info));
                         }
-                        Ok(Err(e)) => tracing::error!(error = %e, "transform component not reloaded; the one running stays"),
-                        Err(e) => tracing::error!(error = %e, "transform component not reloaded; the one running stays"),
+                        Err(why) => tracing::error!(error = %why, "transform component not reloaded; the one running stays"),
                     }
                 }
                 received = rx.recv(), if input_open => {
@@ -711,6 +708,16 @@ struct Output {
 }
 
 impl Output {
+    /// The same outputs for messages a reloaded component transforms.
+    fn with_info(&self, info: ComponentInfo) -> Self {
+        Self {
+            sink: self.sink.clone(),
+            dead_letter_topic: self.dead_letter_topic.clone(),
+            info,
+            stats: self.stats.clone(),
+        }
+    }
+
     /// Writes a message that could not be bridged, with the reason, so
     /// nothing is dropped silently.
     async fn dead_letter(&self, message: &MqttMessage, reason: &MessageError, stage: &str) {
