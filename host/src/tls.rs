@@ -27,7 +27,8 @@ fn error(key: &'static str, message: impl std::fmt::Display) -> TlsError {
 }
 
 /// Built when the configuration is checked (every file read and parsed,
-/// the client key matched to its certificate) and again at each connect.
+/// the client key matched to its certificate) and again when the bridge
+/// connects; rumqttc's reconnects reuse that one.
 pub fn client_config(tls: &TlsSettings) -> Result<ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = RootCertStore::empty();
