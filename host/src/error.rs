@@ -4,7 +4,7 @@ use crate::config::ConfigError;
 
 /// A command's failure. Usage and configuration problems exit with 2, so a
 /// supervisor can tell "fix your settings" from "something broke at run
-/// time" (1).
+/// time" (1); a stop that left messages unconfirmed by Kafka exits with 3.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("{0}")]
@@ -13,6 +13,8 @@ pub enum CliError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+    #[error("{0}")]
+    Unconfirmed(String),
 }
 
 impl CliError {
@@ -20,6 +22,7 @@ impl CliError {
         match self {
             CliError::Usage(_) | CliError::Config(_) => 2,
             CliError::Other(_) => 1,
+            CliError::Unconfirmed(_) => 3,
         }
     }
 }

@@ -42,35 +42,91 @@ pub struct RunArgs {
 /// Entry point of `uns-kafka run`.
 pub fn main(args: RunArgs) -> Result<(), CliError> {
     crate::logging::init(args.log_json);
-    let settings = config::load(&args.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::Other(e.into()))?;
-    let bridge = Bridge::prepare(settings, args.component)?;
-    runtime.block_on(async { bridge.run(shutdown_signal()).await.map_err(CliError::Other) })
+    // Before anything slow (compiling the component takes a second or
+    // more): a SIGHUP that came earlier would end the process, its default.
+    let signals = {
+        let _rt = runtime.enter();
+        Signals::new().map_err(|e| CliError::Other(anyhow::anyhow!("signal handlers: {e}")))?
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %args.config.display(),
+        "uns-kafka starting"
+    );
+    let settings = config::load(&args.config)?;
+    let Signals { shutdown, hangup } = signals;
+    let bridge = Bridge::prepare(settings, args.component)?.with_hangup(hangup);
+    runtime
+        .block_on(bridge.run(shutdown.recv()))
+        .map_err(|e| match e.downcast::<Unconfirmed>() {
+            Ok(u) => CliError::Unconfirmed(u.to_string()),
+            Err(e) => CliError::Other(e),
+        })
 }
 
-/// Resolves once SIGINT or SIGTERM arrives.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+/// The signals `run` handles, registered at once (tokio's `ctrl_c()` only
+/// registers when first polled, i.e. once the pipeline runs).
+struct Signals {
+    shutdown: Shutdown,
+    hangup: Hangup,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            shutdown: Shutdown::new()?,
+            hangup: Hangup::new(),
+        })
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+}
+
+/// SIGINT or SIGTERM: stop taking messages and finish those in flight.
+struct Shutdown {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                int: signal(SignalKind::interrupt())?,
+                term: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Shutdown gave up on messages Kafka had not confirmed (left
+/// unacknowledged, so a persistent session gets them again): the process
+/// exits 3, not 0, so that a supervisor sees the stop was not clean.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "stopped with {count} message(s) Kafka did not confirm within bridge.shutdown_timeout_ms \
+     (unacknowledged: with mqtt.clean_session: false the broker delivers them again)"
+)]
+pub struct Unconfirmed {
+    pub count: usize,
 }
 
 /// Everything checked and built before the first connection, so a bad
@@ -82,6 +138,7 @@ pub struct Bridge {
     sink: Sink,
     stats: Arc<Stats>,
     ready: Option<oneshot::Sender<()>>,
+    hangup: Option<Hangup>,
 }
 
 impl Bridge {
@@ -105,7 +162,15 @@ impl Bridge {
             sink,
             stats,
             ready: None,
+            hangup: None,
         })
+    }
+
+    /// SIGHUP as registered before the component was compiled; without it
+    /// `run` registers its own when it starts.
+    fn with_hangup(mut self, hangup: Hangup) -> Self {
+        self.hangup = Some(hangup);
+        self
     }
 
     /// Resolves when the bridge is connected and subscribed for the first
@@ -140,6 +205,7 @@ impl Bridge {
             sink,
             stats,
             ready,
+            hangup,
         } = self;
         let info = transformer.info().clone();
         stats.set_info(info.clone());
@@ -151,7 +217,7 @@ impl Bridge {
         );
         let component_path = runtime.path().to_owned();
         let worker = Worker::spawn(transformer, runtime, settings.component_config());
-        let mut hangup = Hangup::new();
+        let mut hangup = hangup.unwrap_or_else(Hangup::new);
         let mut reloading: Option<tokio::task::JoinHandle<Result<Loaded, CliError>>> = None;
 
         let (tx, mut rx) = mpsc::unbounded_channel::<Inbound>();
@@ -208,6 +274,7 @@ impl Bridge {
         // must not keep SIGTERM from ending it.
         let shutdown_timeout = Duration::from_millis(settings.bridge.shutdown_timeout_ms);
         let mut give_up_at: Option<tokio::time::Instant> = None;
+        let mut unconfirmed = 0;
 
         loop {
             if draining && !input_open && pending.is_empty() {
@@ -242,8 +309,9 @@ impl Bridge {
                     }
                 }
                 _ = sleep_until_opt(give_up_at), if give_up_at.is_some() => {
+                    unconfirmed = pending.len() + rx.len();
                     tracing::warn!(
-                        unconfirmed = pending.len() + rx.len(),
+                        unconfirmed,
                         "Kafka did not confirm every message within bridge.shutdown_timeout_ms; \
                          stopping without acknowledging them (with mqtt.clean_session: false the \
                          broker delivers them again, with a clean session they are gone)"
@@ -354,7 +422,12 @@ impl Bridge {
             acknowledged = stats.acked.get(),
             "uns-kafka stopped"
         );
-        reader_result
+        // A lost MQTT connection says more than what it left unconfirmed.
+        reader_result?;
+        if unconfirmed > 0 {
+            return Err(Unconfirmed { count: unconfirmed }.into());
+        }
+        Ok(())
     }
 }
 

@@ -962,9 +962,17 @@ async fn kafka_refuses_the_bridge(p: &str, dir: ConfigDir, port: u16, why: &str)
     publisher.disconnect().await;
     let status = s.bridge.terminate(Duration::from_secs(30)).await;
     let log = s.bridge.log();
-    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    // Exit 3: stopped, but not cleanly; the message was left unacknowledged.
+    assert_eq!(status.code(), Some(3), "log:\n{log}");
     assert!(
         log.contains("Kafka did not confirm every message within bridge.shutdown_timeout_ms"),
+        "log:\n{log}"
+    );
+    assert!(
+        log.contains(
+            "error: stopped with 1 message(s) Kafka did not confirm within \
+             bridge.shutdown_timeout_ms"
+        ),
         "log:\n{log}"
     );
     log
@@ -1262,6 +1270,58 @@ async fn sighup_reloads_the_component_without_reconnecting() {
     publisher.disconnect().await;
     let status = bridge.terminate(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(0), "log:\n{}", bridge.log());
+}
+
+/// A signal that arrives while the component compiles (the bridge has logged
+/// `uns-kafka starting`, not yet `ready`) is handled, not left to its
+/// default action: SIGHUP, which would end the process, reloads the
+/// component once the bridge runs; SIGTERM stops it cleanly, exit 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn signals_during_startup_are_handled() {
+    let p = unique("earlysig");
+    let start = |p: &str| {
+        let dir = ConfigDir::new();
+        // An empty compilation cache: the component compiles from scratch,
+        // which takes long enough for the signal to arrive meanwhile.
+        let cache = dir.path().join("cache");
+        dir.write_settings(&format!(
+            "{}transform:\n  cache_dir: '{}'\n",
+            settings(
+                env().mqtt_port,
+                &[format!("{p}/#")],
+                "",
+                &format!("{p}-dlq")
+            ),
+            cache.display()
+        ));
+        let config = dir.path().to_string_lossy().into_owned();
+        let wasm = component("uns-default").to_string_lossy().into_owned();
+        let bridge = Bridge::start(["run", "--config", &config, "--component", &wasm], &[]);
+        Setup { bridge, _dir: dir }
+    };
+
+    let mut s = start(&p);
+    s.bridge
+        .wait_for_log("uns-kafka starting", Duration::from_secs(30))
+        .await;
+    s.bridge.signal(libc::SIGHUP);
+    s.bridge.wait_ready(READY).await;
+    s.bridge
+        .wait_for_log("transform component reloaded", Duration::from_secs(60))
+        .await;
+    assert!(s.bridge.is_running(), "log:\n{}", s.bridge.log());
+    let status = s.bridge.terminate(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", s.bridge.log());
+
+    let mut s = start(&p);
+    s.bridge
+        .wait_for_log("uns-kafka starting", Duration::from_secs(30))
+        .await;
+    s.bridge.signal(libc::SIGTERM);
+    let status = s.bridge.wait_exit(Duration::from_secs(30)).await;
+    let log = s.bridge.log();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    assert!(log.contains("uns-kafka stopped"), "log:\n{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
