@@ -4,7 +4,7 @@
 # mutual-TLS listener, and a single-node Apache Kafka 4 in KRaft mode run
 # from the jars of tests/kafka/pom.xml with the machine's Java, with a
 # plaintext listener, one that takes TLS with a user name and password
-# (SASL_SSL, PLAIN or SCRAM-SHA-512) and one that takes TLS with a client
+# (SASL_SSL, PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) and one that takes TLS with a client
 # certificate (SSL).
 #
 #   bash tests/brokers.sh up|down|status
@@ -302,9 +302,10 @@ advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAF
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL
-sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_USER="$KAFKA_PASSWORD";
-# The SCRAM credential is written into the storage when it is formatted.
+# The SCRAM credentials are written into the storage when it is formatted.
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.ssl.keystore.type=PEM
 listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/server.pem
@@ -376,6 +377,7 @@ kafka_start() {
         mkdir -p "$KAFKA_DATA"
         kafka_java kafka.tools.StorageTool format --ignore-formatted \
             -t "$KAFKA_CLUSTER_ID" -c "$KAFKA_DIR/server.properties" \
+            --add-scram "SCRAM-SHA-256=[name=$KAFKA_USER,password=$KAFKA_PASSWORD]" \
             --add-scram "SCRAM-SHA-512=[name=$KAFKA_USER,password=$KAFKA_PASSWORD]"
         "${KAFKA_CMD[@]}" >"$STATE/kafka-format.log" 2>&1 ||
             fail_with_log kafka-format "formatting Kafka storage failed"
@@ -384,7 +386,7 @@ kafka_start() {
     kafka_java kafka.Kafka "$KAFKA_DIR/server.properties"
     spawn kafka "${KAFKA_CMD[@]}"
     wait_ready kafka kafka_probe
-    log "kafka up: 127.0.0.1:$KAFKA_PORT, :$KAFKA_SASL_SSL_PORT (SASL_SSL PLAIN or SCRAM-SHA-512, $KAFKA_USER/$KAFKA_PASSWORD), :$KAFKA_SSL_PORT (SSL with a client certificate)"
+    log "kafka up: 127.0.0.1:$KAFKA_PORT, :$KAFKA_SASL_SSL_PORT (SASL_SSL PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, $KAFKA_USER/$KAFKA_PASSWORD), :$KAFKA_SSL_PORT (SSL with a client certificate)"
 }
 
 write_env() {

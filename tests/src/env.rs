@@ -26,7 +26,7 @@ pub struct BrokerEnv {
     /// `127.0.0.1:<kafka_port>`.
     pub kafka_bootstrap: String,
     /// Kafka over TLS (the server certificate of `tls_dir`) with SASL PLAIN
-    /// or SCRAM-SHA-512 as `kafka_user` / `kafka_password`.
+    /// or SCRAM-SHA-256/512 as `kafka_user` / `kafka_password`.
     pub kafka_sasl_ssl_port: u16,
     /// Kafka over TLS that requires a client certificate signed by
     /// `tls_dir/ca.crt` (mutual TLS, no password).
