@@ -1239,13 +1239,22 @@ async fn stage_kafka(
     let live = Arc::new(Live::default());
     let errors = Arc::new(AtomicU64::new(0));
     let progress = spawn_progress(label, opts.messages, live.clone(), None);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DeliveryFuture>();
-    // Delivery reports, in send order.
-    let (l, errs) = (live.clone(), errors.clone());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(DeliveryFuture, i64)>();
+    // Delivery reports, in send order (as the bridge acknowledges), each
+    // with its time from send to report: Kafka's own latency at this rate,
+    // to set beside the bridge's (`uns_kafka_delivery_seconds`).
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(
+        opts.messages as usize,
+    )));
+    let (l, errs, lat) = (live.clone(), errors.clone(), latencies.clone());
     let collector = tokio::spawn(async move {
-        while let Some(f) = rx.recv().await {
+        while let Some((f, ts)) = rx.recv().await {
             match f.await {
-                Ok(Ok(_)) => l.mark_done(1),
+                Ok(Ok(_)) => {
+                    let ms = wall_ms_f64() - ts as f64;
+                    lat.lock().unwrap_or_else(|e| e.into_inner()).push(ms);
+                    l.mark_done(1);
+                }
                 Ok(Err((e, _))) => {
                     if errs.fetch_add(1, Ordering::Relaxed) < 3 {
                         eprintln!("bench: [{label}] delivery failed: {e}");
@@ -1320,7 +1329,7 @@ async fn stage_kafka(
                     .timestamp(ts);
                 match p.send_result(record) {
                     Ok(f) => {
-                        let _ = tx.send(f);
+                        let _ = tx.send((f, ts));
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -1350,12 +1359,14 @@ async fn stage_kafka(
     for p in &producers {
         let _ = p.flush(Duration::from_secs(5));
     }
+    let latencies = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(StageResult {
         delivered,
         secs,
         msgs_per_s: rate(delivered, secs),
         mb_per_s: rate(delivered, secs) * bytes / 1e6,
         end: Some(end),
+        latency: latency_of(latencies),
         publish_rate: publish_rate(&live, start),
         machine_busy_pct: busy,
         client_cpu_s_per_million: own_cpu
@@ -1875,7 +1886,8 @@ fn print_table(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult
     }
     println!(
         "  msgs/s = distinct messages arrived / (last arrival - first publish); MB/s of MQTT payload \
-         (kafka baseline: key + value + headers); latency = consumer read time - publisher \"ts\"; \
+         (kafka baseline: key + value + headers); latency = consumer read time - publisher \"ts\" \
+         (kafka baseline: send to delivery report, in send order); \
          cpu s/M = bridge utime+stime per million messages \
          (kafka baseline: its producers'); RSS = bridge VmHWM; busy% = all cores, whole machine"
     );
@@ -1904,6 +1916,7 @@ fn json_line(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult)]
         })
     };
     let lat = bridge.and_then(|r| r.latency);
+    let kafka_lat = get(Stage::Kafka).and_then(|r| r.latency);
     serde_json::json!({
         "bridge_msgs_per_s": round(bridge_rate, 0),
         "limit_msgs_per_s": round(limit, 0),
@@ -1926,6 +1939,8 @@ fn json_line(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult)]
         "mqtt_msgs_per_s": round(mqtt, 0),
         "kafka_msgs_per_s": round(kafka, 0),
         "kafka_client_cpu_s_per_million": round(get(Stage::Kafka).and_then(|r| r.client_cpu_s_per_million), 2),
+        "kafka_own_p50_ms": round(kafka_lat.map(|l| l.p50), 1),
+        "kafka_own_p99_ms": round(kafka_lat.map(|l| l.p99), 1),
         "brokers_msgs_per_s": round(brokers, 0),
         "brokers_ratio": round(ratio_to(brokers), 3),
         "bridge_delivered": bridge.map(|r| r.delivered),
