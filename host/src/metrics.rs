@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::transform::ComponentInfo;
+use crate::transform::{ComponentInfo, SANDBOX_FAILURES};
 
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -121,10 +121,6 @@ pub struct Stats {
     /// when the component is reloaded (SIGHUP).
     info: std::sync::RwLock<Option<ComponentInfo>>,
 }
-
-/// The ways the sandbox stops a component on one message, as named in the
-/// dead-letter record's `dlq_error_kind`.
-pub const SANDBOX_FAILURES: [&str; 3] = ["trap", "timeout", "memory"];
 
 impl Stats {
     pub fn set_info(&self, info: ComponentInfo) {

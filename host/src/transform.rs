@@ -39,6 +39,14 @@ use bindings::uns::bridge::types::{ErrorKind, Qos, TransformError as WitTransfor
 
 /// The interface the host calls; its version pins the WIT package.
 const TRANSFORM_INTERFACE: &str = "uns:bridge/transform@0.1.0";
+
+/// The ways the sandbox stops a component on one message, as named in the
+/// dead-letter record's `dlq_error_kind` and in
+/// `uns_kafka_component_failures_total{kind}`.
+pub const TRAP: &str = "trap";
+pub const TIMEOUT: &str = "timeout";
+pub const MEMORY: &str = "memory";
+pub const SANDBOX_FAILURES: [&str; 3] = [TRAP, TIMEOUT, MEMORY];
 /// How often the background ticker advances the engine's epoch. Call
 /// deadlines are rounded up to this granularity.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -279,24 +287,24 @@ impl TransformRuntime {
     fn describe_failure(&self, store: &Store<HostState>, e: &wasmtime::Error) -> MessageError {
         match classify(store, e) {
             FailureKind::Timeout => MessageError::new(
-                "timeout",
+                TIMEOUT,
                 format!(
                     "component exceeded its time limit of {} ms (transform.timeout_ms)",
                     self.opts.timeout.as_millis()
                 ),
             ),
             FailureKind::Memory => MessageError::new(
-                "memory",
+                MEMORY,
                 format!(
                     "component exceeded its memory limit of {} MiB (transform.max_memory_mb)",
                     self.opts.max_memory_bytes >> 20
                 ),
             ),
             FailureKind::Trap(trap) => {
-                MessageError::new("trap", format!("component trapped: {trap}"))
+                MessageError::new(TRAP, format!("component trapped: {trap}"))
             }
             FailureKind::Other => {
-                MessageError::new("trap", format!("component failed: {}", e.root_cause()))
+                MessageError::new(TRAP, format!("component failed: {}", e.root_cause()))
             }
         }
     }
