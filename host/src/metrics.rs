@@ -107,6 +107,14 @@ pub struct Stats {
     pub kafka_errors: Counter,
     /// Received messages waiting for room in the pipeline.
     pub mqtt_waiting: Gauge,
+    /// 1 while the MQTT broker has the bridge connected (from its CONNACK to
+    /// the connection's loss), else 0: what an alert on the MQTT side
+    /// watches, where `/health` also folds in Kafka.
+    pub mqtt_connected: Gauge,
+    /// Connections the MQTT broker accepted: 1 after the start, one more per
+    /// reconnect, so a rise says the link flaps (each reconnect may bring
+    /// redeliveries, i.e. duplicates in Kafka).
+    pub mqtt_connections: Counter,
     /// MQTT acknowledgements queued but not yet written.
     pub mqtt_acks_unsent: Gauge,
     /// From receiving a message to Kafka confirming its last record (or its
@@ -188,6 +196,11 @@ impl Stats {
                 "Kafka records reported delivered without an offset (inferred by librdkafka)",
                 self.confirmed_without_offset.get(),
             ),
+            (
+                "uns_kafka_mqtt_connections_total",
+                "Connections the MQTT broker accepted (1 + reconnects)",
+                self.mqtt_connections.get(),
+            ),
         ] {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
@@ -203,6 +216,11 @@ impl Stats {
                 "uns_kafka_mqtt_unsent_acks",
                 "MQTT acknowledgements queued but not yet written",
                 self.mqtt_acks_unsent.get(),
+            ),
+            (
+                "uns_kafka_mqtt_connected",
+                "1 while connected to the MQTT broker, else 0",
+                self.mqtt_connected.get(),
             ),
         ] {
             out.push_str(&format!(

@@ -410,6 +410,7 @@ impl Reader {
                 Err(Closed::OnPurpose) => return Ok(()),
                 Err(Closed::Error(reason)) => {
                     let _ = self.state.send(State::Disconnected);
+                    self.stats.mqtt_connected.set(0);
                     if !self.reconnect {
                         return Err(MqttError::Lost {
                             addr: self.addr.clone(),
@@ -436,6 +437,8 @@ impl Reader {
                     // redelivered packet ids); counting restarts here.
                     self.unsent.store(0, Ordering::Release);
                     backoff.reset();
+                    self.stats.mqtt_connected.set(1);
+                    self.stats.mqtt_connections.add(1);
                     tracing::info!(broker = %self.addr, session_present, "connected to MQTT broker");
                     if *self.stopping.borrow() {
                         continue;
@@ -446,6 +449,7 @@ impl Reader {
                 }
                 Event::Refused(reason) => {
                     let _ = self.state.send(State::Disconnected);
+                    self.stats.mqtt_connected.set(0);
                     if !connected_once || !self.reconnect {
                         return Err(MqttError::Refused {
                             addr: self.addr.clone(),

@@ -30,6 +30,16 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// The value of an unlabelled counter or gauge in a `/metrics` body; a
+/// missing one fails the test rather than reading as zero.
+pub fn metric_value(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in {metrics}"))
+}
+
 /// GET `path` from a bridge's `/health` and `/metrics` endpoint on
 /// loopback: the whole HTTP/1.0 response, status line and headers included;
 /// "unreachable" when nothing listens (a failure message says so).

@@ -1379,6 +1379,12 @@ async fn health_endpoint_and_probe_command() {
         metrics.contains("uns_kafka_component_failures_total{kind=\"trap\"} 0"),
         "{metrics}"
     );
+    // Connected, once.
+    assert_eq!(metric_value(&metrics, "uns_kafka_mqtt_connected"), 1);
+    assert_eq!(
+        metric_value(&metrics, "uns_kafka_mqtt_connections_total"),
+        1
+    );
 
     assert_eq!(
         s.bridge.terminate(Duration::from_secs(30)).await.code(),
@@ -1401,14 +1407,4 @@ async fn metrics_with(port: u16, want: &[&str]) -> String {
         assert!(std::time::Instant::now() < deadline, "metrics: {m}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The value of an unlabelled counter in a `/metrics` body; a missing one
-/// fails the test rather than reading as zero.
-fn metric_value(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no counter {name} in {metrics}"))
 }

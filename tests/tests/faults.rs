@@ -508,9 +508,20 @@ async fn fault_bridge_sigkilled_mid_stream_and_restarted() {
 async fn fault_mosquitto_restarted_mid_stream() {
     let scenario = "mosquitto-restarted";
     let s = Stream::new(scenario).await;
-    let mut run = start_bridge(&s.settings("", "", ""), "uns-default");
+    let port = free_port();
+    let mut run = start_bridge(
+        &s.settings("", "", &format!("  health_listen: '127.0.0.1:{port}'\n")),
+        "uns-default",
+    );
     run.bridge.wait_ready(READY).await;
     let n = stream_len();
+    let m = http_get(port, "/metrics");
+    assert_eq!(metric_value(&m, "uns_kafka_mqtt_connected"), 1, "{m}");
+    assert_eq!(
+        metric_value(&m, "uns_kafka_mqtt_connections_total"),
+        1,
+        "{m}"
+    );
 
     // Kafka is paused while the first half is published, so at the restart
     // the bridge holds a full in-flight window it cannot acknowledge yet and
@@ -528,6 +539,12 @@ async fn fault_mosquitto_restarted_mid_stream() {
     // SIGTERM: Mosquitto writes its persistence file (sessions, queued and
     // in-flight messages) and the restart reads it back.
     brokers("mqtt-stop");
+    // Down, and the metrics say so while /health keeps answering.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric_value(&http_get(port, "/metrics"), "uns_kafka_mqtt_connected") != 0 {
+        assert!(Instant::now() < deadline, "{}", metrics(port));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     brokers("mqtt-start");
     brokers("kafka-resume");
     publish_stream(&s, n / 2..n, 1_000_000, published.clone())
@@ -548,6 +565,14 @@ async fn fault_mosquitto_restarted_mid_stream() {
         ),
     );
     assert_guarantee(scenario, &t, &[&run.bridge]);
+    // Connected again, once (more than one reconnect would be a flap).
+    let m = http_get(port, "/metrics");
+    assert_eq!(metric_value(&m, "uns_kafka_mqtt_connected"), 1, "{m}");
+    assert_eq!(
+        metric_value(&m, "uns_kafka_mqtt_connections_total"),
+        2,
+        "{m}"
+    );
     let status = run.bridge.terminate(Duration::from_secs(120)).await;
     assert_eq!(status.code(), Some(0), "log:\n{}", run.bridge.log());
 }
