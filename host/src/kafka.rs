@@ -54,7 +54,15 @@ pub struct LogContext {
     /// the error event that follows it says the same, and one ERROR line
     /// per reconnect attempt is enough.
     last_fail: Mutex<Option<(String, Instant)>>,
+    /// When "all brokers are down" was last logged: librdkafka says it again
+    /// at every reconnect attempt for as long as Kafka is away or refuses
+    /// the bridge, which buried the one line that says why.
+    last_all_down: Mutex<Option<Instant>>,
 }
+
+/// How often "all brokers are down" is logged while it lasts (it is
+/// counted each time).
+const ALL_DOWN_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// What [`LogContext::error`] does with one error event.
 #[derive(Debug, PartialEq, Eq)]
@@ -74,12 +82,21 @@ impl LogContext {
             all_down: Arc::default(),
             last_error: Mutex::new(None),
             last_fail: Mutex::new(None),
+            last_all_down: Mutex::new(None),
         }
     }
 
     fn report(&self, error: &KafkaError, reason: &str) -> Report {
         if !self.first_report(format!("{error}: {reason}")) {
             return Report::Repeat;
+        }
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            let mut last = self.last_all_down.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < ALL_DOWN_LOG_EVERY) {
+                return Report::Count;
+            }
+            *last = Some(Instant::now());
+            return Report::LogAndCount;
         }
         let last_fail = self.last_fail.lock().unwrap_or_else(|e| e.into_inner());
         match &*last_fail {
@@ -856,7 +873,8 @@ mod tests {
 
     /// A failed connection comes as librdkafka's ERROR line and then as an
     /// error event with the same text: counted, but logged once. An event
-    /// with no such line, or long after it, is logged.
+    /// with no such line, or long after it, is logged; "all brokers are
+    /// down" once a minute.
     #[test]
     fn an_error_librdkafka_has_just_logged_is_counted_not_logged_again() {
         use rdkafka::config::RDKafkaLogLevel;
@@ -874,6 +892,12 @@ mod tests {
         let down = KafkaError::Global(RDKafkaErrorCode::AllBrokersDown);
         let reason = "1/1 brokers are down";
         assert_eq!(context.report(&down, reason), Report::LogAndCount);
+        // Said again at the next attempt: counted, logged once a minute.
+        assert_eq!(context.report(&down, "0/1 brokers are down"), Report::Count);
+        if let Some(long_ago) = Instant::now().checked_sub(super::ALL_DOWN_LOG_EVERY) {
+            *context.last_all_down.lock().unwrap() = Some(long_ago);
+            assert_eq!(context.report(&down, reason), Report::LogAndCount);
+        }
         let refused = "127.0.0.1:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed";
         assert_eq!(context.report(&transport(), refused), Report::LogAndCount);
         // A line from long ago is not this event's.
