@@ -139,11 +139,13 @@ pub struct Bridge {
     stats: Arc<Stats>,
     ready: Option<oneshot::Sender<()>>,
     hangup: Option<Hangup>,
+    /// `--component`, which SIGHUP keeps over `transform.component`.
+    component: Option<PathBuf>,
 }
 
 impl Bridge {
     pub fn prepare(settings: Settings, component: Option<PathBuf>) -> Result<Self, CliError> {
-        let (runtime, transformer) = load_component(&settings, component)?;
+        let (runtime, transformer) = load_component(&settings, component.clone())?;
         let stats = Arc::new(Stats::default());
         let sink = Sink::new(
             &settings.kafka.config,
@@ -163,6 +165,7 @@ impl Bridge {
             stats,
             ready: None,
             hangup: None,
+            component,
         })
     }
 
@@ -206,6 +209,7 @@ impl Bridge {
             stats,
             ready,
             hangup,
+            component,
         } = self;
         let info = transformer.info().clone();
         stats.set_info(info.clone());
@@ -215,7 +219,6 @@ impl Bridge {
             path = %runtime.path().display(),
             "transform component loaded"
         );
-        let component_path = runtime.path().to_owned();
         let worker = Worker::spawn(transformer, runtime, settings.component_config());
         let mut hangup = hangup.unwrap_or_else(Hangup::new);
         let mut reloading: Option<tokio::task::JoinHandle<Result<Loaded, CliError>>> = None;
@@ -330,11 +333,15 @@ impl Bridge {
                     drain(&mut rx, batch_size, &worker, &out, &mut pending).await;
                 }
                 _ = hangup.recv(), if !draining && reloading.is_none() => {
-                    tracing::info!(path = %component_path.display(), "SIGHUP: reloading the transform component");
-                    let settings = settings.clone();
-                    let path = component_path.clone();
+                    tracing::info!(
+                        config = %settings.dir.display(),
+                        "SIGHUP: reading the settings again and reloading the transform component"
+                    );
+                    let (dir, component) = (settings.dir.clone(), component.clone());
                     reloading = Some(tokio::task::spawn_blocking(move || {
-                        load_component(&settings, Some(path))
+                        let settings = config::load(&dir)?;
+                        let (runtime, transformer) = load_component(&settings, component)?;
+                        Ok((runtime, transformer, settings.component_config()))
                     }));
                 }
                 loaded = join_opt(&mut reloading), if reloading.is_some() => {
@@ -343,7 +350,7 @@ impl Bridge {
                         .map_err(|e| e.to_string())
                         .and_then(|r| r.map_err(|e| e.to_string()));
                     match loaded {
-                        Ok((runtime, transformer)) => {
+                        Ok((runtime, transformer, config)) => {
                             let info = transformer.info().clone();
                             tracing::info!(
                                 component = %info.name,
@@ -351,7 +358,7 @@ impl Bridge {
                                 path = %runtime.path().display(),
                                 "transform component reloaded"
                             );
-                            worker.replace(transformer, runtime);
+                            worker.replace(transformer, runtime, config);
                             stats.set_info(info.clone());
                             // Messages in flight keep the Output (and the
                             // component name in their dead-letter headers)
@@ -460,8 +467,9 @@ pub fn load_component(
     Ok((runtime, transformer))
 }
 
-/// A component compiled and instantiated by [`load_component`].
-type Loaded = (Arc<TransformRuntime>, Transformer);
+/// A component compiled and instantiated by [`load_component`] on SIGHUP,
+/// and the configuration its `init` took (for a fresh instance later).
+type Loaded = (Arc<TransformRuntime>, Transformer, String);
 
 /// SIGHUP, the usual "reload" signal: with a handler installed it no longer
 /// ends the process (its default), which would drop what is in flight.
@@ -512,14 +520,14 @@ enum Job {
         oneshot::Sender<(Vec<MqttMessage>, Vec<TransformOutcome>)>,
     ),
     /// A reloaded component: every batch sent after this runs in it.
-    Replace(Transformer, Arc<TransformRuntime>),
+    Replace(Transformer, Arc<TransformRuntime>, String),
 }
 
 impl Worker {
     fn spawn(
         mut transformer: Transformer,
         mut runtime: Arc<TransformRuntime>,
-        config: String,
+        mut config: String,
     ) -> Self {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -528,8 +536,8 @@ impl Worker {
                 while let Ok(job) = rx.recv() {
                     let (messages, reply) = match job {
                         Job::Batch(messages, reply) => (messages, reply),
-                        Job::Replace(t, r) => {
-                            (transformer, runtime) = (t, r);
+                        Job::Replace(t, r, c) => {
+                            (transformer, runtime, config) = (t, r, c);
                             continue;
                         }
                     };
@@ -586,8 +594,12 @@ impl Worker {
     }
 
     /// Batches sent after this run in `transformer`.
-    fn replace(&self, transformer: Transformer, runtime: Arc<TransformRuntime>) {
-        if self.tx.send(Job::Replace(transformer, runtime)).is_err() {
+    fn replace(&self, transformer: Transformer, runtime: Arc<TransformRuntime>, config: String) {
+        if self
+            .tx
+            .send(Job::Replace(transformer, runtime, config))
+            .is_err()
+        {
             tracing::error!("transform thread is gone; the reloaded component is not used");
         }
     }

@@ -1203,10 +1203,12 @@ async fn sigterm_mid_stream_then_restart_loses_nothing_with_a_persistent_session
     assert_eq!(status.code(), Some(0), "log:\n{}", second.bridge.log());
 }
 
-/// SIGHUP reloads the component file in place: a new transform ships
-/// without a restart or a reconnect, a file that does not load leaves the
-/// running one in place, and the component named in dead-letter headers
-/// and `/metrics` is the one that transformed the message.
+/// SIGHUP reads the settings again and reloads the component: a new
+/// transform ships without a restart or a reconnect, in place of the old
+/// file or under a new name in `transform.component`; a file or settings
+/// that do not load leave the running one in place; and the component named
+/// in dead-letter headers and `/metrics` is the one that transformed the
+/// message.
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_the_component_without_reconnecting() {
     let p = unique("reload");
@@ -1216,14 +1218,16 @@ async fn sighup_reloads_the_component_without_reconnecting() {
     let consumer = Consumer::new(&[&k, &dlq]);
     let port = free_port();
     let dir = ConfigDir::new();
-    dir.write_settings(&format!(
-        "{}bridge:\n  health_listen: '127.0.0.1:{port}'\n",
-        settings(env().mqtt_port, &[format!("{p}/#")], "", &dlq)
-    ));
+    let settings_naming = |file: &str| {
+        format!(
+            "{}transform:\n  component: {file}\nbridge:\n  health_listen: '127.0.0.1:{port}'\n",
+            settings(env().mqtt_port, &[format!("{p}/#")], "", &dlq)
+        )
+    };
+    dir.write_settings(&settings_naming("transform.wasm"));
     let wasm = dir.copy_in(&component("uns-default"), "transform.wasm");
     let config = dir.path().to_string_lossy().into_owned();
-    let wasm_arg = wasm.to_string_lossy().into_owned();
-    let mut bridge = Bridge::start(["run", "--config", &config, "--component", &wasm_arg], &[]);
+    let mut bridge = Bridge::start(["run", "--config", &config], &[]);
     bridge.wait_ready(READY).await;
     let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
     let topic = format!("{p}/m");
@@ -1235,6 +1239,18 @@ async fn sighup_reloads_the_component_without_reconnecting() {
         assert_eq!(got.len(), 1, "{payload}: log {log}");
         got.into_iter().next().unwrap()
     };
+    let reload = async |bridge: &mut Bridge, outcome: &str, n: usize| {
+        bridge.signal(libc::SIGHUP);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while bridge.log().matches(outcome).count() < n {
+            assert!(
+                std::time::Instant::now() < deadline && bridge.is_running(),
+                "no {n}th {outcome:?}; log:\n{}",
+                bridge.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
     // The default component compacts JSON and adds its headers.
     let before = send(r#"{"v": 1}"#).await;
     assert_eq!(before.value.as_deref(), Some(&br#"{"v":1}"#[..]));
@@ -1243,10 +1259,7 @@ async fn sighup_reloads_the_component_without_reconnecting() {
     // A new component in the same file, then SIGHUP: test-faulty copies the
     // payload as it is, with no headers.
     std::fs::copy(component("test-faulty"), &wasm).unwrap();
-    bridge.signal(libc::SIGHUP);
-    bridge
-        .wait_for_log("transform component reloaded", Duration::from_secs(60))
-        .await;
+    reload(&mut bridge, "transform component reloaded", 1).await;
     let after = send(r#"{"v": 2}"#).await;
     assert_eq!(after.value.as_deref(), Some(&br#"{"v": 2}"#[..]));
     assert!(after.headers.is_empty(), "{:?}", after.headers);
@@ -1259,14 +1272,35 @@ async fn sighup_reloads_the_component_without_reconnecting() {
     let metrics = http_get(port, "/metrics");
     assert!(metrics.contains(",component=\"test-faulty\","), "{metrics}");
 
-    // A file that is no component: logged, and test-faulty keeps running.
-    std::fs::write(&wasm, b"not a component").unwrap();
-    bridge.signal(libc::SIGHUP);
-    bridge
-        .wait_for_log("transform component not reloaded", Duration::from_secs(60))
-        .await;
-    let kept = send(r#"{"v": 3}"#).await;
-    assert_eq!(kept.value.as_deref(), Some(&br#"{"v": 3}"#[..]));
+    // Settings that name another file: read again, and that file runs.
+    dir.copy_in(&component("uns-default"), "transform-v2.wasm");
+    dir.write_settings(&settings_naming("transform-v2.wasm"));
+    reload(&mut bridge, "transform component reloaded", 2).await;
+    let renamed = send(r#"{"v": 3}"#).await;
+    assert_eq!(renamed.value.as_deref(), Some(&br#"{"v":3}"#[..]));
+    assert!(!renamed.headers.is_empty());
+
+    // Settings that do not load: logged with the key, and the component
+    // keeps running.
+    dir.write_settings(&format!(
+        "{}transform:\n  timeout_ms: soon\n",
+        settings(env().mqtt_port, &[format!("{p}/#")], "", &dlq)
+    ));
+    reload(&mut bridge, "transform component not reloaded", 1).await;
+    assert!(
+        bridge.log().contains("transform.timeout_ms"),
+        "{}",
+        bridge.log()
+    );
+    let kept = send(r#"{"v": 4}"#).await;
+    assert_eq!(kept.value.as_deref(), Some(&br#"{"v":4}"#[..]));
+
+    // A file that is no component: logged, and the running one stays.
+    dir.write_settings(&settings_naming("transform-v2.wasm"));
+    dir.write_file("transform-v2.wasm", b"not a component");
+    reload(&mut bridge, "transform component not reloaded", 2).await;
+    let kept = send(r#"{"v": 5}"#).await;
+    assert_eq!(kept.value.as_deref(), Some(&br#"{"v":5}"#[..]));
 
     // One connection throughout.
     assert_eq!(bridge.log().matches("uns-kafka ready").count(), 1);
