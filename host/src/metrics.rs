@@ -115,6 +115,11 @@ pub struct Stats {
     /// reconnect, so a rise says the link flaps (each reconnect may bring
     /// redeliveries, i.e. duplicates in Kafka).
     pub mqtt_connections: Counter,
+    /// Components loaded on SIGHUP, and SIGHUPs that left the running one
+    /// in place (bad settings or file): a failed rollout must show where
+    /// alerts look, not only in the log.
+    pub component_reloads: Counter,
+    pub component_reload_failures: Counter,
     /// MQTT acknowledgements queued but not yet written.
     pub mqtt_acks_unsent: Gauge,
     /// From receiving a message to Kafka confirming its last record (or its
@@ -200,6 +205,16 @@ impl Stats {
                 "uns_kafka_mqtt_connections_total",
                 "Connections the MQTT broker accepted (1 + reconnects)",
                 self.mqtt_connections.get(),
+            ),
+            (
+                "uns_kafka_component_reloads_total",
+                "Transform components loaded on SIGHUP",
+                self.component_reloads.get(),
+            ),
+            (
+                "uns_kafka_component_reload_failures_total",
+                "SIGHUPs whose settings or component did not load (the running component stays)",
+                self.component_reload_failures.get(),
             ),
         ] {
             out.push_str(&format!(

@@ -360,12 +360,16 @@ impl Bridge {
                             );
                             worker.replace(transformer, runtime, config);
                             stats.set_info(info.clone());
+                            stats.component_reloads.add(1);
                             // Messages in flight keep the Output (and the
                             // component name in their dead-letter headers)
                             // they were transformed with.
                             out = Arc::new(out.with_info(info));
                         }
-                        Err(why) => tracing::error!(error = %why, "transform component not reloaded; the one running stays"),
+                        Err(why) => {
+                            stats.component_reload_failures.add(1);
+                            tracing::error!(error = %why, "transform component not reloaded; the one running stays");
+                        }
                     }
                 }
                 received = rx.recv(), if input_open => {

@@ -1302,6 +1302,15 @@ async fn sighup_reloads_the_component_without_reconnecting() {
     let kept = send(r#"{"v": 5}"#).await;
     assert_eq!(kept.value.as_deref(), Some(&br#"{"v":5}"#[..]));
 
+    let metrics = http_get(port, "/metrics");
+    assert_eq!(
+        metric_value(&metrics, "uns_kafka_component_reloads_total"),
+        2
+    );
+    assert_eq!(
+        metric_value(&metrics, "uns_kafka_component_reload_failures_total"),
+        2
+    );
     // One connection throughout.
     assert_eq!(bridge.log().matches("uns-kafka ready").count(), 1);
     publisher.disconnect().await;
