@@ -4,8 +4,8 @@
 # mutual-TLS listener, and a single-node Apache Kafka 4 in KRaft mode run
 # from the jars of tests/kafka/pom.xml with the machine's Java, with a
 # plaintext listener, one that takes TLS with a user name and password
-# (SASL_SSL, PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) and one that takes TLS with a client
-# certificate (SSL).
+# (SASL_SSL, PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) and one that takes TLS
+# with a client certificate (SSL).
 #
 #   bash tests/brokers.sh up|down|status
 #   bash tests/brokers.sh kafka-stop|kafka-start|mqtt-stop|mqtt-start

@@ -48,9 +48,11 @@ pub fn main(args: RunArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Other(e.into()))?;
     // Before anything slow (compiling the component takes a second or
     // more): a SIGHUP that came earlier would end the process, its default.
-    let signals = {
+    let (shutdown, hangup) = {
         let _rt = runtime.enter();
-        Signals::new().map_err(|e| CliError::Other(anyhow::anyhow!("signal handlers: {e}")))?
+        let shutdown = Shutdown::new()
+            .map_err(|e| CliError::Other(anyhow::anyhow!("signal handlers: {e}")))?;
+        (shutdown, Hangup::new())
     };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -58,7 +60,6 @@ pub fn main(args: RunArgs) -> Result<(), CliError> {
         "uns-kafka starting"
     );
     let settings = config::load(&args.config)?;
-    let Signals { shutdown, hangup } = signals;
     let bridge = Bridge::prepare(settings, args.component)?.with_hangup(hangup);
     runtime
         .block_on(bridge.run(shutdown.recv()))
@@ -68,23 +69,9 @@ pub fn main(args: RunArgs) -> Result<(), CliError> {
         })
 }
 
-/// The signals `run` handles, registered at once (tokio's `ctrl_c()` only
-/// registers when first polled, i.e. once the pipeline runs).
-struct Signals {
-    shutdown: Shutdown,
-    hangup: Hangup,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Self> {
-        Ok(Self {
-            shutdown: Shutdown::new()?,
-            hangup: Hangup::new(),
-        })
-    }
-}
-
 /// SIGINT or SIGTERM: stop taking messages and finish those in flight.
+/// Registered when made (tokio's `ctrl_c()` registers only when first
+/// polled, i.e. once the pipeline runs).
 struct Shutdown {
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,

@@ -47,6 +47,7 @@ pub const TRAP: &str = "trap";
 pub const TIMEOUT: &str = "timeout";
 pub const MEMORY: &str = "memory";
 pub const SANDBOX_FAILURES: [&str; 3] = [TRAP, TIMEOUT, MEMORY];
+
 /// How often the background ticker advances the engine's epoch. Call
 /// deadlines are rounded up to this granularity.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
