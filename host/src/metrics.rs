@@ -327,4 +327,27 @@ mod tests {
         assert!(out.contains("\nx_seconds_sum 400.144\n"), "{out}");
         assert!(out.ends_with("\nx_seconds_count 7\n"), "{out}");
     }
+
+    /// The alert rules shipped in `docker/` name only metrics the bridge
+    /// exports: a renamed metric would leave an alert that never fires.
+    #[test]
+    fn the_shipped_alert_rules_name_exported_metrics() {
+        let rules = include_str!("../../docker/prometheus-alerts.yml");
+        let exported = Stats::default().prometheus();
+        let names: std::collections::BTreeSet<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("uns_kafka_"))
+            .collect();
+        assert!(names.len() >= 8, "{names:?}");
+        for name in names {
+            let sample = |l: &&str| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            };
+            assert!(
+                exported.lines().any(|l| sample(&l)),
+                "{name} not in:\n{exported}"
+            );
+        }
+    }
 }
