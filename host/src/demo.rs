@@ -119,7 +119,7 @@ async fn run(args: DemoArgs) -> Result<(), CliError> {
 
     let _ = stop_tx.send(());
     match bridge_task.await {
-        Ok(r) => r.map_err(CliError::Other)?,
+        Ok(r) => r.map_err(CliError::from_run)?,
         Err(e) => return Err(CliError::Other(e.into())),
     }
 

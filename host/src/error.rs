@@ -1,6 +1,7 @@
 //! Errors at the binary's edge, and the exit codes users' scripts rely on.
 
 use crate::config::ConfigError;
+use crate::pipeline::Unconfirmed;
 
 /// A command's failure. Usage and configuration problems exit with 2, so a
 /// supervisor can tell "fix your settings" from "something broke at run
@@ -18,6 +19,15 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// A failed bridge run: one that gave up on unconfirmed messages keeps
+    /// its own exit code, wherever the bridge ran (`run` or `demo`).
+    pub fn from_run(e: anyhow::Error) -> Self {
+        match e.downcast::<Unconfirmed>() {
+            Ok(u) => CliError::Unconfirmed(u.to_string()),
+            Err(e) => CliError::Other(e),
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) | CliError::Config(_) => 2,

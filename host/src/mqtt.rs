@@ -407,7 +407,12 @@ impl Reader {
             };
             let event = match polled {
                 Ok(e) => e,
-                Err(Closed::OnPurpose) => return Ok(()),
+                Err(Closed::OnPurpose) => {
+                    // Said on purpose, still true: a scrape during the
+                    // drain must not show a connection that is gone.
+                    self.stats.mqtt_connected.set(0);
+                    return Ok(());
+                }
                 Err(Closed::Error(reason)) => {
                     let _ = self.state.send(State::Disconnected);
                     self.stats.mqtt_connected.set(0);

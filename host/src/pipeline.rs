@@ -63,10 +63,7 @@ pub fn main(args: RunArgs) -> Result<(), CliError> {
     let bridge = Bridge::prepare(settings, args.component)?.with_hangup(hangup);
     runtime
         .block_on(bridge.run(shutdown.recv()))
-        .map_err(|e| match e.downcast::<Unconfirmed>() {
-            Ok(u) => CliError::Unconfirmed(u.to_string()),
-            Err(e) => CliError::Other(e),
-        })
+        .map_err(CliError::from_run)
 }
 
 /// SIGINT or SIGTERM: stop taking messages and finish those in flight.
