@@ -183,14 +183,20 @@ impl Control {
 /// Received messages held without a pipeline permit, at most.
 pub const WAITING_CAP: usize = 256;
 
+/// How long the broker must stay silent after confirming our unsubscribe
+/// before the drain at shutdown ends. Mosquitto sends what it queued for
+/// us right behind the UNSUBACK, so a quarter second is ample on any link
+/// that keeps up with the bridge at all.
+const QUIET_AFTER_UNSUBSCRIBE: Duration = Duration::from_millis(250);
+
 /// What the reader reports besides messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Connecting,
     /// Connected and every subscription granted.
     Ready,
-    /// The broker confirmed our unsubscribe at shutdown: it sends nothing
-    /// more.
+    /// The broker confirmed our unsubscribe at shutdown, and every message
+    /// it sent us since is handed to the pipeline.
     Unsubscribed,
     Disconnected,
 }
@@ -362,6 +368,7 @@ impl Reader {
         let mut backoff = Backoff::new();
         let mut connected_once = false;
         let mut unsubscribed = 0;
+        let mut announced = false;
         loop {
             // Hand on what the pipeline has room for.
             while !self.waiting.is_empty() {
@@ -385,6 +392,17 @@ impl Reader {
             // flushing bytes that stay buffered.
             let next = if self.waiting.len() >= WAITING_CAP && unsent < self.unsent_cap {
                 Next::Permit(self.permits.clone().acquire_owned().await)
+            } else if unsubscribed >= self.topics.len() && !announced && self.waiting.is_empty() && unsent == 0 {
+                // Unsubscribed, but the broker may still send what it had
+                // queued for us (MQTT lets it): with a clean session that is
+                // ours to bridge or nobody's, so the pipeline hears
+                // `Unsubscribed` only once everything is handed on and the
+                // broker has gone quiet.
+                tokio::select! {
+                    biased;
+                    event = self.poll() => Next::Event(event),
+                    _ = tokio::time::sleep(QUIET_AFTER_UNSUBSCRIBE) => Next::Quiet,
+                }
             } else if !self.waiting.is_empty() && unsent == 0 {
                 let permits = self.permits.clone();
                 tokio::select! {
@@ -403,6 +421,11 @@ impl Reader {
                     continue;
                 }
                 Next::Permit(Err(_)) => return Ok(()),
+                Next::Quiet => {
+                    announced = true;
+                    let _ = self.state.send(State::Unsubscribed);
+                    continue;
+                }
                 Next::Event(polled) => polled,
             };
             let event = match polled {
@@ -490,6 +513,7 @@ impl Reader {
                         continue;
                     }
                     let generation = self.generation.load(Ordering::Acquire);
+                    self.stats.received.add(1);
                     self.waiting.push_back((message, inner, generation));
                 }
                 Event::AckSent => {
@@ -500,12 +524,7 @@ impl Reader {
                             (n > 0).then(|| n - 1)
                         });
                 }
-                Event::Unsubscribed => {
-                    unsubscribed += 1;
-                    if unsubscribed >= self.topics.len() {
-                        let _ = self.state.send(State::Unsubscribed);
-                    }
-                }
+                Event::Unsubscribed => unsubscribed += 1,
                 Event::Other => {}
             }
         }
@@ -681,6 +700,8 @@ impl Reader {
 enum Next {
     Permit(Result<OwnedSemaphorePermit, tokio::sync::AcquireError>),
     Event(Result<Event, Closed>),
+    /// Unsubscribed, nothing held, nothing heard for a while.
+    Quiet,
 }
 
 enum Closed {

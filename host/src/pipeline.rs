@@ -101,6 +101,10 @@ impl Shutdown {
     }
 }
 
+/// How long a clean-session shutdown waits for the broker to confirm the
+/// unsubscribe before it watches for the broker falling silent instead.
+const UNSUBACK_WAIT: Duration = Duration::from_secs(5);
+
 /// Shutdown gave up on messages Kafka had not confirmed (left
 /// unacknowledged, so a persistent session gets them again): the process
 /// exits 3, not 0, so that a supervisor sees the stop was not clean.
@@ -262,6 +266,10 @@ impl Bridge {
         let shutdown_timeout = Duration::from_millis(settings.bridge.shutdown_timeout_ms);
         let mut give_up_at: Option<tokio::time::Instant> = None;
         let mut unconfirmed = 0;
+        // Received from a clean session and still in the reader when input
+        // closed: bridged by nobody, so a stop that leaves any is not clean.
+        let mut unconfirmed_at_stop = 0;
+        let mut received_at_deadline = 0;
 
         loop {
             if draining && !input_open && pending.is_empty() {
@@ -276,14 +284,21 @@ impl Bridge {
                     tracing::info!("shutting down: no new messages; waiting for Kafka to confirm those in flight");
                     draining = true;
                     if clean_session && *state.borrow() == State::Ready {
-                        // Unsubscribe and bridge what the broker sent before
-                        // it confirmed: with a clean session, whatever we do
-                        // not bridge now is gone.
+                        // Unsubscribe and bridge everything the broker still
+                        // sends: with a clean session, whatever we do not
+                        // bridge now is gone.
                         control.stop_subscriptions().await;
-                        drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                        drain_deadline = Some(tokio::time::Instant::now() + UNSUBACK_WAIT);
+                        received_at_deadline = stats.received.get();
+                    } else if clean_session {
+                        // No connection to drain: bridge what we hold; what
+                        // the reader still buffers is gone, and said so.
+                        let _ = stop_tx.send(true);
+                        input_open = false;
+                        unconfirmed_at_stop = stats.mqtt_waiting.get() as usize;
+                        drain(&mut rx, batch_size, &worker, &out, &mut pending).await;
                     } else {
-                        // A persistent session keeps the rest for next time;
-                        // without a connection there is nothing to wait for.
+                        // A persistent session keeps the rest for next time.
                         let _ = stop_tx.send(true);
                         input_open = false;
                         while let Ok(m) = rx.try_recv() { drop(m); }
@@ -296,7 +311,10 @@ impl Bridge {
                     }
                 }
                 _ = sleep_until_opt(give_up_at), if give_up_at.is_some() => {
-                    unconfirmed = pending.len() + rx.len();
+                    unconfirmed = pending.len() + rx.len() + unconfirmed_at_stop;
+                    if clean_session && input_open {
+                        unconfirmed += stats.mqtt_waiting.get() as usize;
+                    }
                     tracing::warn!(
                         unconfirmed,
                         "Kafka did not confirm every message within bridge.shutdown_timeout_ms; \
@@ -313,8 +331,18 @@ impl Bridge {
                     }
                 }
                 _ = sleep_until_opt(drain_deadline), if draining && input_open && drain_deadline.is_some() => {
-                    input_open = false;
-                    drain(&mut rx, batch_size, &worker, &out, &mut pending).await;
+                    // No UNSUBACK yet. While messages still arrive it is
+                    // queued behind them; once they stop, the broker is not
+                    // answering and waiting longer gains nothing.
+                    let received = stats.received.get();
+                    if received != received_at_deadline {
+                        received_at_deadline = received;
+                        drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                    } else {
+                        input_open = false;
+                        unconfirmed_at_stop = stats.mqtt_waiting.get() as usize;
+                        drain(&mut rx, batch_size, &worker, &out, &mut pending).await;
+                    }
                 }
                 _ = hangup.recv(), if !draining && reloading.is_none() => {
                     tracing::info!(
@@ -419,6 +447,7 @@ impl Bridge {
         );
         // A lost MQTT connection says more than what it left unconfirmed.
         reader_result?;
+        let unconfirmed = unconfirmed.max(unconfirmed_at_stop);
         if unconfirmed > 0 {
             return Err(Unconfirmed { count: unconfirmed }.into());
         }
@@ -632,7 +661,6 @@ async fn drain(
 
 /// Transforms a batch and enqueues its records, in receive order.
 async fn process(batch: Vec<Inbound>, worker: &Worker, out: &Arc<Output>, pending: &mut Pending) {
-    out.stats.received.add(batch.len() as u64);
     let (messages, tokens): (Vec<MqttMessage>, Vec<AckToken>) =
         batch.into_iter().map(|i| (i.message, i.ack)).unzip();
     let (messages, outcomes) = worker.transform(messages).await;
