@@ -514,7 +514,7 @@ impl Layers {
             Value::Null if !raw.trim().is_empty() && raw.trim() != "null" && raw.trim() != "~" => {
                 Value::String(raw.to_owned())
             }
-            v => v,
+            v => keep_raw_unless_plain(v, raw),
         };
         self.set(&path, value, &source);
         Ok(())
@@ -1029,6 +1029,28 @@ mod de {
     }
 }
 
+/// An environment value that YAML would read as something other than its
+/// own text stays that text: a password `1e3` is not the number 1000, `0x1F`
+/// not 31, `s3cret #1` not `s3cret` (a comment). `2883`, `true` and
+/// `[a, b]` keep their YAML reading, and quotes ask for YAML's on purpose.
+fn keep_raw_unless_plain(value: Value, raw: &str) -> Value {
+    let text = raw.trim();
+    let quoted = text.len() >= 2
+        && ((text.starts_with('\'') && text.ends_with('\''))
+            || (text.starts_with('"') && text.ends_with('"')));
+    let reads_as_itself = match &value {
+        Value::Number(n) => n.to_string() == text,
+        Value::Bool(b) => b.to_string() == text,
+        Value::String(s) => quoted || s == text,
+        _ => true,
+    };
+    if reads_as_itself {
+        value
+    } else {
+        Value::String(raw.to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1078,6 +1100,29 @@ mod tests {
         assert_eq!(s.mqtt.topics, vec!["a/#", "b/+"]);
         assert_eq!(s.mqtt.password.as_ref().map(Secret::expose), Some("1234"));
         assert_eq!(s.kafka.config["bootstrap.servers"], "x:1");
+    }
+
+    #[test]
+    fn env_values_yaml_would_change_stay_as_written() {
+        for raw in ["1e3", "0x1F", "1.50", "s3cret #1", "+1", "007"] {
+            let env = [("UNS_MQTT__USERNAME", "u"), ("UNS_MQTT__PASSWORD", raw)];
+            let s = load_str(MINIMAL, &env).unwrap();
+            assert_eq!(s.mqtt.password.as_ref().map(Secret::expose), Some(raw));
+        }
+        let s = load_str(
+            MINIMAL,
+            &[
+                ("UNS_KAFKA__CONFIG__SASL_PASSWORD", "12e4"),
+                ("UNS_MQTT__USERNAME", "'quoted'"),
+                ("UNS_MQTT__RECONNECT_ON_FAILURE", "false"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.kafka.config["sasl.password"], "12e4");
+        assert_eq!(s.mqtt.username.as_deref(), Some("quoted"));
+        assert!(!s.mqtt.reconnect_on_failure);
+        let e = load_str(MINIMAL, &[("UNS_MQTT__PORT", "1e3")]).unwrap_err();
+        assert_eq!(e.key, "mqtt.port");
     }
 
     #[test]
