@@ -658,6 +658,26 @@ impl Layers {
                 return Err(err("mqtt.client_id", "must be a non-empty string".into()));
             }
         }
+        // A persistent session the broker cannot keep is a promise of no
+        // loss across restarts that nothing honours: refuse it.
+        if !mqtt.clean_session && mqtt.client_id.is_none() {
+            return Err(err(
+                "mqtt.client_id",
+                "must be set with mqtt.clean_session: false; the broker keeps a session by client \
+                 id, and without one every start gets a new random id and the old session queues \
+                 messages nobody reads"
+                    .into(),
+            ));
+        }
+        if !mqtt.clean_session && mqtt.version == MqttVersion::V5 && mqtt.session_expiry == 0 {
+            return Err(err(
+                "mqtt.session_expiry",
+                "must be above 0 seconds with mqtt.clean_session: false under MQTT 5 (version: 5); \
+                 with 0 the broker ends the session when the bridge disconnects and keeps nothing \
+                 while it is down (set it to cover the longest downtime, e.g. 86400)"
+                    .into(),
+            ));
+        }
         if mqtt.password.is_some() && mqtt.username.is_none() {
             return Err(err(
                 "mqtt.password",
