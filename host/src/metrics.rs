@@ -183,7 +183,7 @@ impl Stats {
             ),
             (
                 "uns_kafka_messages_acknowledged_total",
-                "Messages delivered and acknowledged to MQTT",
+                "Messages done: in Kafka or the dead-letter topic, and acknowledged to MQTT where QoS and the connection they came on allow",
                 self.acked.get(),
             ),
             (

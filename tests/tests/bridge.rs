@@ -1269,13 +1269,15 @@ async fn sighup_reloads_the_component_without_reconnecting() {
     let consumer = Consumer::new(&[&k, &dlq]);
     let port = free_port();
     let dir = ConfigDir::new();
-    let settings_naming = |file: &str| {
+    let settings_naming = |file: &str, extra_mqtt: &str| {
         format!(
             "{}transform:\n  component: {file}\nbridge:\n  health_listen: '127.0.0.1:{port}'\n",
-            settings(env().mqtt_port, &[format!("{p}/#")], "", &dlq)
+            settings(env().mqtt_port, &[format!("{p}/#")], extra_mqtt, &dlq)
         )
     };
-    dir.write_settings(&settings_naming("transform.wasm"));
+    // The component's settings kept under `mqtt` are re-read too.
+    let ignoring = format!("  ignored_attributes:\n    '{p}/#': [debug]\n");
+    dir.write_settings(&settings_naming("transform.wasm", ""));
     let wasm = dir.copy_in(&component("uns-default"), "transform.wasm");
     let config = dir.path().to_string_lossy().into_owned();
     let mut bridge = Bridge::start(["run", "--config", &config], &[]);
@@ -1325,9 +1327,9 @@ async fn sighup_reloads_the_component_without_reconnecting() {
 
     // Settings that name another file: read again, and that file runs.
     dir.copy_in(&component("uns-default"), "transform-v2.wasm");
-    dir.write_settings(&settings_naming("transform-v2.wasm"));
+    dir.write_settings(&settings_naming("transform-v2.wasm", &ignoring));
     reload(&mut bridge, "transform component reloaded", 2).await;
-    let renamed = send(r#"{"v": 3}"#).await;
+    let renamed = send(r#"{"v": 3, "debug": "x"}"#).await;
     assert_eq!(renamed.value.as_deref(), Some(&br#"{"v":3}"#[..]));
     assert!(!renamed.headers.is_empty());
 
@@ -1347,7 +1349,7 @@ async fn sighup_reloads_the_component_without_reconnecting() {
     assert_eq!(kept.value.as_deref(), Some(&br#"{"v":4}"#[..]));
 
     // A file that is no component: logged, and the running one stays.
-    dir.write_settings(&settings_naming("transform-v2.wasm"));
+    dir.write_settings(&settings_naming("transform-v2.wasm", &ignoring));
     dir.write_file("transform-v2.wasm", b"not a component");
     reload(&mut bridge, "transform component not reloaded", 2).await;
     let kept = send(r#"{"v": 5}"#).await;
