@@ -207,7 +207,9 @@ impl Bridge {
             path = %runtime.path().display(),
             "transform component loaded"
         );
-        let worker = Worker::spawn(transformer, runtime, settings.component_config());
+        let worker = Worker::spawn(transformer, runtime, settings.component_config())
+            .map_err(|e| anyhow::anyhow!("cannot start the transform thread: {e}"))?;
+        let mut worker_lost = false;
         let mut hangup = hangup.unwrap_or_else(Hangup::new);
         let mut reloading: Option<tokio::task::JoinHandle<Result<Loaded, CliError>>> = None;
 
@@ -415,6 +417,15 @@ impl Bridge {
             if draining && input_open && rx.is_empty() && reader_result.is_some() {
                 input_open = false;
             }
+            if worker.is_gone() && !worker_lost {
+                // Not one message more: each would fail. What Kafka has
+                // is acknowledged; the rest is not, for a restart to take.
+                tracing::error!("the transform thread stopped; finishing what is in flight and exiting");
+                worker_lost = true;
+                draining = true;
+                input_open = false;
+                let _ = stop_tx.send(true);
+            }
         }
 
         let timeout = give_up_at.map_or(shutdown_timeout, |t| {
@@ -447,6 +458,9 @@ impl Bridge {
         );
         // A lost MQTT connection says more than what it left unconfirmed.
         reader_result?;
+        if worker_lost {
+            anyhow::bail!("the transform thread stopped; messages it did not finish were not acknowledged");
+        }
         let unconfirmed = unconfirmed.max(unconfirmed_at_stop);
         if unconfirmed > 0 {
             return Err(Unconfirmed { count: unconfirmed }.into());
@@ -529,6 +543,9 @@ async fn join_opt<T>(
 /// `transform.timeout_ms`, which must not stall the async runtime.
 struct Worker {
     tx: std::sync::mpsc::Sender<Job>,
+    /// Set when the thread is found gone: every later message would fail,
+    /// so the pipeline stops (exit 1) rather than dead-letter them all.
+    gone: Arc<std::sync::atomic::AtomicBool>,
 }
 
 enum Job {
@@ -545,7 +562,7 @@ impl Worker {
         mut transformer: Transformer,
         mut runtime: Arc<TransformRuntime>,
         mut config: String,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("uns-transform".into())
@@ -567,7 +584,12 @@ impl Worker {
                             tracing::error!(
                                 "transform panicked in the host; starting a fresh instance"
                             );
-                            if let Ok(t) = runtime.instantiate(&config) {
+                            // Guarded too: a panic here would end the
+                            // thread, and with it the bridge.
+                            let fresh = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                                || runtime.instantiate(&config),
+                            ));
+                            if let Ok(Ok(t)) = fresh {
                                 transformer = t;
                             }
                             messages
@@ -584,30 +606,32 @@ impl Worker {
                     let _ = reply.send((messages, outcomes));
                 }
             })
-            .map(|_| ())
-            .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the transform thread"));
-        Self { tx }
+            .map(|_| Self {
+                tx,
+                gone: Default::default(),
+            })
+    }
+
+    fn is_gone(&self) -> bool {
+        self.gone.load(std::sync::atomic::Ordering::Acquire)
     }
 
     async fn transform(
         &self,
         messages: Vec<MqttMessage>,
     ) -> (Vec<MqttMessage>, Vec<TransformOutcome>) {
-        let n = messages.len();
+        // An empty answer makes the caller leave the batch unacknowledged.
         let (reply, answer) = oneshot::channel();
-        let fallback = |messages: Vec<MqttMessage>| {
-            let outcomes = (0..n)
-                .map(|_| Err(MessageError::new("internal", "transform thread is gone")))
-                .collect();
-            (messages, outcomes)
-        };
         if let Err(std::sync::mpsc::SendError(Job::Batch(messages, _))) =
             self.tx.send(Job::Batch(messages, reply))
         {
-            return fallback(messages);
+            self.gone.store(true, std::sync::atomic::Ordering::Release);
+            return (messages, Vec::new());
         }
-        // An empty answer makes the caller leave the batch unacknowledged.
-        answer.await.unwrap_or_default()
+        answer.await.unwrap_or_else(|_| {
+            self.gone.store(true, std::sync::atomic::Ordering::Release);
+            Default::default()
+        })
     }
 
     /// Batches sent after this run in `transformer`.
