@@ -765,6 +765,20 @@ impl Layers {
                 .map_err(|why| err(&format!("kafka.config.{key}"), why))?;
             *value = resolved.to_string_lossy().into_owned();
         }
+        // librdkafka's own check of every property, here where we still
+        // know which file or variable set it (the producer, built later,
+        // only knows the merged whole).
+        for (key, value) in &kafka.config {
+            let mut one = rdkafka::ClientConfig::new();
+            one.set(key, value);
+            if let Err(e) = one.create_native_config() {
+                let why = match e {
+                    rdkafka::error::KafkaError::ClientConfig(_, desc, _, _) => desc,
+                    other => other.to_string(),
+                };
+                return Err(err(&format!("kafka.config.{key}"), why));
+            }
+        }
         if let Err(why) = check_kafka_topic(&kafka.dead_letter_topic) {
             return Err(err("kafka.dead_letter_topic", why));
         }
@@ -1177,8 +1191,7 @@ mod tests {
             dir.path().join(SETTINGS_FILE),
             format!(
                 "mqtt: {{host: h}}\nkafka: {{config: {{bootstrap.servers: k, \
-                 ssl.ca.location: tls/ca.crt, ssl.certificate.location: '{}', \
-                 https.ca.location: probe}}}}\n",
+                 ssl.ca.location: tls/ca.crt, ssl.certificate.location: '{}'}}}}\n",
                 absolute.display()
             ),
         )
@@ -1187,7 +1200,13 @@ mod tests {
         let c = &s.kafka.config;
         assert_eq!(Path::new(&c["ssl.ca.location"]), absolute);
         assert_eq!(Path::new(&c["ssl.certificate.location"]), absolute);
-        assert_eq!(c["https.ca.location"], "probe");
+        // `probe` asks librdkafka to find the system's CA bundle: no path.
+        let s = load_str(
+            "mqtt: {host: h}\nkafka: {config: {bootstrap.servers: k, ssl.ca.location: probe}}\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.kafka.config["ssl.ca.location"], "probe");
     }
 
     #[test]

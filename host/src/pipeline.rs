@@ -481,7 +481,11 @@ pub fn load_component(
         (None, None) => (transform::default_component_path(), "transform.component"),
     };
     let config_error = |message: String| ConfigError {
-        file: settings.settings_file(),
+        file: if key == "--component" {
+            "command line".to_owned()
+        } else {
+            settings.settings_file()
+        },
         key: key.to_owned(),
         message,
     };

@@ -75,6 +75,35 @@ fn every_golden_bad_configuration_fails_check_with_its_message() {
     }
 }
 
+/// A `--component` that is not there is the command line's fault, not the
+/// settings file's.
+#[test]
+fn a_missing_component_on_the_command_line_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("settings.yaml"),
+        "mqtt:\n  host: h\nkafka: {config: {bootstrap.servers: 'localhost:9092'}}\n",
+    )
+    .unwrap();
+    let missing = dir.path().join("nowhere.wasm");
+    let out = check(
+        &[
+            "--config",
+            dir.path().to_str().unwrap(),
+            "--component",
+            missing.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let line = format!("error: command line: --component: {}: ", missing.display());
+    assert!(
+        text(&out.stderr).starts_with(&line),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// A configuration the component's `init` refuses is found by `check`
 /// too, named as the component's.
 #[test]
