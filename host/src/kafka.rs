@@ -17,6 +17,7 @@ use rdkafka::producer::future_producer::{FutureProducerContext, OwnedDeliveryRes
 use rdkafka::producer::{FutureProducer, Producer, ProducerContext};
 use rdkafka::util::IntoOpaque;
 use rdkafka::{ClientContext, Message};
+use tokio::sync::watch;
 
 use crate::message::KafkaRecord;
 use crate::metrics::Stats;
@@ -58,6 +59,14 @@ pub struct LogContext {
     /// at every reconnect attempt for as long as Kafka is away or refuses
     /// the bridge, which buried the one line that says why.
     last_all_down: Mutex<Option<Instant>>,
+    /// Set once librdkafka reports a fatal error (with idempotence, e.g. a
+    /// sequence Kafka can no longer accept): the producer is unusable from
+    /// then on, and retrying its records would only stall the bridge.
+    fatal: Arc<watch::Sender<Option<String>>>,
+    /// This producer's librdkafka handle, set once it exists: rdkafka hands
+    /// `error` the underlying code of a fatal error, not `_FATAL`, so
+    /// whether it was fatal is asked of librdkafka itself.
+    handle: Arc<std::sync::OnceLock<usize>>,
 }
 
 /// How often "all brokers are down" is logged while it lasts (it is
@@ -83,7 +92,25 @@ impl LogContext {
             last_error: Mutex::new(None),
             last_fail: Mutex::new(None),
             last_all_down: Mutex::new(None),
+            fatal: Arc::new(watch::channel(None).0),
+            handle: Arc::default(),
         }
+    }
+
+    /// librdkafka's fatal error, if its producer has had one.
+    fn fatal_error(&self) -> Option<String> {
+        let rk = *self.handle.get()? as *mut rd::rd_kafka_t;
+        let mut buf = [0 as std::ffi::c_char; 512];
+        // SAFETY: the handle outlives its context (librdkafka destroys the
+        // context with it), and the call only reads the handle's fatal
+        // state, from any thread, into a buffer of the size given.
+        let code = unsafe { rd::rd_kafka_fatal_error(rk, buf.as_mut_ptr(), buf.len()) };
+        if code == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return None;
+        }
+        // SAFETY: librdkafka NUL-terminates within the buffer.
+        let text = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+        Some(text.to_string_lossy().into_owned())
     }
 
     fn report(&self, error: &KafkaError, reason: &str) -> Report {
@@ -144,6 +171,12 @@ impl ClientContext for LogContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if self.fatal.borrow().is_none() {
+            if let Some(why) = self.fatal_error() {
+                tracing::error!(target: "librdkafka", %error, "Kafka producer failed for good: {why}");
+                self.fatal.send_replace(Some(why));
+            }
+        }
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.all_down
                 .lock()
@@ -189,6 +222,7 @@ pub type DeliveryFuture = oneshot::Receiver<OwnedDeliveryResult>;
 #[derive(Clone)]
 pub struct Sink {
     producers: std::sync::Arc<[Out]>,
+    fatal: Arc<watch::Sender<Option<String>>>,
 }
 
 /// One producer and librdkafka's handle of every topic it has written.
@@ -507,15 +541,20 @@ impl Sink {
         for (k, v) in config {
             cc.set(k, v);
         }
+        let fatal = Arc::new(watch::channel(None).0);
         let producers = (0..producers.max(1))
             .map(|_| {
-                let context = LogContext::new(stats.clone());
+                let mut context = LogContext::new(stats.clone());
+                context.fatal = fatal.clone();
+                let handle = context.handle.clone();
                 let all_down = context.all_down.clone();
+                let producer: Producer_ = cc
+                    .create_with_context(context)
+                    .map_err(KafkaSetupError::Config)?;
+                let _ = handle.set(producer.client().native_ptr() as usize);
                 Ok(Out {
                     topics: Mutex::default(),
-                    producer: cc
-                        .create_with_context(context)
-                        .map_err(KafkaSetupError::Config)?,
+                    producer,
                     all_down,
                 })
             })
@@ -531,7 +570,13 @@ impl Sink {
             let quiet = Duration::from_millis(backoff_ms) + Duration::from_secs(5);
             watch_rebootstrap(Arc::downgrade(&producers), bootstrap, quiet);
         }
-        Ok(Self { producers })
+        Ok(Self { producers, fatal })
+    }
+
+    /// Changes to the reason when a producer fails fatally (librdkafka's
+    /// `_FATAL`): nothing it holds will be delivered, so the bridge stops.
+    pub fn fatal(&self) -> watch::Receiver<Option<String>> {
+        self.fatal.subscribe()
     }
 
     fn out(&self, topic: &str) -> &Out {
@@ -946,5 +991,43 @@ mod tests {
             assert!((150..=350).contains(&n), "{per_producer:?}");
         }
         assert_eq!(producer_index("anything", 1), 0);
+    }
+
+    /// A fatal producer error (librdkafka's own test hook stands in for a
+    /// real one, which only a misbehaving cluster produces) reaches
+    /// whoever watches `Sink::fatal`, with librdkafka's reason.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_fatal_producer_error_is_reported_once_with_its_reason() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t_f", 1, 1).unwrap();
+        let sink = sink(&mock.bootstrap_servers(), &[("enable.idempotence", "true")]);
+        let mut fatal = sink.fatal();
+        assert!(fatal.borrow().is_none());
+        // A first record, so the producer runs as it would in the bridge.
+        let f = sink.send(&record("t_f", 1)).await.unwrap();
+        assert_eq!(Sink::confirm(f).await.unwrap(), Confirmed::AtOffset);
+        let reason = std::ffi::CString::new("fabricated for the test").unwrap();
+        use rdkafka::producer::Producer as _;
+        let native = sink.producers[1].producer.client().native_ptr();
+        // SAFETY: a live producer handle and a NUL-terminated reason.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                native,
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
+        }
+        tokio::time::timeout(Duration::from_secs(10), fatal.changed())
+            .await
+            .expect("no fatal report within 10 s")
+            .unwrap();
+        let why = fatal.borrow_and_update().clone().unwrap();
+        assert!(why.contains("fabricated for the test"), "{why}");
+        // Reported once: librdkafka's repeats change nothing.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), fatal.changed())
+                .await
+                .is_err()
+        );
     }
 }

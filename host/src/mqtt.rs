@@ -392,7 +392,11 @@ impl Reader {
             // flushing bytes that stay buffered.
             let next = if self.waiting.len() >= WAITING_CAP && unsent < self.unsent_cap {
                 Next::Permit(self.permits.clone().acquire_owned().await)
-            } else if unsubscribed >= self.topics.len() && !announced && self.waiting.is_empty() && unsent == 0 {
+            } else if unsubscribed >= self.topics.len()
+                && !announced
+                && self.waiting.is_empty()
+                && unsent == 0
+            {
                 // Unsubscribed, but the broker may still send what it had
                 // queued for us (MQTT lets it): with a clean session that is
                 // ours to bridge or nobody's, so the pipeline hears

@@ -210,6 +210,8 @@ impl Bridge {
         let worker = Worker::spawn(transformer, runtime, settings.component_config())
             .map_err(|e| anyhow::anyhow!("cannot start the transform thread: {e}"))?;
         let mut worker_lost = false;
+        let mut kafka_fatal = sink.fatal();
+        let mut kafka_failed: Option<String> = None;
         let mut hangup = hangup.unwrap_or_else(Hangup::new);
         let mut reloading: Option<tokio::task::JoinHandle<Result<Loaded, CliError>>> = None;
 
@@ -317,6 +319,10 @@ impl Bridge {
                     if clean_session && input_open {
                         unconfirmed += stats.mqtt_waiting.get() as usize;
                     }
+                    if kafka_failed.is_some() {
+                        tracing::warn!(unconfirmed, "stopping without acknowledging the messages in flight");
+                        break;
+                    }
                     tracing::warn!(
                         unconfirmed,
                         "Kafka did not confirm every message within bridge.shutdown_timeout_ms; \
@@ -344,6 +350,25 @@ impl Bridge {
                         input_open = false;
                         unconfirmed_at_stop = stats.mqtt_waiting.get() as usize;
                         drain(&mut rx, batch_size, &worker, &out, &mut pending).await;
+                    }
+                }
+                changed = kafka_fatal.changed(), if kafka_failed.is_none() => {
+                    let why = kafka_fatal.borrow().clone();
+                    match (changed, why) {
+                        (Ok(()), Some(why)) => {
+                            // Nothing this producer holds will be delivered:
+                            // stop now, acknowledging nothing more, and let
+                            // a restart (a fresh producer) take the rest.
+                            tracing::error!(error = %why, "Kafka producer failed for good; stopping without waiting for Kafka");
+                            draining = true;
+                            input_open = false;
+                            let _ = stop_tx.send(true);
+                            give_up_at = Some(tokio::time::Instant::now());
+                            kafka_failed = Some(why);
+                        }
+                        (Ok(()), None) => {}
+                        // The sink is gone: nothing more will be reported.
+                        (Err(_), _) => kafka_failed = Some(String::new()),
                     }
                 }
                 _ = hangup.recv(), if !draining && reloading.is_none() => {
@@ -420,7 +445,9 @@ impl Bridge {
             if worker.is_gone() && !worker_lost {
                 // Not one message more: each would fail. What Kafka has
                 // is acknowledged; the rest is not, for a restart to take.
-                tracing::error!("the transform thread stopped; finishing what is in flight and exiting");
+                tracing::error!(
+                    "the transform thread stopped; finishing what is in flight and exiting"
+                );
                 worker_lost = true;
                 draining = true;
                 input_open = false;
@@ -458,8 +485,15 @@ impl Bridge {
         );
         // A lost MQTT connection says more than what it left unconfirmed.
         reader_result?;
+        if let Some(why) = kafka_failed.filter(|w| !w.is_empty()) {
+            anyhow::bail!(
+                "Kafka producer failed for good ({why}); messages it held were not acknowledged"
+            );
+        }
         if worker_lost {
-            anyhow::bail!("the transform thread stopped; messages it did not finish were not acknowledged");
+            anyhow::bail!(
+                "the transform thread stopped; messages it did not finish were not acknowledged"
+            );
         }
         let unconfirmed = unconfirmed.max(unconfirmed_at_stop);
         if unconfirmed > 0 {
@@ -590,9 +624,10 @@ impl Worker {
                             );
                             // Guarded too: a panic here would end the
                             // thread, and with it the bridge.
-                            let fresh = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-                                || runtime.instantiate(&config),
-                            ));
+                            let fresh =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    runtime.instantiate(&config)
+                                }));
                             if let Ok(Ok(t)) = fresh {
                                 transformer = t;
                             }
@@ -722,7 +757,9 @@ async fn process(batch: Vec<Inbound>, worker: &Worker, out: &Arc<Output>, pendin
                 }
                 // Enqueued, not attempted: one refused at once is no
                 // record produced (its message goes to the dead-letter topic).
-                out.stats.records.add(sends.iter().filter(|s| s.is_ok()).count() as u64);
+                out.stats
+                    .records
+                    .add(sends.iter().filter(|s| s.is_ok()).count() as u64);
                 pending.push_back(Box::pin(confirm_message(
                     sends,
                     failure,
