@@ -52,12 +52,12 @@ pub struct Record {
 ///   negative record timestamps;
 /// - key: the MQTT topic, so per-topic order holds and the source topic is
 ///   never lost where Kafka topic names collide;
-/// - headers, in this order: `mqtt_topic`, `mqtt_qos` (`0`/`1`/`2`),
-///   `mqtt_retain` (`true`/`false`), `mqtt_content_type` (if the publisher set
-///   one), each MQTT 5 user property under its own name, then
+/// - headers, in this order: each MQTT 5 user property under its own name,
+///   then `mqtt_topic`, `mqtt_qos` (`0`/`1`/`2`), `mqtt_retain`
+///   (`true`/`false`), `mqtt_content_type` (if the publisher set one),
 ///   `transform_name` and `transform_version`. A user property may repeat a
 ///   name used here; ours come last, so Kafka's "last header wins" lookup
-///   returns the component's own.
+///   (Java's `lastHeader`) returns the component's own, not a publisher's.
 pub fn transform(config: &Config, msg: &Message<'_>) -> Result<Vec<Record>, TransformError> {
     if msg.payload.is_empty() {
         return Err(TransformError::decode("empty payload"));
@@ -136,6 +136,9 @@ pub fn remove_path(object: &mut Map<String, Value>, path: &[String]) {
 
 fn headers(msg: &Message<'_>) -> Vec<(String, Vec<u8>)> {
     let mut h = Vec::with_capacity(6 + msg.user_properties.len());
+    for (name, value) in msg.user_properties {
+        h.push((name.clone(), value.as_bytes().to_vec()));
+    }
     h.push(("mqtt_topic".to_owned(), msg.topic.as_bytes().to_vec()));
     let qos = match msg.qos {
         0 => b"0".to_vec(),
@@ -148,9 +151,6 @@ fn headers(msg: &Message<'_>) -> Vec<(String, Vec<u8>)> {
     h.push(("mqtt_retain".to_owned(), retain.to_vec()));
     if let Some(ct) = msg.content_type {
         h.push(("mqtt_content_type".to_owned(), ct.as_bytes().to_vec()));
-    }
-    for (name, value) in msg.user_properties {
-        h.push((name.clone(), value.as_bytes().to_vec()));
     }
     h.push(("transform_name".to_owned(), NAME.as_bytes().to_vec()));
     h.push(("transform_version".to_owned(), VERSION.as_bytes().to_vec()));

@@ -176,17 +176,43 @@ fn headers_carry_mqtt_metadata_user_properties_and_the_component() {
     assert_eq!(
         h,
         vec![
-            ("mqtt_topic", &b"a/b"[..]),
+            ("site", &b"Berlin"[..]),
+            ("site", "Köln".as_bytes()),
+            ("mqtt_topic", b"a/b"),
             ("mqtt_qos", b"2"),
             ("mqtt_retain", b"true"),
             ("mqtt_content_type", b"application/json"),
-            ("site", b"Berlin"),
-            ("site", "Köln".as_bytes()),
             ("transform_name", b"uns-default"),
             ("transform_version", VERSION.as_bytes()),
         ]
     );
     assert_eq!(VERSION, env!("CARGO_PKG_VERSION"));
+}
+
+/// A publisher's user property named like one of ours cannot pass for it
+/// where a consumer takes the last header of a name.
+#[test]
+fn a_user_property_cannot_forge_the_component_headers() {
+    let props = [
+        ("mqtt_topic".to_owned(), "forged".to_owned()),
+        ("transform_name".to_owned(), "forged".to_owned()),
+    ];
+    let m = Message {
+        user_properties: &props,
+        ..msg("a/b", b"{}")
+    };
+    let r = transform(&Config::default(), &m).unwrap().remove(0);
+    let last = |name: &str| {
+        r.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    };
+    assert_eq!(last("mqtt_topic"), Some(&b"a/b"[..]));
+    assert_eq!(last("transform_name"), Some(&b"uns-default"[..]));
+    // Kept, not dropped: the publisher's properties are data too.
+    assert_eq!(r.headers.iter().filter(|(_, v)| v == b"forged").count(), 2);
 }
 
 #[test]
