@@ -223,6 +223,9 @@ pub type DeliveryFuture = oneshot::Receiver<OwnedDeliveryResult>;
 pub struct Sink {
     producers: std::sync::Arc<[Out]>,
     fatal: Arc<watch::Sender<Option<String>>>,
+    /// Set when shutdown gives up: a send waiting for room in a full
+    /// queue stops waiting, so that SIGTERM's deadline holds even then.
+    abandon: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One producer and librdkafka's handle of every topic it has written.
@@ -570,7 +573,22 @@ impl Sink {
             let quiet = Duration::from_millis(backoff_ms) + Duration::from_secs(5);
             watch_rebootstrap(Arc::downgrade(&producers), bootstrap, quiet);
         }
-        Ok(Self { producers, fatal })
+        Ok(Self {
+            producers,
+            fatal,
+            abandon: Arc::default(),
+        })
+    }
+
+    /// From `at` on, sends stop waiting for room in a full queue (and fail
+    /// with `QueueFull`, which is retried, never dead-lettered: the message
+    /// stays unacknowledged).
+    pub fn abandon_at(&self, at: tokio::time::Instant) {
+        let abandon = self.abandon.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            abandon.store(true, std::sync::atomic::Ordering::Release);
+        });
     }
 
     /// Changes to the reason when a producer fails fatally (librdkafka's
@@ -591,7 +609,10 @@ impl Sink {
         loop {
             match out.produce(record) {
                 Ok(f) => return Ok(f),
-                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                Err(error @ KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                    if self.abandon.load(std::sync::atomic::Ordering::Acquire) {
+                        return Err(DeliveryError { error });
+                    }
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err(error) => return Err(DeliveryError { error }),

@@ -188,7 +188,10 @@ impl Bridge {
     /// Bridges until `shutdown` resolves or the MQTT connection is lost for
     /// good; then stops reading, lets Kafka confirm what is in flight,
     /// acknowledges it, and disconnects.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let Bridge {
             settings,
             runtime,
@@ -259,7 +262,28 @@ impl Bridge {
         let batch_size = settings.bridge.batch_size;
         let clean_session = settings.mqtt.clean_session;
         let mut pending = FuturesOrdered::new();
-        let mut shutdown = std::pin::pin!(shutdown);
+        // The signal is watched on a task of its own, not only in the loop
+        // below: a batch waiting for room in librdkafka's full queue holds
+        // the loop, and SIGTERM's deadline must hold even then.
+        let (term_tx, mut term) = watch::channel::<Option<tokio::time::Instant>>(None);
+        let term_tx = Arc::new(term_tx);
+        let signal_task = {
+            let term_tx = term_tx.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                term_tx.send_replace(Some(tokio::time::Instant::now()));
+            })
+        };
+        let abandon_task = {
+            let (sink, mut term) = (sink.clone(), term.clone());
+            let timeout = Duration::from_millis(settings.bridge.shutdown_timeout_ms);
+            tokio::spawn(async move {
+                let at = term.wait_for(Option::is_some).await.ok().and_then(|t| *t);
+                if let Some(at) = at {
+                    sink.abandon_at(at + timeout);
+                }
+            })
+        };
         let mut draining = false;
         let mut input_open = true;
         let mut reader_result: Option<anyhow::Result<()>> = None;
@@ -269,6 +293,7 @@ impl Bridge {
         // must not keep SIGTERM from ending it.
         let shutdown_timeout = Duration::from_millis(settings.bridge.shutdown_timeout_ms);
         let mut give_up_at: Option<tokio::time::Instant> = None;
+        let mut abandon_armed = false;
         let mut unconfirmed = 0;
         // Received from a clean session and still in the reader when input
         // closed: bridged by nobody, so a stop that leaves any is not clean.
@@ -280,11 +305,20 @@ impl Bridge {
                 break;
             }
             if draining && give_up_at.is_none() {
-                give_up_at = Some(tokio::time::Instant::now() + shutdown_timeout);
+                // From the signal, if there was one: the loop may have been
+                // held since.
+                let from = term.borrow().unwrap_or_else(tokio::time::Instant::now);
+                give_up_at = Some(from + shutdown_timeout);
+            }
+            if let (Some(at), false) = (give_up_at, abandon_armed) {
+                // A batch waiting for room in librdkafka's queue holds this
+                // loop; the sink must let go by itself at the deadline.
+                sink.abandon_at(at);
+                abandon_armed = true;
             }
             tokio::select! {
                 biased;
-                _ = &mut shutdown, if !draining => {
+                _ = async { term.wait_for(Option::is_some).await.map(|_| ()) }, if !draining => {
                     tracing::info!("shutting down: no new messages; waiting for Kafka to confirm those in flight");
                     draining = true;
                     if clean_session && *state.borrow() == State::Ready {
@@ -472,6 +506,9 @@ impl Bridge {
                 }
             },
         };
+        signal_task.abort();
+        abandon_task.abort();
+        drop(term_tx);
         if let Some(h) = health {
             h.abort();
         }

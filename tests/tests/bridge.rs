@@ -981,6 +981,44 @@ async fn kafka_refuses_the_bridge(p: &str, dir: ConfigDir, port: u16, why: &str)
     log
 }
 
+/// With Kafka away and librdkafka's queue full, the pipeline waits for room
+/// to enqueue; SIGTERM's deadline (`bridge.shutdown_timeout_ms`) must hold
+/// even then: exit 3, the messages unacknowledged, within seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_kafka_away_and_its_queue_full_still_stops_on_time() {
+    let p = unique("qfull");
+    let closed_port = free_port();
+    let dir = ConfigDir::new();
+    dir.write_settings(&format!(
+        "mqtt:\n  host: 127.0.0.1\n  port: {}\n  topics: ['{p}/#']\n  qos: 1\n\
+         kafka:\n  config:\n    bootstrap.servers: '127.0.0.1:{closed_port}'\n    \
+         queue.buffering.max.messages: 5\n  dead_letter_topic: '{p}-dlq'\n\
+         bridge:\n  shutdown_timeout_ms: 2000\n",
+        env().mqtt_port
+    ));
+    let mut s = start_in(dir).await;
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    for i in 0..20 {
+        publisher
+            .publish(&format!("{p}/m"), format!("{{\"i\":{i}}}"), 1, false)
+            .await;
+    }
+    publisher.wait_acked(ARRIVE).await;
+    // Five records fill the queue; the sixth waits for room that never comes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = std::time::Instant::now();
+    let status = s.bridge.terminate(Duration::from_secs(30)).await;
+    let log = s.bridge.log();
+    assert_eq!(status.code(), Some(3), "log:\n{log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}; log:\n{log}",
+        started.elapsed()
+    );
+    assert!(log.contains("error: stopped with "), "log:\n{log}");
+    publisher.disconnect().await;
+}
+
 /// SIGTERM while the bridge waits to retry an MQTT broker it cannot reach
 /// ends it then, not after the wait (which grows to 30 s, past Docker's
 /// 10 s before SIGKILL): no connection attempt follows the signal.
