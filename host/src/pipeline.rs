@@ -386,24 +386,27 @@ impl Bridge {
                         drain(&mut rx, batch_size, &worker, &out, &mut pending).await;
                     }
                 }
-                changed = kafka_fatal.changed(), if kafka_failed.is_none() => {
-                    let why = kafka_fatal.borrow().clone();
-                    match (changed, why) {
-                        (Ok(()), Some(why)) => {
-                            // Nothing this producer holds will be delivered:
-                            // stop now, acknowledging nothing more, and let
-                            // a restart (a fresh producer) take the rest.
-                            tracing::error!(error = %why, "Kafka producer failed for good; stopping without waiting for Kafka");
-                            draining = true;
-                            input_open = false;
-                            let _ = stop_tx.send(true);
-                            give_up_at = Some(tokio::time::Instant::now());
-                            kafka_failed = Some(why);
-                        }
-                        (Ok(()), None) => {}
-                        // The sink is gone: nothing more will be reported.
-                        (Err(_), _) => kafka_failed = Some(String::new()),
+                why = async {
+                    let why = kafka_fatal
+                        .wait_for(Option::is_some)
+                        .await
+                        .map(|why| why.clone().unwrap_or_default());
+                    match why {
+                        Ok(why) => why,
+                        // Cannot happen: the sink, which sends, outlives
+                        // this loop.
+                        Err(_) => std::future::pending().await,
                     }
+                }, if kafka_failed.is_none() => {
+                    // Nothing this producer holds will be delivered: stop
+                    // now, acknowledging nothing more, and let a restart (a
+                    // fresh producer) take the rest.
+                    tracing::error!(error = %why, "Kafka producer failed for good; stopping without waiting for Kafka");
+                    draining = true;
+                    input_open = false;
+                    let _ = stop_tx.send(true);
+                    give_up_at = Some(tokio::time::Instant::now());
+                    kafka_failed = Some(why);
                 }
                 _ = hangup.recv(), if !draining && reloading.is_none() => {
                     tracing::info!(
@@ -522,7 +525,7 @@ impl Bridge {
         );
         // A lost MQTT connection says more than what it left unconfirmed.
         reader_result?;
-        if let Some(why) = kafka_failed.filter(|w| !w.is_empty()) {
+        if let Some(why) = kafka_failed {
             anyhow::bail!(
                 "Kafka producer failed for good ({why}); messages it held were not acknowledged"
             );
