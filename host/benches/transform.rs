@@ -77,7 +77,7 @@ fn main() {
     for (name, msg) in cases {
         let batch: Vec<MqttMessage> = vec![msg; BATCH];
         // Same work, same answer: check before timing.
-        let native_out = native_batch(&config, &batch);
+        let native_out = native_batch(&config, &mut uns_default::Births::default(), &batch);
         let wasm_out = transformer.transform_batch(&batch);
         assert_eq!(native_out, wasm_out, "native and wasm disagree on {name}");
         assert!(
@@ -87,9 +87,11 @@ fn main() {
         );
 
         let (mut native, mut wasm) = (Vec::new(), Vec::new());
+        // As the component keeps its own across batches.
+        let mut births = uns_default::Births::default();
         for _ in 0..ROUNDS {
             native.push(rate(|| {
-                black_box(native_batch(&config, black_box(&batch)));
+                black_box(native_batch(&config, &mut births, black_box(&batch)));
             }));
             wasm.push(rate(|| {
                 black_box(transformer.transform_batch(black_box(&batch)));

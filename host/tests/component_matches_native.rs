@@ -108,7 +108,10 @@ fn json_object(rng: &mut Rng, depth: u32, big: usize) -> String {
     format!("{{{}}}", fields.join(", "))
 }
 
-fn sparkplug(rng: &mut Rng) -> Vec<u8> {
+/// A BIRTH declares every metric's datatype; a DATA leaves it out at
+/// random (as Sparkplug 3.0 would have it), so that both sides must read
+/// the sign from the BIRTH they remember.
+fn sparkplug(rng: &mut Rng, birth: bool) -> Vec<u8> {
     use metric::Value::*;
     let metrics = (0..rng.below(12))
         .map(|i| {
@@ -127,8 +130,9 @@ fn sparkplug(rng: &mut Rng) -> Vec<u8> {
             };
             Metric {
                 name: Some(format!("{}/{i}", rng.pick(WORDS))),
+                alias: Some(i),
                 timestamp: Some(rng.below(2_000_000_000_000)),
-                datatype: Some(datatype),
+                datatype: (birth || rng.below(2) == 0).then_some(datatype),
                 value: Some(value),
                 ..Default::default()
             }
@@ -153,12 +157,14 @@ fn message(rng: &mut Rng) -> MqttMessage {
             (levels.join("/"), bytes)
         }
         2..=6 => {
-            let mut bytes = sparkplug(rng);
+            let birth = rng.below(4) == 0;
+            let mut bytes = sparkplug(rng, birth);
             if rng.below(8) == 0 {
                 bytes.truncate(bytes.len().saturating_sub(3));
             }
+            let kind = if birth { "NBIRTH" } else { "NDATA" };
             (
-                format!("spBv1.0/{}/NDATA/{}", levels[0], levels.join("-")),
+                format!("spBv1.0/{}/{kind}/{}", levels[0], levels.join("-")),
                 bytes,
             )
         }
@@ -193,6 +199,8 @@ fn check(config_json: &str, seed: u64) {
     let config = uns_default::Config::from_json(config_json).unwrap();
     let mut rng = Rng(seed);
     let (mut messages, mut failures) = (0, 0);
+    // The native side's memory of BIRTHs, as the component instance keeps its own.
+    let mut births = uns_default::Births::default();
     for batch_no in 0..121 {
         let size = match rng.below(4) {
             // Last, one batch larger than the arena's largest size.
@@ -209,7 +217,7 @@ fn check(config_json: &str, seed: u64) {
                 m.payload = Bytes::from(json_object(&mut rng, 0, 500_000).into_bytes());
             }
         }
-        let native = native_batch(&config, &batch);
+        let native = native_batch(&config, &mut births, &batch);
         let sandboxed = wasm.transform_batch(&batch);
         assert_eq!(sandboxed.len(), batch.len());
         for (i, (n, w)) in native.iter().zip(&sandboxed).enumerate() {

@@ -246,6 +246,48 @@ fn sparkplug_nbirth_decodes_metrics_of_several_datatypes() {
     assert_eq!(by_name("arr")["value"], json!([-300, 7]));
 }
 
+/// In the compiled component, over batches: NDATA metrics that carry only
+/// an alias read their sign from the NBIRTH, which the instance remembers
+/// (its table lives outside the per-batch arena, so hundreds of batches on
+/// run as before).
+#[test]
+fn sparkplug_ndata_without_datatypes_takes_the_sign_from_the_nbirth() {
+    use metric::Value::*;
+    let nbirth = Payload {
+        seq: Some(0),
+        metrics: vec![Metric {
+            alias: Some(1),
+            ..metric("temp", datatype::INT32, IntValue(0))
+        }],
+        ..Default::default()
+    };
+    let ndata = |i: u32| Payload {
+        seq: Some(u64::from(i % 256)),
+        metrics: vec![Metric {
+            alias: Some(1),
+            value: Some(IntValue((-(i as i32)) as u32)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let line = |topic: &str, p: &Payload| json!({"topic": topic, "payload_b64": B64.encode(p.encode_to_vec())});
+    let mut lines = vec![line("spBv1.0/G1/NDATA/edge1", &ndata(7))];
+    lines.push(line("spBv1.0/G1/NBIRTH/edge1", &nbirth));
+    lines.extend((1..=600).map(|i| line("spBv1.0/G1/NDATA/edge1", &ndata(i))));
+    let conf = config_dir("");
+    let out = transform_lines(conf.path(), &component("uns_default"), &lines);
+    // Before the NBIRTH: the wire's value.
+    assert_eq!(
+        only_record(&out[0])["value"]["metrics"][0]["value"],
+        4_294_967_289u32
+    );
+    for (i, o) in out[2..].iter().enumerate() {
+        let m = &only_record(o)["value"]["metrics"][0];
+        assert_eq!(m["value"], -(i as i64 + 1), "{o}");
+        assert!(m.get("datatype").is_none(), "{o}");
+    }
+}
+
 #[test]
 fn bad_payloads_and_bad_input_lines_each_get_an_error_line() {
     let conf = config_dir("");

@@ -69,6 +69,18 @@ impl BatchArena {
         unsafe { (*self.state.get()).active = true }
     }
 
+    /// Runs `f` with the arena off: what it allocates comes from the
+    /// system allocator, for state that outlives the batch (which would
+    /// otherwise keep the arena from ever starting over).
+    pub fn outside(&self, f: &mut dyn FnMut()) {
+        // SAFETY: one thread, and no other borrow of the state is live
+        // while the flag is read or written.
+        let was = unsafe { (*self.state.get()).active };
+        unsafe { (*self.state.get()).active = false };
+        f();
+        unsafe { (*self.state.get()).active = was };
+    }
+
     /// Replaces an empty arena by one twice as large (the first time, by
     /// the first one).
     ///
@@ -213,6 +225,28 @@ mod tests {
             let s = a.alloc(layout(1, 1));
             assert_eq!(s, p);
             a.dealloc(s, layout(1, 1));
+        }
+    }
+
+    /// State kept across batches (Sparkplug BIRTHs) is allocated outside
+    /// the arena, so the arena still starts over while it lives.
+    #[test]
+    fn what_outlives_the_batch_is_allocated_outside_the_arena() {
+        let a = BatchArena::new();
+        a.activate();
+        unsafe {
+            let p = a.alloc(layout(64, 8));
+            let mut kept = std::ptr::null_mut();
+            a.outside(&mut || kept = a.alloc(layout(64, 8)));
+            assert!(!BatchArena::owns(&*a.state.get(), kept));
+            assert!((*a.state.get()).active, "the arena is on again");
+            a.dealloc(p, layout(64, 8));
+            // `kept` lives on, and the arena starts over all the same.
+            let q = a.alloc(layout(1, 1));
+            assert_eq!(q, p);
+            a.dealloc(q, layout(1, 1));
+            a.dealloc(kept, layout(64, 8));
+            assert_eq!((*a.state.get()).live, 0);
         }
     }
 

@@ -3,9 +3,10 @@
 
 use std::cell::RefCell;
 
+use crate::births::Births;
 use crate::config::Config;
 use crate::error::ErrorKind;
-use crate::transform::{transform, Message, NAME, VERSION};
+use crate::transform::{transform_with, Message, NAME, VERSION};
 
 wit_bindgen::generate!({
     world: "transformer",
@@ -25,6 +26,13 @@ static ALLOCATOR: crate::arena::BatchArena = crate::arena::BatchArena::new();
 thread_local! {
     // A component instance is single-threaded; `init` fills this once.
     static CONFIG: RefCell<Option<Config>> = const { RefCell::new(None) };
+    // What Sparkplug BIRTHs declared, for the instance's life; its own
+    // allocations stay out of the batch arena.
+    static BIRTHS: RefCell<Option<Births>> = const { RefCell::new(None) };
+}
+
+fn outside_the_arena(f: &mut dyn FnMut()) {
+    ALLOCATOR.outside(f)
 }
 
 struct Component;
@@ -50,6 +58,7 @@ impl Guest for Component {
             ),
         );
         CONFIG.with(|c| *c.borrow_mut() = Some(config));
+        BIRTHS.with(|b| *b.borrow_mut() = Some(Births::new(outside_the_arena)));
         Ok(())
     }
 
@@ -60,21 +69,28 @@ impl Guest for Component {
         ALLOCATOR.activate();
         CONFIG.with(|c| {
             let config = c.borrow();
-            messages
-                .into_iter()
-                .map(|m| match config.as_ref() {
-                    Some(config) => one(config, m),
-                    None => Err(WitTransformError {
-                        kind: WitErrorKind::Internal,
-                        message: "transform-batch called before init".to_owned(),
-                    }),
-                })
-                .collect()
+            BIRTHS.with(|b| {
+                let mut births = b.borrow_mut();
+                messages
+                    .into_iter()
+                    .map(|m| match config.as_ref() {
+                        Some(config) => one(config, births.as_mut(), m),
+                        None => Err(WitTransformError {
+                            kind: WitErrorKind::Internal,
+                            message: "transform-batch called before init".to_owned(),
+                        }),
+                    })
+                    .collect()
+            })
         })
     }
 }
 
-fn one(config: &Config, m: MqttMessage) -> Result<Vec<KafkaRecord>, WitTransformError> {
+fn one(
+    config: &Config,
+    births: Option<&mut Births>,
+    m: MqttMessage,
+) -> Result<Vec<KafkaRecord>, WitTransformError> {
     let user_properties: Vec<(String, String)> = m
         .user_properties
         .into_iter()
@@ -93,7 +109,7 @@ fn one(config: &Config, m: MqttMessage) -> Result<Vec<KafkaRecord>, WitTransform
         content_type: m.content_type.as_deref(),
         received_at_ms: m.received_at_ms,
     };
-    match transform(config, &msg) {
+    match transform_with(config, births, &msg) {
         Ok(records) => Ok(records
             .into_iter()
             .map(|r| KafkaRecord {

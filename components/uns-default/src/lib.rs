@@ -53,6 +53,7 @@
 //! On `wasm32` a private `component` module (not built natively) exports
 //! the WIT world `uns:bridge/transformer` by calling this API.
 
+pub mod births;
 pub mod config;
 pub mod decode;
 pub mod error;
@@ -67,6 +68,7 @@ mod arena;
 #[cfg(target_arch = "wasm32")]
 mod component;
 
+pub use births::Births;
 pub use config::Config;
 pub use error::{ConfigError, ErrorKind, TransformError};
-pub use transform::{transform, Message, Record, NAME, VERSION};
+pub use transform::{transform, transform_with, Message, Record, NAME, VERSION};

@@ -328,15 +328,52 @@ pub fn decode(bytes: &[u8]) -> Result<Payload, TransformError> {
 /// The payload as compact JSON text, written straight from the protobuf
 /// structs (no intermediate `Value`, which is the hot path).
 pub fn to_json_bytes(p: &Payload) -> Result<Vec<u8>, TransformError> {
+    to_json_bytes_with(p, &[])
+}
+
+/// [`to_json_bytes`], reading top-level metric `i` that carries no datatype
+/// as `declared[i]` (what its BIRTH said, see [`crate::births`]); the
+/// output still has no `datatype` key where the message had none.
+pub fn to_json_bytes_with(
+    p: &Payload,
+    declared: &[Option<u32>],
+) -> Result<Vec<u8>, TransformError> {
     let mut out = Vec::with_capacity(64 + 48 * p.metrics.len());
-    serde_json::to_writer(&mut out, &Json(p)).map_err(|e| TransformError::decode(e.to_string()))?;
+    serde_json::to_writer(&mut out, &WithDeclared(p, declared))
+        .map_err(|e| TransformError::decode(e.to_string()))?;
     Ok(out)
 }
 
 /// The payload as a JSON `Value`, for when attributes must be removed.
 /// Exactly the JSON [`to_json_bytes`] writes.
 pub fn to_value(p: &Payload) -> Result<Value, TransformError> {
-    serde_json::to_value(Json(p)).map_err(|e| TransformError::decode(e.to_string()))
+    to_value_with(p, &[])
+}
+
+/// [`to_value`] with the datatypes BIRTH declared, as [`to_json_bytes_with`].
+pub fn to_value_with(p: &Payload, declared: &[Option<u32>]) -> Result<Value, TransformError> {
+    serde_json::to_value(WithDeclared(p, declared))
+        .map_err(|e| TransformError::decode(e.to_string()))
+}
+
+/// A payload in its JSON form, its top-level metrics read with `.1`.
+struct WithDeclared<'a>(&'a Payload, &'a [Option<u32>]);
+
+/// A metric in its JSON form, read as `.1` says when it carries no datatype.
+struct MetricAs<'a>(&'a Metric, Option<u32>);
+
+struct MetricsAs<'a>(&'a [Metric], &'a [Option<u32>]);
+
+impl Serialize for MetricsAs<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let declared = |i: usize| self.1.get(i).copied().flatten();
+        s.collect_seq(
+            self.0
+                .iter()
+                .enumerate()
+                .map(|(i, m)| MetricAs(m, declared(i))),
+        )
+    }
 }
 
 /// The payload's top-level integer attribute `name`, as the JSON form would
@@ -481,12 +518,14 @@ impl Serialize for Base64<'_> {
     }
 }
 
-impl Serialize for Json<'_, Payload> {
+impl Serialize for WithDeclared<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let p = self.0;
         let mut m = s.serialize_map(None)?;
         opt(&mut m, "timestamp", &p.timestamp)?;
-        many_json(&mut m, "metrics", &p.metrics)?;
+        if !p.metrics.is_empty() {
+            m.serialize_entry("metrics", &MetricsAs(&p.metrics, self.1))?;
+        }
         opt(&mut m, "seq", &p.seq)?;
         opt(&mut m, "uuid", &p.uuid)?;
         if let Some(body) = &p.body {
@@ -497,6 +536,12 @@ impl Serialize for Json<'_, Payload> {
 }
 
 impl Serialize for Json<'_, Metric> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        MetricAs(self.0, None).serialize(s)
+    }
+}
+
+impl Serialize for MetricAs<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let x = self.0;
         let mut m = s.serialize_map(None)?;
@@ -530,7 +575,7 @@ impl Serialize for Json<'_, Metric> {
             m.serialize_entry(
                 "value",
                 &Typed {
-                    datatype: x.datatype,
+                    datatype: x.datatype.or(self.1),
                     raw,
                     origin,
                 },

@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::births::Births;
 use crate::config::Config;
 use crate::decode::{self, Encoding};
 use crate::error::TransformError;
@@ -59,6 +60,17 @@ pub struct Record {
 ///   name used here; ours come last, so Kafka's "last header wins" lookup
 ///   (Java's `lastHeader`) returns the component's own, not a publisher's.
 pub fn transform(config: &Config, msg: &Message<'_>) -> Result<Vec<Record>, TransformError> {
+    transform_with(config, None, msg)
+}
+
+/// [`transform`], remembering what Sparkplug BIRTHs declare in `births`, so
+/// that DATA metrics without a datatype keep their sign (the component's
+/// instance keeps one [`Births`] for its life).
+pub fn transform_with(
+    config: &Config,
+    births: Option<&mut Births>,
+    msg: &Message<'_>,
+) -> Result<Vec<Record>, TransformError> {
     if msg.payload.is_empty() {
         return Err(TransformError::decode("empty payload"));
     }
@@ -74,13 +86,20 @@ pub fn transform(config: &Config, msg: &Message<'_>) -> Result<Vec<Record>, Tran
         }
         (Encoding::SparkplugB, false) => {
             let payload = sparkplug::decode(msg.payload)?;
+            let declared = declared(births, msg.topic, &payload);
             let ts = sparkplug::top_level_integer(&payload, &config.timestamp_attribute)
                 .and_then(|ts| i64::try_from(ts).ok());
-            (sparkplug::to_json_bytes(&payload)?, ts)
+            (sparkplug::to_json_bytes_with(&payload, &declared)?, ts)
         }
-        (_, true) => {
-            let mut value =
-                decode::decode_with(msg.topic, msg.payload, config.accept_non_object_json)?;
+        (encoding, true) => {
+            let mut value = match (encoding, births) {
+                (Encoding::SparkplugB, Some(births)) => {
+                    let payload = sparkplug::decode(msg.payload)?;
+                    let declared = declared(Some(births), msg.topic, &payload);
+                    sparkplug::to_value_with(&payload, &declared)?
+                }
+                _ => decode::decode_with(msg.topic, msg.payload, config.accept_non_object_json)?,
+            };
             let mut ts = None;
             if let Value::Object(object) = &mut value {
                 ts = object
@@ -105,6 +124,22 @@ pub fn transform(config: &Config, msg: &Message<'_>) -> Result<Vec<Record>, Tran
                 .unwrap_or(msg.received_at_ms),
         ),
     }])
+}
+
+/// Learns from a BIRTH, and for a DATA message the datatypes its BIRTH
+/// declared for metrics that carry none.
+fn declared(
+    births: Option<&mut Births>,
+    topic: &str,
+    payload: &sparkplug::Payload,
+) -> Vec<Option<u32>> {
+    match births {
+        Some(births) => {
+            births.learn(topic, payload);
+            births.datatypes(topic, payload)
+        }
+        None => Vec::new(),
+    }
 }
 
 fn remove_ignored(config: &Config, topic: &str, object: &mut Map<String, Value>) {

@@ -488,3 +488,131 @@ fn state_messages_are_json_not_protobuf() {
         json!({"online": true, "timestamp": 1_700_000_000_000u64})
     );
 }
+
+/// A DATA metric without a datatype (as Sparkplug 3.0 would have it) keeps
+/// its sign when the BIRTH of its node or device declared one: by alias,
+/// else by name. An NBIRTH starts the node over, its devices included; a
+/// message never gains a `datatype` key it did not carry.
+#[test]
+fn data_metrics_take_their_sign_from_the_birth() {
+    use uns_default::{transform_with, Births, Config, Message};
+    let config = Config::default();
+    let mut births = Births::default();
+    let run = |births: &mut Births, topic: &str, p: Payload| -> Value {
+        let bytes = p.encode_to_vec();
+        let m = Message {
+            topic,
+            payload: &bytes,
+            qos: 0,
+            retain: false,
+            user_properties: &[],
+            content_type: None,
+            received_at_ms: 1,
+        };
+        let r = transform_with(&config, Some(births), &m).unwrap().remove(0);
+        serde_json::from_slice(r.value.as_deref().unwrap()).unwrap()
+    };
+    let declare = |name: &str, alias: u64, dt: u32, v: metric::Value| Metric {
+        name: Some(name.to_owned()),
+        alias: Some(alias),
+        datatype: Some(dt),
+        value: Some(v),
+        ..Default::default()
+    };
+    let data = |alias: Option<u64>, name: Option<&str>, v: metric::Value| Payload {
+        metrics: vec![Metric {
+            alias,
+            name: name.map(str::to_owned),
+            value: Some(v),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let value = |v: &Value| v["metrics"][0]["value"].clone();
+
+    // Before any BIRTH: the wire's unsigned value, as without the table.
+    let before = run(
+        &mut births,
+        "spBv1.0/g/DDATA/e/d",
+        data(Some(3), None, IntValue(0xFFFF_FFFB)),
+    );
+    assert_eq!(value(&before), json!(4_294_967_291u32));
+
+    let dbirth = Payload {
+        metrics: vec![
+            declare("temp", 3, INT32, IntValue(0)),
+            declare("level", 4, INT8, IntValue(0)),
+            declare("count", 5, UINT32, IntValue(0)),
+            declare("total", 6, INT64, LongValue(0)),
+        ],
+        ..Default::default()
+    };
+    run(&mut births, "spBv1.0/g/DBIRTH/e/d", dbirth.clone());
+    assert_eq!(births.len(), 8);
+    let by_alias = run(
+        &mut births,
+        "spBv1.0/g/DDATA/e/d",
+        data(Some(3), None, IntValue(0xFFFF_FFFB)),
+    );
+    assert_eq!(value(&by_alias), json!(-5));
+    assert!(
+        by_alias["metrics"][0].get("datatype").is_none(),
+        "{by_alias}"
+    );
+    let by_name = run(
+        &mut births,
+        "spBv1.0/g/DDATA/e/d",
+        data(None, Some("level"), IntValue(251)),
+    );
+    assert_eq!(value(&by_name), json!(-5));
+    let unsigned = run(
+        &mut births,
+        "spBv1.0/g/DDATA/e/d",
+        data(Some(5), None, IntValue(0xFFFF_FFFB)),
+    );
+    assert_eq!(value(&unsigned), json!(4_294_967_291u32));
+    let long = run(
+        &mut births,
+        "spBv1.0/g/DDATA/e/d",
+        data(Some(6), None, LongValue(u64::MAX)),
+    );
+    assert_eq!(value(&long), json!(-1));
+    // Another device, and the node itself, did not declare alias 3.
+    let other = run(
+        &mut births,
+        "spBv1.0/g/DDATA/e/d2",
+        data(Some(3), None, IntValue(0xFFFF_FFFB)),
+    );
+    assert_eq!(value(&other), json!(4_294_967_291u32));
+    // Filtering re-serialises the same way.
+    let filtering = Config::from_json(r##"{"ignored_attributes": {"spBv1.0/#": "seq"}}"##).unwrap();
+    let bytes = data(Some(3), None, IntValue(0xFFFF_FFFB)).encode_to_vec();
+    let m = Message {
+        topic: "spBv1.0/g/DDATA/e/d",
+        payload: &bytes,
+        qos: 0,
+        retain: false,
+        user_properties: &[],
+        content_type: None,
+        received_at_ms: 1,
+    };
+    let r = transform_with(&filtering, Some(&mut births), &m)
+        .unwrap()
+        .remove(0);
+    let filtered: Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+    assert_eq!(value(&filtered), json!(-5));
+
+    // The node is born again: its devices must be born again too.
+    let nbirth = Payload {
+        seq: Some(0),
+        ..Default::default()
+    };
+    run(&mut births, "spBv1.0/g/NBIRTH/e", nbirth);
+    assert!(births.is_empty());
+    let reborn = run(
+        &mut births,
+        "spBv1.0/g/DDATA/e/d",
+        data(Some(3), None, IntValue(0xFFFF_FFFB)),
+    );
+    assert_eq!(value(&reborn), json!(4_294_967_291u32));
+}

@@ -64,7 +64,11 @@ pub fn component(name: &str) -> PathBuf {
 /// The same transform as the default component, called natively and shaped
 /// like `Transformer::transform_batch`'s answer, so the two can be compared
 /// (and timed) on equal terms.
-pub fn native_batch(config: &uns_default::Config, batch: &[MqttMessage]) -> Vec<TransformOutcome> {
+pub fn native_batch(
+    config: &uns_default::Config,
+    births: &mut uns_default::Births,
+    batch: &[MqttMessage],
+) -> Vec<TransformOutcome> {
     batch
         .iter()
         .map(|m| {
@@ -77,7 +81,7 @@ pub fn native_batch(config: &uns_default::Config, batch: &[MqttMessage]) -> Vec<
                 content_type: m.content_type.as_deref(),
                 received_at_ms: m.received_at_ms,
             };
-            match uns_default::transform(config, &msg) {
+            match uns_default::transform_with(config, Some(&mut *births), &msg) {
                 Ok(records) => Ok(records
                     .into_iter()
                     .map(|r| KafkaRecord {
