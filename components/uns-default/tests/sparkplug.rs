@@ -496,9 +496,10 @@ fn state_messages_are_json_not_protobuf() {
 #[test]
 fn data_metrics_take_their_sign_from_the_birth() {
     use uns_default::{transform_with, Births, Config, Message};
-    let config = Config::default();
+    let plain = Config::default();
+    let filtering = Config::from_json(r##"{"ignored_attributes": {"spBv1.0/#": "seq"}}"##).unwrap();
     let mut births = Births::default();
-    let run = |births: &mut Births, topic: &str, p: Payload| -> Value {
+    let run = |config: &Config, births: &mut Births, topic: &str, p: Payload| -> Value {
         let bytes = p.encode_to_vec();
         let m = Message {
             topic,
@@ -509,7 +510,7 @@ fn data_metrics_take_their_sign_from_the_birth() {
             content_type: None,
             received_at_ms: 1,
         };
-        let r = transform_with(&config, Some(births), &m).unwrap().remove(0);
+        let r = transform_with(config, Some(births), &m).unwrap().remove(0);
         serde_json::from_slice(r.value.as_deref().unwrap()).unwrap()
     };
     let declare = |name: &str, alias: u64, dt: u32, v: metric::Value| Metric {
@@ -519,24 +520,28 @@ fn data_metrics_take_their_sign_from_the_birth() {
         value: Some(v),
         ..Default::default()
     };
-    let data = |alias: Option<u64>, name: Option<&str>, v: metric::Value| Payload {
-        metrics: vec![Metric {
-            alias,
-            name: name.map(str::to_owned),
-            value: Some(v),
+    // One DATA metric without a datatype, by alias or name; its JSON.
+    let data = |births: &mut Births, device: &str, id: (Option<u64>, Option<&str>), v| {
+        let p = Payload {
+            metrics: vec![Metric {
+                alias: id.0,
+                name: id.1.map(str::to_owned),
+                value: Some(v),
+                ..Default::default()
+            }],
             ..Default::default()
-        }],
-        ..Default::default()
+        };
+        let json = run(&plain, births, &format!("spBv1.0/g/DDATA/e/{device}"), p);
+        assert!(json["metrics"][0].get("datatype").is_none(), "{json}");
+        json["metrics"][0]["value"].clone()
     };
-    let value = |v: &Value| v["metrics"][0]["value"].clone();
+    let minus_5 = IntValue(0xFFFF_FFFB);
 
     // Before any BIRTH: the wire's unsigned value, as without the table.
-    let before = run(
-        &mut births,
-        "spBv1.0/g/DDATA/e/d",
-        data(Some(3), None, IntValue(0xFFFF_FFFB)),
+    assert_eq!(
+        data(&mut births, "d", (Some(3), None), minus_5.clone()),
+        json!(4_294_967_291u32)
     );
-    assert_eq!(value(&before), json!(4_294_967_291u32));
 
     let dbirth = Payload {
         metrics: vec![
@@ -547,72 +552,50 @@ fn data_metrics_take_their_sign_from_the_birth() {
         ],
         ..Default::default()
     };
-    run(&mut births, "spBv1.0/g/DBIRTH/e/d", dbirth.clone());
+    run(&plain, &mut births, "spBv1.0/g/DBIRTH/e/d", dbirth);
     assert_eq!(births.len(), 8);
-    let by_alias = run(
-        &mut births,
-        "spBv1.0/g/DDATA/e/d",
-        data(Some(3), None, IntValue(0xFFFF_FFFB)),
+    assert_eq!(
+        data(&mut births, "d", (Some(3), None), minus_5.clone()),
+        json!(-5)
     );
-    assert_eq!(value(&by_alias), json!(-5));
-    assert!(
-        by_alias["metrics"][0].get("datatype").is_none(),
-        "{by_alias}"
+    assert_eq!(
+        data(&mut births, "d", (None, Some("level")), IntValue(251)),
+        json!(-5)
     );
-    let by_name = run(
-        &mut births,
-        "spBv1.0/g/DDATA/e/d",
-        data(None, Some("level"), IntValue(251)),
+    assert_eq!(
+        data(&mut births, "d", (Some(5), None), minus_5.clone()),
+        json!(4_294_967_291u32)
     );
-    assert_eq!(value(&by_name), json!(-5));
-    let unsigned = run(
-        &mut births,
-        "spBv1.0/g/DDATA/e/d",
-        data(Some(5), None, IntValue(0xFFFF_FFFB)),
+    assert_eq!(
+        data(&mut births, "d", (Some(6), None), LongValue(u64::MAX)),
+        json!(-1)
     );
-    assert_eq!(value(&unsigned), json!(4_294_967_291u32));
-    let long = run(
-        &mut births,
-        "spBv1.0/g/DDATA/e/d",
-        data(Some(6), None, LongValue(u64::MAX)),
+    // Another device did not declare alias 3.
+    assert_eq!(
+        data(&mut births, "d2", (Some(3), None), minus_5.clone()),
+        json!(4_294_967_291u32)
     );
-    assert_eq!(value(&long), json!(-1));
-    // Another device, and the node itself, did not declare alias 3.
-    let other = run(
-        &mut births,
-        "spBv1.0/g/DDATA/e/d2",
-        data(Some(3), None, IntValue(0xFFFF_FFFB)),
-    );
-    assert_eq!(value(&other), json!(4_294_967_291u32));
     // Filtering re-serialises the same way.
-    let filtering = Config::from_json(r##"{"ignored_attributes": {"spBv1.0/#": "seq"}}"##).unwrap();
-    let bytes = data(Some(3), None, IntValue(0xFFFF_FFFB)).encode_to_vec();
-    let m = Message {
-        topic: "spBv1.0/g/DDATA/e/d",
-        payload: &bytes,
-        qos: 0,
-        retain: false,
-        user_properties: &[],
-        content_type: None,
-        received_at_ms: 1,
+    let p = Payload {
+        metrics: vec![Metric {
+            alias: Some(3),
+            value: Some(minus_5.clone()),
+            ..Default::default()
+        }],
+        ..Default::default()
     };
-    let r = transform_with(&filtering, Some(&mut births), &m)
-        .unwrap()
-        .remove(0);
-    let filtered: Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
-    assert_eq!(value(&filtered), json!(-5));
+    let filtered = run(&filtering, &mut births, "spBv1.0/g/DDATA/e/d", p);
+    assert_eq!(filtered["metrics"][0]["value"], json!(-5));
 
     // The node is born again: its devices must be born again too.
     let nbirth = Payload {
         seq: Some(0),
         ..Default::default()
     };
-    run(&mut births, "spBv1.0/g/NBIRTH/e", nbirth);
+    run(&plain, &mut births, "spBv1.0/g/NBIRTH/e", nbirth);
     assert!(births.is_empty());
-    let reborn = run(
-        &mut births,
-        "spBv1.0/g/DDATA/e/d",
-        data(Some(3), None, IntValue(0xFFFF_FFFB)),
+    assert_eq!(
+        data(&mut births, "d", (Some(3), None), minus_5),
+        json!(4_294_967_291u32)
     );
-    assert_eq!(value(&reborn), json!(4_294_967_291u32));
 }
