@@ -138,6 +138,77 @@ fn place(source: &Path, dest: &Path) {
     }
 }
 
+/// The patterns of `.dockerignore` (only plain paths and a leading `**/`,
+/// which is all it uses; anything else fails the test rather than being
+/// misread).
+fn docker_ignored() -> Vec<String> {
+    let text = std::fs::read_to_string(workspace_root().join(".dockerignore"))
+        .expect("read .dockerignore");
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let plain = l.strip_prefix("**/").unwrap_or(l);
+            assert!(
+                !plain.contains(['*', '?', '[', '!']) || plain.starts_with("*."),
+                ".dockerignore pattern {l} is not followed by this test"
+            );
+            l.to_string()
+        })
+        .collect()
+}
+
+/// Whether Docker leaves `path` (relative to the context) out of the build.
+fn is_docker_ignored(patterns: &[String], path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    patterns.iter().any(|p| {
+        if let Some(ext) = p.strip_prefix("*.") {
+            return parts.len() == 1 && parts[0].ends_with(&format!(".{ext}"));
+        }
+        if let Some(name) = p.strip_prefix("**/") {
+            return parts.contains(&name);
+        }
+        path == p || path.starts_with(&format!("{p}/"))
+    })
+}
+
+#[test]
+fn dockerignore_keeps_out_build_output_and_secrets_but_nothing_the_build_needs() {
+    let patterns = docker_ignored();
+    for kept_out in [
+        "target/release/uns-kafka",
+        "conf/.secrets.yaml",
+        ".git/HEAD",
+    ] {
+        assert!(
+            is_docker_ignored(&patterns, kept_out),
+            "{kept_out} reaches the build"
+        );
+    }
+    let image = parse_dockerfile(
+        &std::fs::read_to_string(workspace_root().join("Dockerfile")).expect("read Dockerfile"),
+    );
+    let context_copies = image.copies.iter().filter(|c| !c.from_build);
+    let needed = [
+        "Cargo.toml",
+        "Cargo.lock",
+        "host/src/main.rs",
+        "wit/world.wit",
+        "components/uns-default/Cargo.toml",
+        "components/test-faulty/Cargo.toml",
+        "tests/Cargo.toml",
+    ];
+    for path in context_copies
+        .flat_map(|c| c.sources.iter().map(String::as_str))
+        .chain(needed)
+    {
+        assert!(
+            !is_docker_ignored(&patterns, path),
+            ".dockerignore leaves {path} out of the build context"
+        );
+    }
+}
+
 /// The image's COPY instructions, carried out under `root`.
 fn lay_out(image: &Image, root: &Path) {
     for copy in &image.copies {
