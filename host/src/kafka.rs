@@ -450,11 +450,28 @@ pub enum Undelivered {
 pub struct Failed {
     pub error: DeliveryError,
     pub record: KafkaRecord,
+    /// False when librdkafka refused the record at once, so that a retry
+    /// that gets it in is the first time it was produced.
+    pub enqueued: bool,
 }
 
 impl Undelivered {
+    /// Taken, then failed (a delivery report).
     pub fn failed(error: DeliveryError, record: KafkaRecord) -> Self {
-        Undelivered::Failed(Box::new(Failed { error, record }))
+        Undelivered::Failed(Box::new(Failed {
+            error,
+            record,
+            enqueued: true,
+        }))
+    }
+
+    /// Refused at once, never taken.
+    pub fn refused(error: DeliveryError, record: KafkaRecord) -> Self {
+        Undelivered::Failed(Box::new(Failed {
+            error,
+            record,
+            enqueued: false,
+        }))
     }
 }
 

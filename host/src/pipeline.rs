@@ -792,7 +792,7 @@ async fn process(batch: Vec<Inbound>, worker: &Worker, out: &Arc<Output>, pendin
                     }
                     sends.push(match out.sink.send(&record).await {
                         Ok(f) => Ok(f),
-                        Err(error) => Err(Undelivered::failed(error, record)),
+                        Err(error) => Err(Undelivered::refused(error, record)),
                     });
                 }
                 // Enqueued, not attempted: one refused at once is no
@@ -857,11 +857,18 @@ fn confirm_message(
                          kafka.config raises max.in.flight.requests.per.connection above 1 \
                          on a broker before Kafka 4.5, it may be lost (KAFKA-15591)");
                 }
-                Err(Undelivered::Failed(failed)) => match Box::pin(retry(&out.sink, *failed)).await
-                {
-                    Ok(()) => out.stats.confirmed.add(1),
-                    Err(reason) => failure = Some(reason),
-                },
+                Err(Undelivered::Failed(failed)) => {
+                    let first_time = !failed.enqueued;
+                    match Box::pin(retry(&out.sink, *failed)).await {
+                        Ok(()) => {
+                            if first_time {
+                                out.stats.records.add(1);
+                            }
+                            out.stats.confirmed.add(1);
+                        }
+                        Err(reason) => failure = Some(reason),
+                    }
+                }
                 Err(Undelivered::Canceled) => {
                     tracing::error!(mqtt_topic = %message.topic,
                         "Kafka producer stopped before confirming; the message is not acknowledged");
@@ -880,7 +887,7 @@ fn confirm_message(
 /// A record Kafka refused: retried until it succeeds unless the refusal is
 /// permanent, in which case the reason is the message's dead-letter reason.
 async fn retry(sink: &Sink, failed: Failed) -> Result<(), MessageError> {
-    let Failed { error, record } = failed;
+    let Failed { error, record, .. } = failed;
     let retried = if error.is_permanent() {
         Err(error)
     } else {
