@@ -1,6 +1,6 @@
 //! Counters an operator needs to see the bridge work (and to see it not
 //! lose anything): every message received ends up acknowledged, and
-//! `received = acknowledged + in flight` at any time.
+//! `received = acknowledged + in flight + waiting for room` at any time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

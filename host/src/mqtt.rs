@@ -223,6 +223,36 @@ pub struct Reader {
     state: watch::Sender<State>,
     /// Becomes true when the pipeline is draining: stop forwarding.
     stopping: watch::Receiver<bool>,
+    /// Messages read but not handed on because the bridge was stopping:
+    /// QoS 0, then QoS 1 and 2. Said when the reader ends, as QoS 0 ones
+    /// are gone for good.
+    not_bridged: [u64; 2],
+}
+
+impl Reader {
+    fn count_not_bridged(&mut self, qos: u8) {
+        self.not_bridged[usize::from(qos > 0)] += 1;
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let [qos0, qos12] = self.not_bridged;
+        if qos0 > 0 {
+            tracing::warn!(
+                qos0,
+                qos12,
+                "stopping: QoS 0 messages received as the stop began were not bridged \
+                 (no broker delivers QoS 0 again)"
+            );
+        } else if qos12 > 0 {
+            tracing::info!(
+                qos12,
+                "stopping: QoS 1/2 messages received as the stop began were not bridged \
+                 nor acknowledged (a persistent session gets them again)"
+            );
+        }
+    }
 }
 
 enum EventLoop {
@@ -336,6 +366,7 @@ pub fn connect(
         tx,
         state: state_tx,
         stopping,
+        not_bridged: [0; 2],
     };
     let acker = Acker {
         client: client.clone(),
@@ -513,7 +544,9 @@ impl Reader {
                 Event::Publish(publish) => {
                     let (message, inner) = *publish;
                     if *self.stopping.borrow() {
-                        // Not acknowledged: a persistent session gets it again.
+                        // Not acknowledged: a persistent session gets QoS 1
+                        // and 2 again.
+                        self.count_not_bridged(message.qos);
                         continue;
                     }
                     let generation = self.generation.load(Ordering::Acquire);
@@ -571,8 +604,11 @@ impl Reader {
             return true;
         };
         if *self.stopping.borrow() {
-            // Not acknowledged: a persistent session gets it again.
-            self.waiting.clear();
+            // Not acknowledged: a persistent session gets QoS 1 and 2 again.
+            self.count_not_bridged(message.qos);
+            for (m, _, _) in std::mem::take(&mut self.waiting) {
+                self.count_not_bridged(m.qos);
+            }
             return true;
         }
         let ack = AckToken {

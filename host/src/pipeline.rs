@@ -336,10 +336,13 @@ impl Bridge {
                         unconfirmed_at_stop = stats.mqtt_waiting.get() as usize;
                         drain(&mut rx, batch_size, &worker, &out, &mut pending).await;
                     } else {
-                        // A persistent session keeps the rest for next time.
+                        // A persistent session keeps the rest of QoS 1 and 2
+                        // for next time; what the pipeline already holds is
+                        // bridged (and acknowledged, if Kafka confirms it in
+                        // time), as QoS 0 gets no second chance.
                         let _ = stop_tx.send(true);
                         input_open = false;
-                        while let Ok(m) = rx.try_recv() { drop(m); }
+                        drain(&mut rx, batch_size, &worker, &out, &mut pending).await;
                     }
                 }
                 done = pending.next(), if !pending.is_empty() => {
@@ -381,6 +384,9 @@ impl Bridge {
                         received_at_deadline = received;
                         drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                     } else {
+                        // The reader must stop handing on too: nobody reads
+                        // what it would send, and the count below would miss it.
+                        let _ = stop_tx.send(true);
                         input_open = false;
                         unconfirmed_at_stop = stats.mqtt_waiting.get() as usize;
                         drain(&mut rx, batch_size, &worker, &out, &mut pending).await;
@@ -492,6 +498,11 @@ impl Bridge {
             }
         }
 
+        // Messages given up on release their room: a reader waiting for
+        // room polls again, so the acknowledgements already queued and the
+        // DISCONNECT get written instead of cut off after 5 s.
+        let _ = stop_tx.send(true);
+        drop(pending);
         let timeout = give_up_at.map_or(shutdown_timeout, |t| {
             t.saturating_duration_since(tokio::time::Instant::now())
         });

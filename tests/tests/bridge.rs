@@ -1263,24 +1263,9 @@ async fn sigterm_under_load_with_a_clean_session_bridges_all_it_received() {
     let status = s.bridge.terminate(Duration::from_secs(150)).await;
     let log = s.bridge.log();
     assert_eq!(status.code(), Some(0), "log:\n{log}");
-    let stopped = log
-        .lines()
-        .find(|l| l.contains("uns-kafka stopped"))
-        .unwrap_or_else(|| panic!("no stop line in the log:\n{log}"));
-    let count = |field: &str| -> usize {
-        let at = stopped
-            .find(&format!("{field}="))
-            .unwrap_or_else(|| panic!("no {field} in {stopped}"));
-        stopped[at + field.len() + 1..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .unwrap()
-    };
-    let received = count("received");
-    assert!(received > 0, "{stopped}");
-    assert_eq!(count("acknowledged"), received, "{stopped}");
+    let received = stop_count(&log, "received");
+    assert!(received > 0, "nothing received; log:\n{log}");
+    assert_eq!(stop_count(&log, "acknowledged"), received, "log:\n{log}");
     let mut records = consumer.collect(received, ARRIVE).await;
     records.extend(consumer.collect_for(Duration::from_secs(3)).await);
     assert_eq!(
@@ -1288,6 +1273,68 @@ async fn sigterm_under_load_with_a_clean_session_bridges_all_it_received() {
         received,
         "the bridge received {received} messages and Kafka has {} records; log {}",
         records.len(),
+        s.bridge.log_path().display()
+    );
+}
+
+/// The number after `field=` in the bridge's `uns-kafka stopped` line.
+fn stop_count(log: &str, field: &str) -> usize {
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("uns-kafka stopped"))
+        .unwrap_or_else(|| panic!("no stop line in the log:\n{log}"));
+    let at = stopped
+        .find(&format!("{field}="))
+        .unwrap_or_else(|| panic!("no {field} in {stopped}"));
+    stopped[at + field.len() + 1..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+/// A persistent session keeps QoS 1 and 2 for next time, but no broker
+/// keeps QoS 0: on SIGTERM the bridge bridges the QoS 0 messages it holds
+/// (it used to drop those not yet transformed).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_under_qos0_load_with_a_persistent_session_bridges_all_it_received() {
+    const TOPICS: usize = 10;
+    const PER_TOPIC: usize = 500;
+    let (p, dlq, consumer) = numbered_topics("q0term", TOPICS).await;
+    let extra =
+        format!("  client_id: '{p}-bridge'\n  clean_session: false\n  session_expiry: 600\n");
+    let yaml = format!(
+        "{}bridge:\n  shutdown_timeout_ms: 120000\n",
+        settings(env().mqtt_port, &[format!("{p}/#")], &extra, &dlq)
+    );
+    let mut s = start(&yaml, None).await;
+
+    publish_round_robin(&p, "t", TOPICS, PER_TOPIC, 0).await;
+    let status = s.bridge.terminate(Duration::from_secs(150)).await;
+    let log = s.bridge.log();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    let received = stop_count(&log, "received");
+    assert!(received > 0, "nothing received; log:\n{log}");
+    // Done, QoS 0 included (nothing is written to the broker for those).
+    assert_eq!(stop_count(&log, "acknowledged"), received, "log:\n{log}");
+    let mut records = consumer.collect(received, ARRIVE).await;
+    records.extend(consumer.collect_for(Duration::from_secs(3)).await);
+    let distinct: std::collections::BTreeSet<(String, u64)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.topic.clone(),
+                r.value_json()["seq"].as_u64().expect("seq"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        (records.len(), distinct.len()),
+        (received, received),
+        "the bridge received {received} QoS 0 messages; Kafka has {} records, {} distinct; log {}",
+        records.len(),
+        distinct.len(),
         s.bridge.log_path().display()
     );
 }
