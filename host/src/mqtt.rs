@@ -398,6 +398,7 @@ impl Reader {
     pub async fn run(mut self) -> Result<(), MqttError> {
         let mut backoff = Backoff::new();
         let mut connected_once = false;
+        let mut subscribed_once = false;
         let mut unsubscribed = 0;
         let mut announced = false;
         loop {
@@ -506,8 +507,18 @@ impl Reader {
                     if *self.stopping.borrow() {
                         continue;
                     }
-                    // Always subscribe: cheap, idempotent, and the only safe
-                    // choice when the broker lost our session.
+                    if session_present && subscribed_once && matches!(self.client, Client::V311(_))
+                    {
+                        // The session kept this run's subscriptions. MQTT
+                        // 3.1.1 re-sends every retained message on a
+                        // subscribe, each a duplicate in Kafka; MQTT 5 asks
+                        // for them on new subscriptions only (below).
+                        let _ = self.state.send(State::Ready);
+                        continue;
+                    }
+                    // Subscribe on every other connection: the broker may
+                    // have lost our session, and the first of a run may find
+                    // one made with other filters.
                     subscribe(&self.client, &self.topics, self.qos).await;
                 }
                 Event::Refused(reason) => {
@@ -540,6 +551,7 @@ impl Reader {
                         tracing::info!(topics = ?self.topics, "uns-kafka ready: subscribed to {} topic filter(s)", self.topics.len());
                     }
                     connected_once = true;
+                    subscribed_once = true;
                 }
                 Event::Publish(publish) => {
                     let (message, inner) = *publish;
@@ -582,11 +594,14 @@ async fn subscribe(client: &Client, topics: &[String], qos: u8) {
         }
         Client::V5(c) => {
             let q = v5::mqttbytes::qos(qos).unwrap_or(v5::mqttbytes::QoS::AtLeastOnce);
-            c.subscribe_many(
-                topics
-                    .iter()
-                    .map(|t| v5::mqttbytes::v5::Filter::new(t.clone(), q)),
-            )
+            c.subscribe_many(topics.iter().map(|t| {
+                let mut filter = v5::mqttbytes::v5::Filter::new(t.clone(), q);
+                // Retained messages when the subscription is new, not again
+                // when a persistent session already has it: the bridge
+                // wrote them to Kafka the first time.
+                filter.retain_forward_rule = v5::mqttbytes::v5::RetainForwardRule::OnNewSubscribe;
+                filter
+            }))
             .await
             .map_err(|e| e.to_string())
         }

@@ -1339,6 +1339,112 @@ async fn sigterm_under_qos0_load_with_a_persistent_session_bridges_all_it_receiv
     );
 }
 
+/// A retained message is bridged once. A persistent session keeps the
+/// bridge's subscriptions, so re-subscribing must not have the broker send
+/// the retained messages again: MQTT 5 asks for them on new subscriptions
+/// only (across a restart here), and MQTT 3.1.1, which cannot ask, does not
+/// re-subscribe when its session survived a reconnect (forced here by a
+/// client taking the session over).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persistent_session_does_not_bridge_retained_messages_again() {
+    for version in [MqttVersion::V5, MqttVersion::V311] {
+        let p = unique(if version == MqttVersion::V5 {
+            "ret5"
+        } else {
+            "ret4"
+        });
+        let dlq = format!("{p}-dlq");
+        let (retained_topic, marker_topic) = (format!("{p}_r"), format!("{p}_m"));
+        create_topics(&[&retained_topic, &marker_topic, &dlq], 1).await;
+        let consumer = Consumer::new(&[&retained_topic, &marker_topic]);
+        let client_id = format!("{p}-bridge");
+        let extra = match version {
+            MqttVersion::V5 => {
+                format!(
+                    "  client_id: '{client_id}'\n  clean_session: false\n  session_expiry: 600\n"
+                )
+            }
+            MqttVersion::V311 => {
+                format!("  version: 4\n  client_id: '{client_id}'\n  clean_session: false\n")
+            }
+        };
+        let yaml = settings(env().mqtt_port, &[format!("{p}/#")], &extra, &dlq);
+        let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+        publisher
+            .publish(
+                &format!("{p}/r"),
+                json!({"retained": true}).to_string(),
+                1,
+                true,
+            )
+            .await;
+        publisher.wait_acked(ARRIVE).await;
+
+        let mut s = start(&yaml, None).await;
+        let first = consumer.collect(1, ARRIVE).await;
+        assert_eq!(
+            first.len(),
+            1,
+            "{version:?}: the retained message did not arrive"
+        );
+        assert_eq!(first[0].topic, retained_topic);
+
+        match version {
+            MqttVersion::V5 => {
+                let status = s.bridge.terminate(Duration::from_secs(60)).await;
+                assert_eq!(status.code(), Some(0), "log:\n{}", s.bridge.log());
+                s = start(&yaml, None).await;
+            }
+            MqttVersion::V311 => {
+                // Same client id: the broker closes the bridge's connection
+                // and hands this client the session, which outlives it.
+                let taker = MqttClient::connect(
+                    MqttConnect::anonymous()
+                        .version(MqttVersion::V311)
+                        .client_id(&client_id)
+                        .clean(false),
+                )
+                .await
+                .unwrap();
+                taker.disconnect().await;
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                while !s.bridge.log().contains("session_present=true") {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no reconnect to the kept session; log:\n{}",
+                        s.bridge.log()
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        // Still subscribed: a new message arrives, and the retained one
+        // did not come again before it.
+        publisher
+            .publish(
+                &format!("{p}/m"),
+                json!({"marker": true}).to_string(),
+                1,
+                false,
+            )
+            .await;
+        let mut after = consumer.collect(1, ARRIVE).await;
+        after.extend(consumer.collect_for(Duration::from_secs(3)).await);
+        let topics: Vec<&str> = after.iter().map(|r| r.topic.as_str()).collect();
+        assert_eq!(
+            topics,
+            [marker_topic.as_str()],
+            "{version:?}: after the reconnect Kafka got {topics:?}; log {}",
+            s.bridge.log_path().display()
+        );
+        // Leave no retained message behind on the shared broker.
+        publisher.publish(&format!("{p}/r"), "", 1, true).await;
+        publisher.disconnect().await;
+        let status = s.bridge.terminate(Duration::from_secs(60)).await;
+        assert_eq!(status.code(), Some(0), "log:\n{}", s.bridge.log());
+    }
+}
+
 /// SIGHUP reads the settings again and reloads the component: a new
 /// transform ships without a restart or a reconnect, in place of the old
 /// file or under a new name in `transform.component`; a file or settings
