@@ -191,9 +191,10 @@ pub struct KafkaSettings {
     pub dead_letter_topic: String,
     /// Producers the Kafka topics are spread over (by a hash of the topic,
     /// so one topic always goes through one producer and keeps its order).
-    /// An idempotent librdkafka producer has at most five requests in
-    /// flight per broker, each for one partition; with many topics that,
-    /// not the broker, bounds throughput.
+    /// A librdkafka producer puts one partition in each produce request and
+    /// keeps `max.in.flight.requests.per.connection` (1 by default, for
+    /// data's sake) in flight per broker; with many topics that, not the
+    /// broker, bounds throughput.
     #[serde(default = "defaults::producers")]
     pub producers: usize,
 }
