@@ -1695,3 +1695,60 @@ async fn metrics_with(port: u16, want: &[&str]) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `uns-kafka demo` (the README's *Trying it*): the whole job with nothing
+/// installed (an embedded MQTT broker, librdkafka's mock cluster), then the
+/// same against the real brokers, and a malformed address as a usage
+/// error. Run as a user runs it, without the tests' `NO_COLOR`: output that
+/// is not a terminal carries no colour codes.
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_bridges_its_samples_embedded_and_against_the_real_brokers() {
+    let component = component("uns-default").to_string_lossy().into_owned();
+    let mqtt = format!("127.0.0.1:{}", env().mqtt_port);
+    let demo = |extra: &[&str]| {
+        let mut cmd = tokio::process::Command::new(bridge_bin());
+        cmd.arg("demo")
+            .args(extra)
+            .args(["--component", &component])
+            .env_remove("NO_COLOR")
+            .env_remove("RUST_LOG")
+            .kill_on_drop(true);
+        async move {
+            let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+                .await
+                .expect("demo within 120 s")
+                .expect("run uns-kafka demo");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    for extra in [
+        &[][..],
+        &["--mqtt", &mqtt, "--kafka", &env().kafka_bootstrap][..],
+    ] {
+        let (code, stdout, stderr) = demo(extra).await;
+        assert_eq!(code, Some(0), "demo {extra:?}:\n{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("published 6 MQTT messages; 6 Kafka records arrived"),
+            "demo {extra:?}:\n{stdout}"
+        );
+        // One of each kind: UNS JSON, Sparkplug B, and the broken sample's
+        // dead-letter record.
+        for needle in ["_plant1_area1_line1_temperature", "NDATA", "dlq_reason"] {
+            assert!(
+                stdout.contains(needle),
+                "no {needle} in demo {extra:?}:\n{stdout}"
+            );
+        }
+        assert!(
+            !stderr.contains('\u{1b}'),
+            "colour codes in a log that is not a terminal:\n{stderr}"
+        );
+        assert!(stderr.contains("uns-kafka stopped"), "{stderr}");
+    }
+    let (code, _, stderr) = demo(&["--mqtt", "no-port-here"]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+}
