@@ -1260,6 +1260,23 @@ async fn sigterm_under_load_with_a_clean_session_bridges_all_it_received() {
     let mut s = start(&yaml, None).await;
 
     publish_round_robin(&p, "t", TOPICS, PER_TOPIC, 1).await;
+    let (received, records) = sigterm_then_collect_what_was_received(&mut s, &consumer).await;
+    assert_eq!(
+        records.len(),
+        received,
+        "the bridge received {received} messages and Kafka has {} records; log {}",
+        records.len(),
+        s.bridge.log_path().display()
+    );
+}
+
+/// SIGTERM, a clean exit, every message received done (acknowledged,
+/// QoS 0 included, for which nothing is written to the broker), and what
+/// Kafka then holds: the number received and the records.
+async fn sigterm_then_collect_what_was_received(
+    s: &mut Setup,
+    consumer: &Consumer,
+) -> (usize, Vec<Rec>) {
     let status = s.bridge.terminate(Duration::from_secs(150)).await;
     let log = s.bridge.log();
     assert_eq!(status.code(), Some(0), "log:\n{log}");
@@ -1268,13 +1285,7 @@ async fn sigterm_under_load_with_a_clean_session_bridges_all_it_received() {
     assert_eq!(stop_count(&log, "acknowledged"), received, "log:\n{log}");
     let mut records = consumer.collect(received, ARRIVE).await;
     records.extend(consumer.collect_for(Duration::from_secs(3)).await);
-    assert_eq!(
-        records.len(),
-        received,
-        "the bridge received {received} messages and Kafka has {} records; log {}",
-        records.len(),
-        s.bridge.log_path().display()
-    );
+    (received, records)
 }
 
 /// The number after `field=` in the bridge's `uns-kafka stopped` line.
@@ -1311,15 +1322,7 @@ async fn sigterm_under_qos0_load_with_a_persistent_session_bridges_all_it_receiv
     let mut s = start(&yaml, None).await;
 
     publish_round_robin(&p, "t", TOPICS, PER_TOPIC, 0).await;
-    let status = s.bridge.terminate(Duration::from_secs(150)).await;
-    let log = s.bridge.log();
-    assert_eq!(status.code(), Some(0), "log:\n{log}");
-    let received = stop_count(&log, "received");
-    assert!(received > 0, "nothing received; log:\n{log}");
-    // Done, QoS 0 included (nothing is written to the broker for those).
-    assert_eq!(stop_count(&log, "acknowledged"), received, "log:\n{log}");
-    let mut records = consumer.collect(received, ARRIVE).await;
-    records.extend(consumer.collect_for(Duration::from_secs(3)).await);
+    let (received, records) = sigterm_then_collect_what_was_received(&mut s, &consumer).await;
     let distinct: std::collections::BTreeSet<(String, u64)> = records
         .iter()
         .map(|r| {
