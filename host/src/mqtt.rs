@@ -229,12 +229,6 @@ pub struct Reader {
     not_bridged: [u64; 2],
 }
 
-impl Reader {
-    fn count_not_bridged(&mut self, qos: u8) {
-        self.not_bridged[usize::from(qos > 0)] += 1;
-    }
-}
-
 impl Drop for Reader {
     fn drop(&mut self) {
         let [qos0, qos12] = self.not_bridged;
@@ -612,6 +606,10 @@ async fn subscribe(client: &Client, topics: &[String], qos: u8) {
 }
 
 impl Reader {
+    fn count_not_bridged(&mut self, qos: u8) {
+        self.not_bridged[usize::from(qos > 0)] += 1;
+    }
+
     /// Hands the oldest waiting message to the pipeline with `permit`;
     /// false when the pipeline is gone.
     fn forward(&mut self, permit: OwnedSemaphorePermit) -> bool {
