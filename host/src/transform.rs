@@ -568,6 +568,14 @@ struct HostState {
     name: String,
     max_memory: usize,
     memory_exceeded: bool,
+    /// Bytes of every linear memory of the instance together: the limit is
+    /// the instance's, and wasmtime enables multi-memory by default, so a
+    /// component with many memories must not get the limit for each.
+    memory_total: usize,
+    /// The last growth allowed, as (from, to), undone if it then failed.
+    memory_last_growth: (usize, usize),
+    /// Elements of every table together, for the same reason.
+    table_total: usize,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -593,6 +601,9 @@ impl HostState {
             name,
             max_memory,
             memory_exceeded: false,
+            memory_total: 0,
+            memory_last_growth: (0, 0),
+            table_total: 0,
             wasi,
             table: ResourceTable::new(),
         }
@@ -613,28 +624,49 @@ impl wasmtime_wasi::HostWallClock for FrozenWallClock {
 impl ResourceLimiter for HostState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory {
+        // Only a growth allowed here may be undone by `memory_grow_failed`.
+        self.memory_last_growth = (0, 0);
+        // Called for each memory's creation too (from 0), so the total
+        // counts every memory the instance has.
+        let total = (self.memory_total - current.min(self.memory_total)).saturating_add(desired);
+        if total > self.max_memory {
             self.memory_exceeded = true;
             return Err(MemoryLimitExceeded {
                 limit: self.max_memory,
-                desired,
+                desired: total,
             }
             .into());
         }
-        Ok(maximum.is_none_or(|m| desired <= m))
+        if maximum.is_some_and(|m| desired > m) {
+            return Ok(false);
+        }
+        self.memory_total = total;
+        self.memory_last_growth = (current, desired);
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        let (from, to) = std::mem::take(&mut self.memory_last_growth);
+        self.memory_total = self.memory_total.saturating_sub(to - from.min(to));
+        Ok(())
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS && maximum.is_none_or(|m| desired <= m))
+        let total = (self.table_total - current.min(self.table_total)).saturating_add(desired);
+        if total > MAX_TABLE_ELEMENTS || maximum.is_some_and(|m| desired > m) {
+            return Ok(false);
+        }
+        self.table_total = total;
+        Ok(true)
     }
 }
 
@@ -816,6 +848,48 @@ mod tests {
 
     fn assert_send<T: Send>() {}
     fn assert_send_sync<T: Send + Sync>() {}
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn the_memory_limit_holds_for_all_memories_of_an_instance_together() {
+        let mut state = HostState::new("t".into(), 128 * MIB);
+        // Two memories created at 60 MiB each: 120 MiB in all.
+        assert!(state.memory_growing(0, 60 * MIB, None).unwrap());
+        assert!(state.memory_growing(0, 60 * MIB, None).unwrap());
+        // Either growing by 10 MiB would pass alone, not beside the other.
+        let e = state.memory_growing(60 * MIB, 70 * MIB, None).unwrap_err();
+        assert!(state.memory_exceeded);
+        let exceeded = e
+            .downcast_ref::<MemoryLimitExceeded>()
+            .expect("the limit's error");
+        assert_eq!((exceeded.limit, exceeded.desired), (128 * MIB, 130 * MIB));
+        // Within the limit it grows, and a growth that then fails is undone.
+        assert!(state.memory_growing(60 * MIB, 64 * MIB, None).unwrap());
+        state
+            .memory_grow_failed(wasmtime::format_err!("no memory"))
+            .unwrap();
+        assert_eq!(state.memory_total, 120 * MIB);
+        // A growth past the memory's own maximum is refused, not counted,
+        // and the failure wasmtime then reports undoes nothing.
+        assert!(!state
+            .memory_growing(60 * MIB, 64 * MIB, Some(62 * MIB))
+            .unwrap());
+        state
+            .memory_grow_failed(wasmtime::format_err!("past maximum"))
+            .unwrap();
+        assert_eq!(state.memory_total, 120 * MIB);
+    }
+
+    #[test]
+    fn the_table_limit_holds_for_all_tables_of_an_instance_together() {
+        let mut state = HostState::new("t".into(), 128 * MIB);
+        let half = MAX_TABLE_ELEMENTS / 2;
+        assert!(state.table_growing(0, half, None).unwrap());
+        assert!(state.table_growing(0, half, None).unwrap());
+        assert!(!state.table_growing(half, half + 1, None).unwrap());
+        assert!(!state.table_growing(0, 1, None).unwrap());
+    }
 
     #[test]
     fn thread_safety_the_pipeline_relies_on() {
