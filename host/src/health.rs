@@ -107,14 +107,50 @@ pub async fn serve(
     tracing::info!(%addr, "health and metrics endpoint listening");
     Ok(tokio::spawn(async move {
         tokio::select! {
-            served = axum::serve(listener, app) => {
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "health endpoint stopped");
-                }
-            }
+            () = accept(listener, app) => {}
             () = sample(shared) => {}
         }
     }))
+}
+
+/// Connections served at once; more are closed at once. Probes and scrapes
+/// need a handful.
+const MAX_CONNECTIONS: usize = 64;
+/// A client must send a request's headers within this, or is dropped.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// No connection lives longer (keep-alive included); a scraper reconnects.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Serves each connection on its own task, bounded in number and in time,
+/// so clients that connect and stay silent (or a port scan that holds
+/// sockets open) cannot use up the process's file descriptors, which MQTT
+/// and Kafka need too. `axum::serve` has neither bound.
+async fn accept(listener: tokio::net::TcpListener, app: Router) {
+    let room = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, most likely: wait, do not spin.
+                tracing::warn!(error = %e, "health endpoint cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = room.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            drop(permit);
+        });
+    }
 }
 
 async fn health(AxumState(s): AxumState<Shared>) -> (StatusCode, String) {

@@ -1755,3 +1755,44 @@ async fn demo_bridges_its_samples_embedded_and_against_the_real_brokers() {
     let (code, _, stderr) = demo(&["--mqtt", "no-port-here"]).await;
     assert_eq!(code, Some(2), "{stderr}");
 }
+
+/// The health endpoint drops a client that connects and never finishes its
+/// request, and keeps answering others meanwhile: silent connections must
+/// not pile up until the process has no file descriptors left for MQTT and
+/// Kafka (they did, with no timeout at all).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_health_endpoint_drops_clients_that_never_finish_a_request() {
+    use std::io::{Read, Write};
+    let p = unique("slow");
+    let dlq = format!("{p}-dlq");
+    let (mut s, port) = start_with_health(&[format!("{p}/#")], &dlq).await;
+    let mut silent = Vec::new();
+    for _ in 0..10 {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            .expect("half a request");
+        c.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
+        silent.push(c);
+    }
+    // Meanwhile the endpoint answers.
+    assert_eq!(health(port).0, "200", "log:\n{}", s.bridge.log());
+    for mut c in silent {
+        let mut buf = Vec::new();
+        // Closed by the server (perhaps after a 408): the read ends, with
+        // what the server sent, instead of waiting for the test's timeout.
+        let read = c.read_to_end(&mut buf);
+        let waited_out = matches!(&read, Err(e) if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ));
+        assert!(
+            !waited_out,
+            "the server kept a silent connection open for 30 s; it sent {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
+    assert_eq!(health(port).0, "200");
+    let status = s.bridge.terminate(Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", s.bridge.log());
+}
