@@ -10,7 +10,10 @@ use uns_kafka::error::CliError;
 #[command(
     name = "uns-kafka",
     version,
-    about = "MQTT (UNS, Sparkplug B) to Apache Kafka bridge with WebAssembly transforms"
+    about = "MQTT (UNS, Sparkplug B) to Apache Kafka bridge with WebAssembly transforms",
+    // `uns-kafka --config /etc/uns check` would otherwise parse `--config`
+    // as `run`'s and then check `conf`: a usage error says where flags go.
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]

@@ -144,3 +144,32 @@ fn a_configuration_the_component_refuses_fails_check() {
         text(&out.stderr)
     );
 }
+
+/// `run`'s flags belong after the subcommand they are for: given before
+/// `check`, they were once parsed as `run`'s and dropped, and `check` read
+/// `conf` instead of the directory the user named.
+#[test]
+fn flags_before_a_subcommand_are_a_usage_error_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_uns-kafka"))
+        .args(["--config", dir.path().to_str().unwrap(), "check"])
+        .output()
+        .expect("run uns-kafka");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("error: the subcommand 'check' cannot be used with"),
+        "{stderr}"
+    );
+    // Without a subcommand the flags are still `run`'s.
+    let out = Command::new(env!("CARGO_BIN_EXE_uns-kafka"))
+        .args(["--config", dir.path().to_str().unwrap()])
+        .output()
+        .expect("run uns-kafka");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("{}", dir.path().join("settings.yaml").display())),
+        "{}",
+        text(&out.stderr)
+    );
+}
