@@ -173,3 +173,40 @@ fn flags_before_a_subcommand_are_a_usage_error_not_ignored() {
         text(&out.stderr)
     );
 }
+
+/// A typo under `transform.config` reaches the default component, which
+/// knows every key the host sends it: the typo is an error, not a setting
+/// that silently does nothing.
+#[test]
+fn an_unknown_key_for_the_default_component_fails_check() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("settings.yaml"),
+        "mqtt:\n  host: h\nkafka: {config: {bootstrap.servers: 'localhost:9092'}}\n\
+         transform:\n  config: {accept_non_object_jsn: true}\n",
+    )
+    .unwrap();
+    let wasm = component("uns_default");
+    let out = check(
+        &[
+            "--config",
+            dir.path().to_str().unwrap(),
+            "--component",
+            wasm.to_str().unwrap(),
+        ],
+        &[(
+            "UNS_TRANSFORM__CACHE_DIR".into(),
+            shared_cache().display().to_string(),
+        )],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: {}: transform (component init): transform.config.accept_non_object_jsn: \
+             unknown key; the default component takes ignored_attributes, timestamp_attribute, \
+             topic_separator, accept_non_object_json\n",
+            dir.path().join("settings.yaml").display()
+        )
+    );
+}

@@ -1,15 +1,25 @@
 //! The component's configuration, parsed once at `init`.
 //!
-//! The host sends one JSON object. Keys this component does not know are
-//! ignored, because the host may carry settings for other components in the
-//! same object; a key it knows with a wrong value is an error that names the
-//! key, because the host stops at startup with that text.
+//! The host sends one JSON object: the keys it derives from `mqtt.*` and
+//! `transform.topic_separator`, all known here, and `transform.config` as
+//! the user wrote it. A key this component does not know can only be a typo
+//! there (`accept_non_object_jsn`), so it is an error, as is a known key
+//! with a wrong value; each names the key, because the host stops at
+//! startup with that text.
 
 use serde_json::{Map, Value};
 
 use crate::error::ConfigError;
 use crate::filter::TopicFilter;
 use crate::topic::SEPARATORS;
+
+/// Every key [`Config::from_json`] reads.
+pub const KEYS: [&str; 4] = [
+    "ignored_attributes",
+    "timestamp_attribute",
+    "topic_separator",
+    "accept_non_object_json",
+];
 
 /// Default for `timestamp_attribute`, as in the seed.
 pub const DEFAULT_TIMESTAMP_ATTRIBUTE: &str = "timestamp";
@@ -57,6 +67,9 @@ impl Config {
         let Value::Object(object) = value else {
             return Err(ConfigError::NotJson(format!("got {}", type_name(&value))));
         };
+        if let Some(unknown) = object.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(ConfigError::UnknownKey(unknown.clone()));
+        }
         let mut config = Config::default();
         match object.get("ignored_attributes") {
             None | Some(Value::Null) => {}
@@ -187,7 +200,6 @@ mod tests {
             (r#"{"accept_non_object_json": true}"#, true),
             (r#"{"accept_non_object_json": false}"#, false),
             (r#"{"accept_non_object_json": null}"#, false),
-            (r#"{"accept_non_object_json": true, "unknown": [1]}"#, true),
         ] {
             let c = Config::from_json(json).unwrap();
             assert_eq!(c.accept_non_object_json, expected, "{json}");
@@ -206,14 +218,25 @@ mod tests {
     }
 
     #[test]
-    fn nulls_give_the_defaults_and_unknown_keys_are_ignored() {
+    fn nulls_give_the_defaults() {
         let c = Config::from_json(
             r#"{"ignored_attributes": null, "timestamp_attribute": null,
-                "topic_separator": null, "accept_non_object_json": null,
-                "other_component": {"x": 1}}"#,
+                "topic_separator": null, "accept_non_object_json": null}"#,
         )
         .unwrap();
         assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_it_and_the_known_ones() {
+        let err = Config::from_json(r#"{"accept_non_object_jsn": true, "topic_separator": "."}"#)
+            .unwrap_err();
+        assert_eq!(err, ConfigError::UnknownKey("accept_non_object_jsn".into()));
+        assert_eq!(
+            err.to_string(),
+            "transform.config.accept_non_object_jsn: unknown key; the default component takes \
+             ignored_attributes, timestamp_attribute, topic_separator, accept_non_object_json"
+        );
     }
 
     #[test]

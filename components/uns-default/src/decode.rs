@@ -2,8 +2,9 @@
 //! host STATE messages, UTF-8 JSON everywhere else.
 //!
 //! UNS messages are JSON objects, so a JSON payload whose top level is
-//! anything else (an array, a number, a string, a boolean, `null`) is a
-//! `decode` error unless the configuration sets `accept_non_object_json`.
+//! anything else (an array, a number, a string, a boolean, `null`) is
+//! `rejected` (it decoded, as JSON, but is not the shape this component
+//! takes) unless the configuration sets `accept_non_object_json`.
 
 use serde_json::Value;
 
@@ -75,7 +76,7 @@ pub fn require_object(top: JsonType, accept_non_object_json: bool) -> Result<(),
     if top == JsonType::Object || accept_non_object_json {
         return Ok(());
     }
-    Err(TransformError::decode(format!(
+    Err(TransformError::rejected(format!(
         "payload is {}, not an object: UNS messages are JSON objects \
          (transform.config.accept_non_object_json: true forwards other JSON values)",
         top.described()
@@ -91,7 +92,7 @@ pub fn decode(topic: &str, payload: &[u8]) -> Result<Value, TransformError> {
 /// Decodes `payload` as `topic` says. Any failure is a `decode` error with
 /// the reason; nothing here panics, and JSON nested deeper than serde_json's
 /// limit of 128 levels is refused rather than overflowing the stack. A JSON
-/// top level that is not an object is refused unless
+/// top level that is not an object is `rejected` unless
 /// `accept_non_object_json` (a Sparkplug protobuf always decodes to an
 /// object).
 pub fn decode_with(
@@ -162,7 +163,7 @@ mod tests {
     }
 
     #[test]
-    fn non_object_json_is_a_decode_error_naming_its_type() {
+    fn non_object_json_is_rejected_naming_its_type() {
         for topic in ["a/b", "spBv1.0/STATE/host1"] {
             for (payload, described) in [
                 ("[1, {\"a\": 2}]", "a JSON array"),
@@ -174,8 +175,10 @@ mod tests {
                 (" false ", "a JSON boolean"),
                 ("null", "JSON null"),
             ] {
+                let e = decode(topic, payload.as_bytes()).unwrap_err();
+                assert_eq!(e.kind, ErrorKind::Rejected, "{topic} {payload}");
                 assert_eq!(
-                    decode_err(topic, payload.as_bytes()),
+                    e.message,
                     format!(
                         "payload is {described}, not an object: UNS messages are JSON objects \
                          (transform.config.accept_non_object_json: true forwards other JSON values)"

@@ -47,6 +47,13 @@ impl TransformError {
         }
     }
 
+    pub fn rejected(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Rejected,
+            message: message.into(),
+        }
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::Internal,
@@ -71,4 +78,9 @@ pub enum ConfigError {
     TopicSeparator(String),
     #[error("transform.config.accept_non_object_json: {0}")]
     AcceptNonObjectJson(String),
+    #[error(
+        "transform.config.{0}: unknown key; the default component takes ignored_attributes, \
+         timestamp_attribute, topic_separator, accept_non_object_json"
+    )]
+    UnknownKey(String),
 }

@@ -38,8 +38,8 @@
 //!
 //! Choices the specification leaves open, made here:
 //! - a JSON payload whose top level is not an object (array, number,
-//!   string, boolean, null) is a `decode` error, since UNS messages are JSON
-//!   objects; with `accept_non_object_json: true` in the configuration it is
+//!   string, boolean, null) is `rejected` (it is JSON, so not a `decode`
+//!   error), since UNS messages are JSON objects; with `accept_non_object_json: true` in the configuration it is
 //!   forwarded as compact JSON, unfiltered, with the receive time as
 //!   timestamp;
 //! - a negative timestamp attribute counts as absent (Kafka refuses negative

@@ -42,7 +42,7 @@ pub struct Record {
 /// - value: the decoded payload, with the matching `ignored_attributes`
 ///   removed, as compact JSON (see [`crate::json`] for how its spelling is
 ///   kept). A JSON payload whose top level is not an object (an array, a
-///   number, a string, a boolean, `null`) is a `decode` error, because UNS
+///   number, a string, a boolean, `null`) is `rejected`, because UNS
 ///   messages are JSON objects; with `accept_non_object_json` it is
 ///   forwarded as it is instead: the attribute paths walk objects only, and
 ///   it has no timestamp attribute;

@@ -215,10 +215,17 @@ fn outcome(name: &str, config: &Config, topic: &str, payload: &[u8]) -> Result<V
             Ok(value)
         }
         Err(e) => {
+            // Bytes fail to decode, or decode to JSON that is not an
+            // object, which is refused as such.
+            let refused_shape = e.message.contains(", not an object: ");
             assert_eq!(
                 e.kind,
-                ErrorKind::Decode,
-                "{name}: not a decode error: {}",
+                if refused_shape {
+                    ErrorKind::Rejected
+                } else {
+                    ErrorKind::Decode
+                },
+                "{name}: {}",
                 e.message
             );
             assert!(!e.message.trim().is_empty(), "{name}: empty error message");
@@ -644,7 +651,7 @@ proptest! {
                 }
                 Err(e) => {
                     prop_assert!(!c.accept_non_object_json, "{}: {}", name, e);
-                    prop_assert_eq!(e.kind, ErrorKind::Decode);
+                    prop_assert_eq!(e.kind, ErrorKind::Rejected);
                     prop_assert!(e.message.contains(", not an object: UNS messages are JSON objects"), "{}", e.message);
                 }
             }

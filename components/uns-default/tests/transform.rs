@@ -416,7 +416,7 @@ const NON_OBJECTS: [(&str, &str, &str); 7] = [
 ];
 
 #[test]
-fn non_object_json_is_a_decode_error_by_default() {
+fn non_object_json_is_rejected_by_default() {
     let d = Config::default();
     // The filtering path (a `Value` tree) refuses the same payloads as the
     // fast path.
@@ -425,7 +425,9 @@ fn non_object_json_is_a_decode_error_by_default() {
         for (payload, _, described) in NON_OBJECTS {
             for c in [&d, &f] {
                 let e = run(c, topic, payload.as_bytes()).unwrap_err();
-                assert_eq!(e.kind, ErrorKind::Decode, "{topic} {payload}");
+                // It is JSON: `decode` would send the user looking for a
+                // broken payload where the shape is what is refused.
+                assert_eq!(e.kind, ErrorKind::Rejected, "{topic} {payload}");
                 assert_eq!(
                     e.message,
                     format!(
@@ -435,8 +437,8 @@ fn non_object_json_is_a_decode_error_by_default() {
                 );
                 assert_eq!(
                     e.to_string(),
-                    format!("decode: {}", e.message),
-                    "the kind is reported as for bad JSON"
+                    format!("rejected: {}", e.message),
+                    "the kind is reported as a refusal, not as bad JSON"
                 );
             }
         }
