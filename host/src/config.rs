@@ -595,6 +595,7 @@ impl Layers {
             }
         }
         let mut mqtt: MqttSettings = self.section_as("mqtt", section("mqtt"), settings_file)?;
+        self.check_kafka_values(settings_file)?;
         let mut kafka: KafkaSettings = self.section_as("kafka", section("kafka"), settings_file)?;
         let mut transform: TransformSettings =
             self.section_as("transform", section("transform"), settings_file)?;
@@ -608,14 +609,17 @@ impl Layers {
 
         // --- mqtt
         if mode == Mode::Bridge {
-            match mqtt.host.as_deref().map(str::trim) {
-                None | Some("") => {
+            match mqtt.host.as_deref() {
+                None => {
                     return Err(err(
                         "mqtt.host",
                         "is mandatory: the host name or address of the MQTT broker".into(),
                     ))
                 }
-                _ => {}
+                Some(host) => check_host(host).map_err(|why| err("mqtt.host", why))?,
+            }
+            if mqtt.port == 0 {
+                return Err(err("mqtt.port", "must be 1..=65535, got 0".into()));
             }
         }
         if mqtt.qos > 2 {
@@ -719,7 +723,13 @@ impl Layers {
                 ("mqtt.tls.keyfile", &mut tls.keyfile),
             ] {
                 if let Some(p) = path {
-                    *p = resolve_path(dir, p, Expect::File).map_err(|why| err(key, why))?;
+                    // Offline commands never connect: resolve, do not check.
+                    let expect = if mode == Mode::Bridge {
+                        Expect::File
+                    } else {
+                        Expect::Anything
+                    };
+                    *p = resolve_path(dir, p, expect).map_err(|why| err(key, why))?;
                 }
             }
             // Read and parse the files now: a DER file or a key that does
@@ -774,6 +784,15 @@ impl Layers {
             one.set(key, value);
             if let Err(e) = one.create_native_config() {
                 let why = match e {
+                    // librdkafka names the property by its canonical name
+                    // (`queue.buffering.max.ms` for `linger.ms`) and leaves
+                    // the value out. Only values it checks get here (never
+                    // a password, which is free text), so showing it is safe.
+                    rdkafka::error::KafkaError::ClientConfig(_, desc, _, _)
+                        if desc.starts_with("Invalid value") =>
+                    {
+                        format!("{desc}: {value:?}")
+                    }
                     rdkafka::error::KafkaError::ClientConfig(_, desc, _, _) => desc,
                     other => other.to_string(),
                 };
@@ -839,6 +858,42 @@ impl Layers {
             bridge,
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// Each `kafka.config` value is text for librdkafka. Checked here, key by
+    /// key, because serde would name only the map, and so the file that set
+    /// its first key rather than the one that set the bad value.
+    fn check_kafka_values(&self, settings_file: &str) -> Result<(), ConfigError> {
+        let Some(Value::Mapping(kafka)) = self.root.get("kafka") else {
+            return Ok(());
+        };
+        let Some(Value::Mapping(config)) = kafka.get("config") else {
+            return Ok(());
+        };
+        for (name, value) in config {
+            let name = match name {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => continue,
+            };
+            let why = match value {
+                Value::String(_) | Value::Number(_) | Value::Bool(_) => continue,
+                // An empty `sasl.password:` or `acks:` would otherwise fall
+                // back to librdkafka's default without a word.
+                Value::Null => "has no value; give one, or remove the key for the default",
+                Value::Sequence(_) => "expected text, got a list",
+                Value::Mapping(_) => "expected text, got a map",
+                Value::Tagged(_) => "expected text, got a tagged value",
+            };
+            let key = format!("kafka.config.{name}");
+            return Err(ConfigError {
+                file: self.origin_of(&key, settings_file),
+                key,
+                message: why.into(),
+            });
+        }
+        Ok(())
     }
 
     /// Deserializes one section, turning serde's error into one that names
@@ -953,6 +1008,35 @@ pub fn check_filter(filter: &str) -> Result<(), &'static str> {
         if level.contains('+') && *level != "+" {
             return Err("'+' must be a whole level");
         }
+    }
+    Ok(())
+}
+
+/// A host name or address as the MQTT client takes it: what a URL-minded
+/// user writes (`mqtt://broker`, `broker:1883`, ` broker`) would otherwise
+/// fail only at the first connection, as a name that does not resolve.
+fn check_host(host: &str) -> Result<(), String> {
+    if host.trim().is_empty() {
+        return Err("is mandatory: the host name or address of the MQTT broker".into());
+    }
+    if host.trim() != host || host.contains(char::is_whitespace) {
+        return Err(format!(
+            "{host:?} holds spaces; give the host name or address alone"
+        ));
+    }
+    if host.contains("://") {
+        return Err(format!(
+            "{host:?} is a URL; give the host name or address alone (the port goes in mqtt.port, TLS in mqtt.tls, websockets in mqtt.transport)"
+        ));
+    }
+    if host.contains(['/', '[', ']'])
+        || (host.contains(':')
+            // An IPv6 address, maybe with its zone (`fe80::1%eth0`).
+            && host.split('%').next().unwrap_or_default().parse::<std::net::Ipv6Addr>().is_err())
+    {
+        return Err(format!(
+            "{host:?} is not a host name or address; give it alone (the port goes in mqtt.port; an IPv6 address without brackets)"
+        ));
     }
     Ok(())
 }
@@ -1232,6 +1316,52 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = load_from(dir.path(), Vec::new(), Mode::Offline).unwrap();
         assert_eq!(s.transform.timeout_ms, 1000);
+    }
+
+    /// `uns-kafka transform` on a developer's machine, with the plant's
+    /// settings: TLS files that live only on the bridge's host are no reason
+    /// to refuse a command that never connects.
+    #[test]
+    fn offline_mode_does_not_need_the_tls_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("settings.yaml"),
+            "mqtt:\n  host: broker\n  tls: {ca_certs: certs/prod-ca.pem}\n\
+             kafka: {config: {bootstrap.servers: k, ssl.ca.location: certs/kafka-ca.pem}}\n",
+        )
+        .unwrap();
+        load_from(dir.path(), Vec::new(), Mode::Offline).expect("offline needs no files");
+        let err = load_from(dir.path(), Vec::new(), Mode::Bridge).unwrap_err();
+        assert_eq!(err.key, "mqtt.tls.ca_certs");
+    }
+
+    #[test]
+    fn a_host_is_a_name_or_an_address_alone() {
+        for ok in [
+            "broker",
+            "mqtt.plant.local",
+            "10.0.0.7",
+            "::1",
+            "fe80::1%eth0",
+            "b-1_x",
+        ] {
+            assert_eq!(check_host(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            " ",
+            " broker",
+            "broker ",
+            "mq tt",
+            "mqtt://broker",
+            "ws://b:80/mqtt",
+            "broker:1883",
+            "[::1]",
+            "[::1]:1883",
+            "broker/x",
+        ] {
+            assert!(check_host(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
