@@ -467,6 +467,12 @@ impl Reader {
                     return Ok(());
                 }
                 Err(Closed::Error(reason)) => {
+                    // Acknowledgements for messages of the lost connection
+                    // would otherwise queue up during the backoff and be
+                    // written on the next one, where a broker that lost the
+                    // session has given their packet ids to new messages,
+                    // not yet in Kafka.
+                    self.generation.fetch_add(1, Ordering::AcqRel);
                     let _ = self.state.send(State::Disconnected);
                     self.stats.mqtt_connected.set(0);
                     if !self.reconnect {
