@@ -687,6 +687,21 @@ impl Reader {
                         Ok(Event::Refused(format!("{code:?}")))
                     }
                     Err(rumqttc::ConnectionError::RequestsDone) => Err(Closed::OnPurpose),
+                    Err(rumqttc::ConnectionError::MqttState(rumqttc::StateError::Unsolicited(
+                        pkid,
+                    ))) => {
+                        // See `expect_pubrel_v5`.
+                        let before = e.state.events.len();
+                        let mut fake = rumqttc::Publish::new(
+                            "uns-kafka/pubrel",
+                            rumqttc::QoS::ExactlyOnce,
+                            "",
+                        );
+                        fake.pkid = pkid;
+                        let _ = e.state.handle_incoming_packet(Packet::Publish(fake));
+                        e.state.events.truncate(before);
+                        Err(Closed::Error(unsolicited(pkid)))
+                    }
                     Err(e) => Err(Closed::Error(e.to_string())),
                 }
             }
@@ -748,11 +763,46 @@ impl Reader {
                         Ok(Event::Refused(format!("{code:?}")))
                     }
                     Err(v5::ConnectionError::RequestsDone) => Err(Closed::OnPurpose),
+                    Err(v5::ConnectionError::MqttState(v5::StateError::Unsolicited(pkid))) => {
+                        expect_pubrel_v5(&mut e.state, pkid);
+                        Err(Closed::Error(unsolicited(pkid)))
+                    }
                     Err(e) => Err(Closed::Error(e.to_string())),
                 }
             }
         }
     }
+}
+
+/// A PUBREL for a QoS 2 message whose PUBREC an earlier connection (or an
+/// earlier process, with a persistent session) sent: the broker resends it
+/// on the resumed session, as MQTT requires, but rumqttc forgets the
+/// packet ids it owes a PUBCOMP when a connection drops and calls the
+/// PUBREL unsolicited, dropping the connection; the broker resends it on
+/// the next one, and so on for ever (rumqtt#664). The bridge publishes
+/// nothing, so an unsolicited packet here is such a PUBREL: marking its id
+/// as a QoS 2 message received (the bookkeeping rumqttc lost) makes the
+/// next connection answer it with PUBCOMP, one reconnect per PUBREL. The
+/// marking's own event is taken back, so no message reaches the pipeline.
+fn expect_pubrel_v5(state: &mut v5::MqttState, pkid: u16) {
+    use v5::mqttbytes::v5::{Packet, Publish};
+    let before = state.events.len();
+    let mut fake = Publish::new(
+        "uns-kafka/pubrel",
+        v5::mqttbytes::QoS::ExactlyOnce,
+        "",
+        None,
+    );
+    fake.pkid = pkid;
+    let _ = state.handle_incoming_packet(Packet::Publish(fake));
+    state.events.truncate(before);
+}
+
+fn unsolicited(pkid: u16) -> String {
+    format!(
+        "the broker released QoS 2 packet {pkid}, acknowledged on an earlier connection; \
+         reconnecting to complete it"
+    )
 }
 
 /// What the reader's wait ended with.
@@ -809,5 +859,100 @@ fn transport(settings: &MqttSettings) -> Result<rumqttc::Transport, MqttError> {
                 Transport::Websockets => rumqttc::Transport::Wss(config),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// One MQTT packet: its first byte and its body.
+    async fn read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+        let first = s.read_u8().await.ok()?;
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let b = s.read_u8().await.ok()?;
+            len |= usize::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).await.ok()?;
+        Some((first, body))
+    }
+
+    /// A broker resuming a persistent session in which the bridge had sent
+    /// PUBREC for packet 7 but not yet got the PUBREL (the bridge was killed,
+    /// or the connection dropped, in between): it sends PUBREL 7 again at
+    /// once, on every connection, until it gets PUBCOMP 7. The packets are
+    /// written by hand because no real broker can be made to stop in that
+    /// state on cue. Returns on which connection PUBCOMP 7 came.
+    async fn broker_with_a_pending_pubrel(listener: TcpListener, v5: bool) -> Option<usize> {
+        for connection in 1..=4 {
+            let (mut s, _) = listener.accept().await.ok()?;
+            let (connect, _) = read_packet(&mut s).await?;
+            assert_eq!(connect, 0x10, "CONNECT first");
+            let connack: &[u8] = if v5 {
+                &[0x20, 0x03, 0x01, 0x00, 0x00]
+            } else {
+                &[0x20, 0x02, 0x01, 0x00]
+            };
+            s.write_all(connack).await.ok()?;
+            s.write_all(&[0x62, 0x02, 0x00, 0x07]).await.ok()?;
+            while let Some((kind, body)) = read_packet(&mut s).await {
+                if kind == 0x70 && body.starts_with(&[0x00, 0x07]) {
+                    return Some(connection);
+                }
+            }
+        }
+        None
+    }
+
+    async fn pending_pubrel_is_completed(version: &str) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("settings.yaml"),
+            format!(
+                "mqtt: {{host: 127.0.0.1, port: {port}, version: {version}, qos: 2, \
+                 clean_session: false, client_id: pubrel-test, session_expiry: 60}}\n\
+                 kafka: {{config: {{bootstrap.servers: 'localhost:9092'}}}}\n"
+            ),
+        )
+        .unwrap();
+        let settings =
+            crate::config::load_from(dir.path(), Vec::new(), crate::config::Mode::Bridge).unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let stats = Arc::new(crate::metrics::Stats::default());
+        let (reader, _acker, _control, _state) =
+            connect(&settings.mqtt, 100, stats, tx, stop_rx).unwrap();
+        let bridge = tokio::spawn(reader.run());
+        let completed = tokio::time::timeout(
+            Duration::from_secs(20),
+            broker_with_a_pending_pubrel(listener, version == "5"),
+        )
+        .await
+        .ok()
+        .flatten();
+        bridge.abort();
+        // One reconnect: the first connection finds out which packet id the
+        // broker releases, the second completes it.
+        assert_eq!(completed, Some(2), "MQTT version {version}");
+    }
+
+    #[tokio::test]
+    async fn a_pubrel_left_from_an_earlier_connection_is_completed_mqtt5() {
+        pending_pubrel_is_completed("5").await;
+    }
+
+    #[tokio::test]
+    async fn a_pubrel_left_from_an_earlier_connection_is_completed_mqtt311() {
+        pending_pubrel_is_completed("4").await;
     }
 }
