@@ -597,9 +597,9 @@ impl Sink {
         })
     }
 
-    /// From `at` on, sends stop waiting for room in a full queue (and fail
-    /// with `QueueFull`, which is retried, never dead-lettered: the message
-    /// stays unacknowledged).
+    /// From `at` on, sends fail at once with `QueueFull`, room or not (a
+    /// send waiting for room in a full queue lets go too); that is never
+    /// dead-lettered: the message stays unacknowledged.
     pub fn abandon_at(&self, at: tokio::time::Instant) {
         let abandon = self.abandon.clone();
         tokio::spawn(async move {
@@ -624,12 +624,17 @@ impl Sink {
     pub async fn send(&self, record: &KafkaRecord) -> Result<DeliveryFuture, DeliveryError> {
         let out = self.out(&record.topic);
         loop {
+            // Past the shutdown deadline nothing new is enqueued, room or
+            // not: a record refused for want of room, then a later record
+            // of its topic taken, would put the later one first in Kafka.
+            if self.abandon.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(DeliveryError {
+                    error: KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                });
+            }
             match out.produce(record) {
                 Ok(f) => return Ok(f),
-                Err(error @ KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
-                    if self.abandon.load(std::sync::atomic::Ordering::Acquire) {
-                        return Err(DeliveryError { error });
-                    }
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err(error) => return Err(DeliveryError { error }),
@@ -855,6 +860,31 @@ mod tests {
 
         let f = sink.send(&record("t_ok", 2)).await.unwrap();
         assert_eq!(Sink::confirm(f).await.unwrap(), Confirmed::AtOffset);
+    }
+
+    /// Past the shutdown deadline the sink takes nothing more, though its
+    /// queue has room: a record refused there (a full queue) followed by a
+    /// later one of its topic taken would reach Kafka out of order.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn past_the_shutdown_deadline_nothing_more_is_enqueued() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t_stop", 1, 1).unwrap();
+        let sink = sink(&mock.bootstrap_servers(), &[]);
+        let f = sink.send(&record("t_stop", 1)).await.unwrap();
+        assert_eq!(Sink::confirm(f).await.unwrap(), Confirmed::AtOffset);
+
+        sink.abandon_at(tokio::time::Instant::now());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let e = sink.send(&record("t_stop", 2)).await.unwrap_err();
+        assert!(
+            matches!(
+                e.error,
+                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+            ),
+            "{e}"
+        );
+        assert!(!e.is_permanent(), "left unacknowledged, not dead-lettered");
+        assert_eq!(sink.in_flight(), 0, "nothing was enqueued");
     }
 
     /// Only a refusal an operator can act on names a remedy (the flow
