@@ -657,18 +657,15 @@ impl Sink {
 
     /// Sends and waits, retrying what can be retried until it succeeds or
     /// fails permanently.
-    pub async fn deliver(&self, record: &KafkaRecord) -> Result<(), DeliveryError> {
+    pub async fn deliver(&self, record: &KafkaRecord) -> Result<Confirmed, DeliveryError> {
         let mut wait = Duration::from_millis(100);
         loop {
             let result = match self.send(record).await {
-                Ok(f) => Self::confirm(f)
-                    .await
-                    .map(|_| ())
-                    .map_err(DeliveryError::from),
+                Ok(f) => Self::confirm(f).await.map_err(DeliveryError::from),
                 Err(e) => Err(e),
             };
             match result {
-                Ok(()) => return Ok(()),
+                Ok(confirmed) => return Ok(confirmed),
                 Err(e) if e.is_permanent() => return Err(e),
                 Err(e) => {
                     tracing::warn!(topic = %record.topic, error = %e, "Kafka delivery failed; retrying");

@@ -859,23 +859,15 @@ fn confirm_message(
                 Err(u) => Err(u),
             };
             match result {
-                Ok(Confirmed::AtOffset) => out.stats.confirmed.add(1),
-                Ok(Confirmed::WithoutOffset) => {
-                    out.stats.confirmed.add(1);
-                    out.stats.confirmed_without_offset.add(1);
-                    tracing::warn!(mqtt_topic = %message.topic,
-                        "Kafka reported a record delivered without an offset; if \
-                         kafka.config raises max.in.flight.requests.per.connection above 1 \
-                         on a broker before Kafka 4.5, it may be lost (KAFKA-15591)");
-                }
+                Ok(confirmed) => count_confirmed(&out.stats, confirmed, &message),
                 Err(Undelivered::Failed(failed)) => {
                     let first_time = !failed.enqueued;
                     match Box::pin(retry(&out.sink, *failed)).await {
-                        Ok(()) => {
+                        Ok(confirmed) => {
                             if first_time {
                                 out.stats.records.add(1);
                             }
-                            out.stats.confirmed.add(1);
+                            count_confirmed(&out.stats, confirmed, &message);
                         }
                         Err(reason) => failure = Some(reason),
                     }
@@ -895,9 +887,21 @@ fn confirm_message(
     }
 }
 
+/// Counts a record Kafka confirmed, on the first attempt or a retry.
+fn count_confirmed(stats: &Stats, confirmed: Confirmed, message: &MqttMessage) {
+    stats.confirmed.add(1);
+    if confirmed == Confirmed::WithoutOffset {
+        stats.confirmed_without_offset.add(1);
+        tracing::warn!(mqtt_topic = %message.topic,
+            "Kafka reported a record delivered without an offset; if \
+             kafka.config raises max.in.flight.requests.per.connection above 1 \
+             on a broker before Kafka 4.5, it may be lost (KAFKA-15591)");
+    }
+}
+
 /// A record Kafka refused: retried until it succeeds unless the refusal is
 /// permanent, in which case the reason is the message's dead-letter reason.
-async fn retry(sink: &Sink, failed: Failed) -> Result<(), MessageError> {
+async fn retry(sink: &Sink, failed: Failed) -> Result<Confirmed, MessageError> {
     let Failed { error, record, .. } = failed;
     let retried = if error.is_permanent() {
         Err(error)
@@ -951,7 +955,7 @@ impl Output {
         tracing::warn!(mqtt_topic = %message.topic, kind = %reason.kind, reason = %reason.message, "message dead-lettered to {topic}");
         let mut record = dead_letter_record(topic, message, reason, stage, &self.info);
         let written = match self.sink.deliver(&record).await {
-            Ok(()) => true,
+            Ok(_) => true,
             Err(e) => {
                 // Usually too large for the dead-letter topic as well: keep
                 // the reason and the topic, say how big the payload was.
@@ -961,7 +965,7 @@ impl Output {
                     format!("{} bytes: {e}", message.payload.len()).into_bytes(),
                 ));
                 match self.sink.deliver(&record).await {
-                    Ok(()) => true,
+                    Ok(_) => true,
                     Err(e) => {
                         tracing::error!(mqtt_topic = %message.topic, error = %e, dead_letter_topic = %topic,
                             "cannot write to the dead-letter topic; the message is lost");
