@@ -46,7 +46,10 @@ const TRANSFORM_INTERFACE: &str = "uns:bridge/transform@0.1.0";
 pub const TRAP: &str = "trap";
 pub const TIMEOUT: &str = "timeout";
 pub const MEMORY: &str = "memory";
-pub const SANDBOX_FAILURES: [&str; 3] = [TRAP, TIMEOUT, MEMORY];
+/// No instance to run the message on: the replacement for one that failed
+/// could not be started (its `init` refused, timed out or trapped).
+pub const START: &str = "start";
+pub const SANDBOX_FAILURES: [&str; 4] = [TRAP, TIMEOUT, MEMORY, START];
 
 /// How often the background ticker advances the engine's epoch. Call
 /// deadlines are rounded up to this granularity.
@@ -440,7 +443,7 @@ impl Transformer {
 
     fn not_running(&self) -> MessageError {
         MessageError::new(
-            "internal",
+            START,
             format!(
                 "no component instance: a fresh one could not be started ({})",
                 self.start_error.as_deref().unwrap_or("unknown reason")
@@ -455,7 +458,7 @@ impl Transformer {
         let runtime = Arc::clone(&self.runtime);
         let Some(live) = self.live.as_mut() else {
             return Err(MessageError::new(
-                "internal",
+                START,
                 "the component could not be restarted after an earlier failure",
             ));
         };
@@ -889,6 +892,52 @@ mod tests {
         assert!(state.table_growing(0, half, None).unwrap());
         assert!(!state.table_growing(half, half + 1, None).unwrap());
         assert!(!state.table_growing(0, 1, None).unwrap());
+    }
+
+    /// A component that traps is replaced by a fresh instance; when that
+    /// one cannot start, each message after it fails as `start` (counted
+    /// in `uns_kafka_component_failures_total`; it was `internal`, which is
+    /// not, so the alert stayed quiet) with the reason `init` gave, and
+    /// every batch tries once more.
+    #[test]
+    fn messages_without_an_instance_fail_as_start_with_the_reason() {
+        let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/wasm32-wasip2/release/test_faulty.wasm");
+        assert!(
+            wasm.is_file(),
+            "run: cargo build --release --target wasm32-wasip2 -p test-faulty"
+        );
+        let runtime = Arc::new(TransformRuntime::load(&wasm, RuntimeOptions::default()).unwrap());
+        let mut t = runtime.instantiate("{}").unwrap();
+        let message = |payload: &'static str| MqttMessage {
+            topic: "plant/line".into(),
+            payload: bytes::Bytes::from_static(payload.as_bytes()),
+            qos: 1,
+            retain: false,
+            user_properties: Vec::new(),
+            content_type: None,
+            received_at_ms: 1,
+        };
+        assert!(t.transform_batch(&[message("a")])[0].is_ok());
+        // What a loaded machine can do to a fresh instance's `init` (time
+        // out), a configuration does here on cue.
+        t.config_json = r#"{"fail_init": true}"#.into();
+        let out = t.transform_batch(&[message("trap")]);
+        assert_eq!(out[0].as_ref().unwrap_err().kind, TRAP);
+        let out = t.transform_batch(&[message("b")]);
+        let e = out[0].as_ref().unwrap_err();
+        assert_eq!(e.kind, START);
+        assert!(
+            e.message.contains("could not be started") && e.message.contains("asked to fail init"),
+            "{}",
+            e.message
+        );
+        assert!(SANDBOX_FAILURES.contains(&e.kind.as_str()));
+        let again = t.transform_batch(&[message("c")]);
+        assert_eq!(again[0].as_ref().unwrap_err().kind, START);
+        // Once `init` works again, so do the messages.
+        t.config_json = "{}".into();
+        assert!(t.transform_batch(&[message("d")])[0].is_ok());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! the bridge. Payload `trap` traps, `loop` never returns, `alloc` grows
 //! memory until the limit traps; anything else becomes one record on the
 //! topic with `/` replaced by `_`, keyed by the topic, payload unchanged.
+//! `init` fails when its configuration mentions `fail_init`.
 
 #[cfg(target_arch = "wasm32")]
 mod component {
@@ -24,7 +25,10 @@ mod component {
             }
         }
 
-        fn init(_config: String) -> Result<(), String> {
+        fn init(config: String) -> Result<(), String> {
+            if config.contains("fail_init") {
+                return Err("asked to fail init".to_owned());
+            }
             Ok(())
         }
 
