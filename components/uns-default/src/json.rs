@@ -5,9 +5,9 @@
 //! The output is the payload's own text minus whitespace between tokens, so
 //! numbers and string escapes keep the publisher's spelling (a payload that
 //! has attributes removed is re-serialised instead, which may respell them:
-//! `1e3` as `1000.0`, `"\u00e9"` as `"é"`; the values are the same, except
-//! that a number with 16-17 significant digits may move by one unit in the
-//! last place, because serde_json is built without `float_roundtrip`).
+//! `1e3` as `1000.0`, `"\u00e9"` as `"é"`; the values are the same, down to
+//! the last bit of a float, as serde_json is built with `float_roundtrip`;
+//! only an integer beyond 64 bits becomes a float).
 //!
 //! The fast path accepts exactly the payloads the re-serialising path does:
 //! same recursion limit, same number range, same string escapes.

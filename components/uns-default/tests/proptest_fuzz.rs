@@ -16,8 +16,11 @@
 //! - the filtered path re-serialises numbers from serde_json's `f64`, which
 //!   without serde_json's `float_roundtrip` feature is read 1 ULP off for
 //!   some 16-17 digit numbers (`-2.837106866967087e230` is forwarded as
-//!   `-2.8371068669670866e230`). Not changed (the feature costs float
-//!   parsing speed on every path); `same_json` below tolerates it.
+//!   `-2.8371068669670866e230`). First tolerated here (the feature was
+//!   thought to cost parsing speed); since 2026-12-05 the component is
+//!   built with `float_roundtrip` (the transform bench showed no cost:
+//!   347k and 354k msg/s with it, 350k without, alternating) and
+//!   `same_json` asks for the same float, bit for bit.
 //!
 //! Long run, after those: `PROPTEST_CASES=20000`, debug build, on a busy
 //! 2-core machine: all 9 properties passed, nothing found, 284 s (the
@@ -259,24 +262,17 @@ fn all_outcomes(topic: &str, payload: &[u8]) {
     }
 }
 
-/// Equal JSON, except that two floats may differ in their last bits.
+/// Equal JSON, a float read from either side being the same `f64`.
 ///
 /// The filtered path re-serialises a number from the `f64` serde_json read,
-/// and serde_json without its `float_roundtrip` feature reads some 16-17
-/// digit numbers 1 ULP off (`-2.837106866967087e230` comes out as
-/// `-2.8371068669670866e230`), so the fast path (the publisher's digits)
-/// and the filtered path can differ there; reading the records back here
-/// goes through the same approximate parser. See the note at the top.
+/// the fast path keeps the publisher's digits: with `float_roundtrip` both
+/// read back as the same `f64` (without it, some 16-17 digit numbers came
+/// out 1 ULP off: `-2.837106866967087e230` as `-2.8371068669670866e230`).
+/// See the note at the top.
 fn same_json(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            match (x.as_f64(), y.as_f64()) {
-                (Some(x), Some(y)) if x == y => true,
-                (Some(x), Some(y)) if x.is_sign_negative() == y.is_sign_negative() => {
-                    x.to_bits().abs_diff(y.to_bits()) <= 4
-                }
-                _ => false,
-            }
+            matches!((x.as_f64(), y.as_f64()), (Some(x), Some(y)) if x.to_bits() == y.to_bits())
         }
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
