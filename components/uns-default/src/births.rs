@@ -18,6 +18,16 @@ use crate::sparkplug::Payload;
 /// each). BIRTHs past it are not learned.
 pub const MAX_DECLARED: usize = 200_000;
 
+/// Bytes the table may hold, names and node keys included: the count alone
+/// let 64 BIRTHs with one 2 MB metric name each take the instance's whole
+/// default memory limit (128 MiB), and the instance, replaced, lose every
+/// BIRTH. 200,000 ordinary datatypes take about 20 MB.
+pub const MAX_BYTES: usize = 32 << 20;
+
+/// What an entry costs beyond its name: a hash map slot and its share of
+/// the table's spare capacity.
+const ENTRY_BYTES: usize = 48;
+
 /// Runs the table's own allocations: the component passes a scope that
 /// takes them out of its per-batch arena (they outlive the batch).
 pub type AllocScope = fn(&mut dyn FnMut());
@@ -26,6 +36,8 @@ pub struct Births {
     /// `group/edge` for a node, `group/edge/device` for a device.
     scopes: HashMap<String, Declared>,
     declared: usize,
+    /// Estimated bytes held, against [`MAX_BYTES`].
+    bytes: usize,
     scope: AllocScope,
 }
 
@@ -33,6 +45,7 @@ pub struct Births {
 struct Declared {
     by_alias: HashMap<u64, u32>,
     by_name: HashMap<String, u32>,
+    bytes: usize,
 }
 
 impl Declared {
@@ -71,6 +84,7 @@ impl Births {
         Self {
             scopes: HashMap::new(),
             declared: 0,
+            bytes: 0,
             scope,
         }
     }
@@ -85,22 +99,31 @@ impl Births {
         scope(&mut || {
             if kind == "NBIRTH" {
                 let devices = format!("{key}/");
-                let mut freed = 0;
+                let (mut freed, mut freed_bytes) = (0, 0);
                 self.scopes.retain(|k, d| {
                     let keep = k != &key && !k.starts_with(&devices);
                     if !keep {
                         freed += d.len();
+                        freed_bytes += d.bytes;
                     }
                     keep
                 });
                 self.declared -= freed;
+                self.bytes -= freed_bytes;
             } else if let Some(old) = self.scopes.remove(&key) {
                 self.declared -= old.len();
+                self.bytes -= old.bytes;
             }
-            let mut declared = Declared::default();
+            let mut declared = Declared {
+                bytes: ENTRY_BYTES + key.len(),
+                ..Declared::default()
+            };
             for m in &payload.metrics {
                 let Some(dt) = m.datatype else { continue };
-                if self.declared + declared.len() + 2 > MAX_DECLARED {
+                let cost = 2 * ENTRY_BYTES + m.name.as_ref().map_or(0, String::len);
+                if self.declared + declared.len() + 2 > MAX_DECLARED
+                    || self.bytes + declared.bytes + cost > MAX_BYTES
+                {
                     break;
                 }
                 if let Some(alias) = m.alias {
@@ -109,9 +132,11 @@ impl Births {
                 if let Some(name) = &m.name {
                     declared.by_name.insert(name.clone(), dt);
                 }
+                declared.bytes += cost;
             }
             if declared.len() > 0 {
                 self.declared += declared.len();
+                self.bytes += declared.bytes;
                 self.scopes.insert(key.clone(), declared);
             }
         });
@@ -153,7 +178,61 @@ impl Births {
         self.declared
     }
 
+    /// Estimated bytes held now (at most [`MAX_BYTES`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn is_empty(&self) -> bool {
         self.declared == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sparkplug::datatype::INT32;
+
+    fn birth(names: &[String]) -> Payload {
+        Payload {
+            metrics: names
+                .iter()
+                .map(|n| Metric {
+                    name: Some(n.clone()),
+                    datatype: Some(INT32),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// BIRTHs with huge metric names fill the byte budget, not the
+    /// instance's memory: past it nothing more is learned, and a node born
+    /// again gives its bytes back.
+    #[test]
+    fn huge_names_stop_at_the_byte_budget_and_a_new_birth_frees_them() {
+        let mut births = Births::default();
+        let huge = "m".repeat(2 << 20);
+        for edge in 0..64 {
+            births.learn(
+                &format!("spBv1.0/g/NBIRTH/e{edge}"),
+                &birth(&[huge.clone()]),
+            );
+            assert!(
+                births.bytes() <= MAX_BYTES,
+                "{} after {edge}",
+                births.bytes()
+            );
+        }
+        // 15 of them fit in 32 MiB with their overheads; the rest were refused.
+        assert_eq!(births.len(), 15);
+        births.learn("spBv1.0/g/NBIRTH/e0", &birth(&["small".to_owned()]));
+        assert_eq!(births.len(), 15);
+        assert!(births.bytes() < 15 * (2 << 20));
+        // Room again: the next huge one is learned.
+        births.learn("spBv1.0/g/NBIRTH/e40", &birth(&[huge]));
+        assert_eq!(births.len(), 16);
+        assert!(births.bytes() <= MAX_BYTES);
     }
 }
