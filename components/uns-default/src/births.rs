@@ -217,7 +217,7 @@ mod tests {
         for edge in 0..64 {
             births.learn(
                 &format!("spBv1.0/g/NBIRTH/e{edge}"),
-                &birth(&[huge.clone()]),
+                &birth(std::slice::from_ref(&huge)),
             );
             assert!(
                 births.bytes() <= MAX_BYTES,
