@@ -71,16 +71,27 @@ async fn run(args: DemoArgs) -> Result<(), CliError> {
             servers
         }
     };
-    let (mqtt_host, mqtt_port) = split_host_port(&mqtt_addr).map_err(CliError::Usage)?;
+    let (mqtt_host, mqtt_port) = split_host_port("--mqtt", &mqtt_addr).map_err(CliError::Usage)?;
+    if let Some(kafka) = &args.kafka {
+        for server in kafka.split(',') {
+            split_host_port("--kafka", server.trim()).map_err(CliError::Usage)?;
+        }
+    }
     // The demo's topics are unique per run, so a real Kafka shows only
     // this run's records.
     let root = format!("demo{run_id}");
     let dlq = format!("uns_kafka_dlq_demo{run_id}");
     let dir = tempfile::tempdir().map_err(|e| CliError::Other(e.into()))?;
+    // Quoted as JSON strings (which YAML reads as they are): `::1` or a
+    // name YAML would take for something else stays text.
+    let (host_text, bootstrap_text) = (
+        serde_json::Value::from(mqtt_host.as_str()),
+        serde_json::Value::from(bootstrap.as_str()),
+    );
     let settings_yaml = format!(
-        "mqtt:\n  host: {mqtt_host}\n  port: {mqtt_port}\n  version: 4\n  topics: ['{root}/#', 'spBv1.0/#']\n  qos: 1\n  \
+        "mqtt:\n  host: {host_text}\n  port: {mqtt_port}\n  version: 4\n  topics: ['{root}/#', 'spBv1.0/#']\n  qos: 1\n  \
          ignored_attributes:\n    '{root}/+/+/+/vibration': ['raw']\n\
-         kafka:\n  config:\n    bootstrap.servers: '{bootstrap}'\n  dead_letter_topic: {dlq}\n"
+         kafka:\n  config:\n    bootstrap.servers: {bootstrap_text}\n  dead_letter_topic: {dlq}\n"
     );
     std::fs::write(dir.path().join(config::SETTINGS_FILE), settings_yaml)
         .map_err(|e| CliError::Other(e.into()))?;
@@ -406,12 +417,46 @@ async fn consume(
     Ok(out)
 }
 
-fn split_host_port(addr: &str) -> Result<(String, u16), String> {
+/// `HOST:PORT`, or `[IPv6]:PORT`, as `flag` gave it.
+fn split_host_port(flag: &str, addr: &str) -> Result<(String, u16), String> {
     let (host, port) = addr
         .rsplit_once(':')
-        .ok_or_else(|| format!("--mqtt {addr}: expected HOST:PORT"))?;
+        .ok_or_else(|| format!("{flag} {addr}: expected HOST:PORT"))?;
+    let host = match host.strip_prefix('[') {
+        Some(inner) => inner
+            .strip_suffix(']')
+            .ok_or_else(|| format!("{flag} {addr}: expected [IPv6]:PORT"))?,
+        None => host,
+    };
+    if host.is_empty() {
+        return Err(format!("{flag} {addr}: expected HOST:PORT"));
+    }
     let port = port
         .parse()
-        .map_err(|_| format!("--mqtt {addr}: {port:?} is not a port"))?;
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{flag} {addr}: {port:?} is not a port"))?;
     Ok((host.to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn addresses_split_with_ipv6_in_brackets_and_bad_ones_named() {
+        let ok = |a| split_host_port("--mqtt", a).unwrap();
+        assert_eq!(ok("localhost:1883"), ("localhost".to_owned(), 1883));
+        assert_eq!(ok("[::1]:1883"), ("::1".to_owned(), 1883));
+        assert_eq!(ok("10.0.0.7:9092"), ("10.0.0.7".to_owned(), 9092));
+        for (bad, why) in [
+            ("localhost", "--kafka localhost: expected HOST:PORT"),
+            (":9092", "--kafka :9092: expected HOST:PORT"),
+            ("k:0", "--kafka k:0: \"0\" is not a port"),
+            ("k:x", "--kafka k:x: \"x\" is not a port"),
+            ("[::1:9092", "--kafka [::1:9092: expected [IPv6]:PORT"),
+        ] {
+            assert_eq!(split_host_port("--kafka", bad).unwrap_err(), why);
+        }
+    }
 }
