@@ -606,6 +606,17 @@ impl Layers {
             key: key.to_owned(),
             message,
         };
+        // A key that is missing or left at its default because of another
+        // key: the file to fix is the one that set the other key.
+        let err_because = |key: &str, cause: &str, message: String| ConfigError {
+            file: if self.origin.contains_key(key) {
+                self.origin_of(key, settings_file)
+            } else {
+                self.origin_of(cause, settings_file)
+            },
+            key: key.to_owned(),
+            message,
+        };
 
         // --- mqtt
         if mode == Mode::Bridge {
@@ -660,14 +671,18 @@ impl Layers {
         }
         if let Some(id) = &mqtt.client_id {
             if id.is_empty() || id.len() > 65535 {
-                return Err(err("mqtt.client_id", "must be a non-empty string".into()));
+                return Err(err(
+                    "mqtt.client_id",
+                    format!("must be 1..=65535 bytes, got {}", id.len()),
+                ));
             }
         }
         // A persistent session the broker cannot keep is a promise of no
         // loss across restarts that nothing honours: refuse it.
         if !mqtt.clean_session && mqtt.client_id.is_none() {
-            return Err(err(
+            return Err(err_because(
                 "mqtt.client_id",
+                "mqtt.clean_session",
                 "must be set with mqtt.clean_session: false; the broker keeps a session by client \
                  id, and without one every start gets a new random id and the old session queues \
                  messages nobody reads"
@@ -675,8 +690,9 @@ impl Layers {
             ));
         }
         if !mqtt.clean_session && mqtt.version == MqttVersion::V5 && mqtt.session_expiry == 0 {
-            return Err(err(
+            return Err(err_because(
                 "mqtt.session_expiry",
+                "mqtt.clean_session",
                 "must be above 0 seconds with mqtt.clean_session: false under MQTT 5 (version: 5); \
                  with 0 the broker ends the session when the bridge disconnects and keeps nothing \
                  while it is down (set it to cover the longest downtime, e.g. 86400)"
