@@ -594,7 +594,14 @@ impl Layers {
                 });
             }
         }
-        let mut mqtt: MqttSettings = self.section_as("mqtt", section("mqtt"), settings_file)?;
+        let mut mqtt_section = section("mqtt");
+        if let Some(tls @ Value::Null) = mqtt_section.get_mut("tls") {
+            // `tls:` alone is the map's presence, which turns TLS on (with
+            // the system's roots); read as null it would turn it off and
+            // send the password in clear.
+            *tls = Value::Mapping(Mapping::new());
+        }
+        let mut mqtt: MqttSettings = self.section_as("mqtt", mqtt_section, settings_file)?;
         self.check_kafka_values(settings_file)?;
         let mut kafka: KafkaSettings = self.section_as("kafka", section("kafka"), settings_file)?;
         let mut transform: TransformSettings =
@@ -1349,6 +1356,36 @@ mod tests {
         load_from(dir.path(), Vec::new(), Mode::Offline).expect("offline needs no files");
         let err = load_from(dir.path(), Vec::new(), Mode::Bridge).unwrap_err();
         assert_eq!(err.key, "mqtt.tls.ca_certs");
+    }
+
+    /// `tls:` with nothing under it, as a user writes it to get TLS with
+    /// the system's roots: TLS on, never off.
+    #[test]
+    fn an_empty_tls_key_turns_tls_on() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("settings.yaml"),
+            "mqtt:\n  host: broker\n  tls:\n\
+             kafka: {config: {bootstrap.servers: k}}\n",
+        )
+        .unwrap();
+        let s = load_from(dir.path(), Vec::new(), Mode::Offline).unwrap();
+        let tls = s.mqtt.tls.expect("TLS on");
+        assert!(tls.ca_certs.is_none() && tls.cert_reqs != Some(false) && !tls.insecure_cert);
+        let s = load_from(
+            dir.path(),
+            vec![("UNS_MQTT__TLS".to_owned(), String::new())],
+            Mode::Offline,
+        )
+        .unwrap();
+        assert!(s.mqtt.tls.is_some(), "from the environment too");
+        std::fs::write(
+            dir.path().join("settings.yaml"),
+            "mqtt:\n  host: broker\nkafka: {config: {bootstrap.servers: k}}\n",
+        )
+        .unwrap();
+        let s = load_from(dir.path(), Vec::new(), Mode::Offline).unwrap();
+        assert!(s.mqtt.tls.is_none(), "absent is off");
     }
 
     #[test]
