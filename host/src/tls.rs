@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{verify_server_name, WebPkiServerVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::config::TlsSettings;
@@ -31,41 +32,12 @@ fn error(key: &'static str, message: impl std::fmt::Display) -> TlsError {
 /// connects; rumqttc's reconnects reuse that one.
 pub fn client_config(tls: &TlsSettings) -> Result<ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = RootCertStore::empty();
-    match &tls.ca_certs {
-        Some(path) => {
-            const KEY: &str = "mqtt.tls.ca_certs";
-            for cert in certificates(KEY, path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| error(KEY, format!("{}: {e}", path.display())))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    let roots = Arc::new(roots);
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| error("mqtt.tls", e))?;
-    let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-        .build()
-        .map_err(|e| error("mqtt.tls.ca_certs", e))?;
-    let mode = match (tls.cert_reqs, tls.insecure_cert) {
-        (Some(false), _) => Mode::NoVerification,
-        (_, true) => Mode::SkipHostname,
-        _ => Mode::Full,
-    };
     let builder = builder
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Verifier {
-            inner: verifier,
-            mode,
-        }));
+        .with_custom_certificate_verifier(Arc::new(verifier(tls, provider)?));
     let config = match (&tls.certfile, &tls.keyfile) {
         (Some(cert), Some(key_path)) => {
             const KEY: &str = "mqtt.tls.keyfile";
@@ -93,6 +65,45 @@ pub fn client_config(tls: &TlsSettings) -> Result<ClientConfig, TlsError> {
         _ => builder.with_no_client_auth(),
     };
     Ok(config)
+}
+
+/// The broker's certificate check as the settings ask for it.
+fn verifier(
+    tls: &TlsSettings,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Verifier, TlsError> {
+    let mut roots = RootCertStore::empty();
+    let mut pinned = Vec::new();
+    match &tls.ca_certs {
+        Some(path) => {
+            const KEY: &str = "mqtt.tls.ca_certs";
+            for cert in certificates(KEY, path)? {
+                roots
+                    .add(cert.clone())
+                    .map_err(|e| error(KEY, format!("{}: {e}", path.display())))?;
+                pinned.push(cert);
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| error("mqtt.tls.ca_certs", e))?;
+    let mode = match (tls.cert_reqs, tls.insecure_cert) {
+        (Some(false), _) => Mode::NoVerification,
+        (_, true) => Mode::SkipHostname,
+        _ => Mode::Full,
+    };
+    Ok(Verifier {
+        inner,
+        mode,
+        pinned,
+    })
 }
 
 /// Every PEM certificate in `path`; none is an error.
@@ -126,6 +137,36 @@ enum Mode {
 struct Verifier {
     inner: Arc<WebPkiServerVerifier>,
     mode: Mode,
+    /// The certificates of `ca_certs` as they are. A broker that presents
+    /// one of them is trusted directly, as OpenSSL (and so the Python bridge)
+    /// does: the usual self-signed broker certificate (`openssl req -x509`)
+    /// says `CA:TRUE`, which webpki refuses in a server certificate whatever
+    /// the trust anchors, and without this the only way left was
+    /// `cert_reqs: false`, no verification at all.
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl Verifier {
+    /// `end_entity` is one of the certificates the user listed, and the
+    /// chain check refused it for a reason other than its dates (which
+    /// webpki checks first, so any later refusal means they passed).
+    fn trusted_as_it_is(&self, end_entity: &CertificateDer<'_>, refusal: &rustls::Error) -> bool {
+        use rustls::CertificateError as C;
+        let dates = matches!(
+            refusal,
+            rustls::Error::InvalidCertificate(
+                C::Expired
+                    | C::ExpiredContext { .. }
+                    | C::NotValidYet
+                    | C::NotValidYetContext { .. }
+            )
+        );
+        !dates
+            && self
+                .pinned
+                .iter()
+                .any(|p| p.as_ref() == end_entity.as_ref())
+    }
 }
 
 impl ServerCertVerifier for Verifier {
@@ -139,11 +180,7 @@ impl ServerCertVerifier for Verifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         match self.mode {
             Mode::NoVerification => Ok(ServerCertVerified::assertion()),
-            Mode::Full => {
-                self.inner
-                    .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-            }
-            Mode::SkipHostname => match self.inner.verify_server_cert(
+            Mode::Full | Mode::SkipHostname => match self.inner.verify_server_cert(
                 end_entity,
                 intermediates,
                 server_name,
@@ -153,7 +190,13 @@ impl ServerCertVerifier for Verifier {
                 Err(rustls::Error::InvalidCertificate(
                     rustls::CertificateError::NotValidForName
                     | rustls::CertificateError::NotValidForNameContext { .. },
-                )) => Ok(ServerCertVerified::assertion()),
+                )) if self.mode == Mode::SkipHostname => Ok(ServerCertVerified::assertion()),
+                Err(refusal) if self.trusted_as_it_is(end_entity, &refusal) => {
+                    if self.mode == Mode::Full {
+                        verify_server_name(&ParsedCertificate::try_from(end_entity)?, server_name)?;
+                    }
+                    Ok(ServerCertVerified::assertion())
+                }
                 other => other,
             },
         }
@@ -179,5 +222,93 @@ impl ServerCertVerifier for Verifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::process::Command;
+
+    /// A self-signed certificate as `openssl req -x509` makes it (which
+    /// marks it `CA:TRUE`), for `localhost`; returns its PEM file.
+    fn self_signed(dir: &Path, name: &str) -> std::path::PathBuf {
+        let (cert, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        let status = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "30", "-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl (tests/brokers.sh needs it too)");
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        cert
+    }
+
+    fn check(
+        tls: &TlsSettings,
+        cert: &Path,
+        host: &str,
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let v = verifier(tls, provider).unwrap();
+        let der = CertificateDer::from_pem_file(cert).unwrap();
+        let name = ServerName::try_from(host.to_owned()).unwrap();
+        v.verify_server_cert(&der, &[], &name, &[], now).map(|_| ())
+    }
+
+    /// The usual plant setup: the broker's own self-signed certificate in
+    /// `ca_certs`. Trusted as it is, for its name (any name with
+    /// `insecure_cert`), within its dates; another self-signed certificate
+    /// is not.
+    #[test]
+    fn a_self_signed_broker_certificate_listed_in_ca_certs_is_trusted_for_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = self_signed(dir.path(), "broker");
+        let stranger = self_signed(dir.path(), "stranger");
+        let full = TlsSettings {
+            ca_certs: Some(broker.clone()),
+            ..TlsSettings::default()
+        };
+        let now = UnixTime::now();
+        assert_eq!(check(&full, &broker, "localhost", now), Ok(()));
+        assert!(matches!(
+            check(&full, &broker, "other.plant", now),
+            Err(rustls::Error::InvalidCertificate(_))
+        ));
+        assert!(check(&full, &stranger, "localhost", now).is_err());
+        let in_a_year =
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.as_secs() + 365 * 86400));
+        assert!(
+            check(&full, &broker, "localhost", in_a_year).is_err(),
+            "expired"
+        );
+
+        let any_name = TlsSettings {
+            insecure_cert: true,
+            ..full.clone()
+        };
+        assert_eq!(check(&any_name, &broker, "other.plant", now), Ok(()));
+        assert!(check(&any_name, &stranger, "localhost", now).is_err());
+        assert!(check(&any_name, &broker, "localhost", in_a_year).is_err());
     }
 }
