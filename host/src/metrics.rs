@@ -72,10 +72,12 @@ impl Histogram {
             };
             out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
         }
+        // `_count` is the `+Inf` bucket's value read above, not `count`
+        // read again: an observation landing between the two reads would
+        // make them differ, which the format forbids (`_sum` may lag by it).
         out.push_str(&format!(
-            "{name}_sum {}\n{name}_count {}\n",
+            "{name}_sum {}\n{name}_count {cumulative}\n",
             self.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0,
-            self.count()
         ));
     }
 }
