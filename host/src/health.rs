@@ -178,7 +178,9 @@ async fn metrics(AxumState(s): AxumState<Shared>) -> String {
     s.stats.prometheus()
 }
 
-/// `uns-kafka health --url URL`: exits 0 when the endpoint answers 200.
+/// `uns-kafka health --url URL`: exits 0 when the endpoint answers 200
+/// `ready` (so a URL pointing at `/metrics`, or at another service on the
+/// port, does not pass for healthy).
 /// A plain HTTP/1.0 GET over a socket: the slim image has no curl, and a
 /// client library for one loopback request is not worth its weight.
 pub fn probe(url: &str) -> Result<(), String> {
@@ -190,19 +192,44 @@ pub fn probe(url: &str) -> Result<(), String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/health"),
     };
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
+    // `localhost` may resolve to ::1 first while the bridge listens on
+    // 0.0.0.0: every address is tried, as curl does. No port is HTTP's 80.
+    let has_port = match host.strip_prefix('[') {
+        Some(v6) => v6.contains("]:"),
+        None => host.rsplit_once(':').is_some_and(|(h, _)| !h.contains(':')),
+    };
+    let with_port = if has_port {
+        host.to_owned()
+    } else {
+        format!("{host}:80")
+    };
+    let addrs: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&with_port)
         .map_err(|e| format!("{host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host}: no address"))?;
+        .collect();
     let timeout = std::time::Duration::from_secs(3);
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{url}: {e}"))?;
+    let mut last = format!("{host}: no address");
+    let mut stream = None;
+    for addr in addrs {
+        match std::net::TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = format!("{url}: {e}"),
+        }
+    }
+    let mut stream = stream.ok_or(last)?;
     let _ = stream.set_read_timeout(Some(timeout));
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|e| e.to_string())?;
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    let status = response.split_whitespace().nth(1).unwrap_or("");
-    if status == "200" {
+    let mut words = response.split_whitespace();
+    let http = words.next().is_some_and(|w| w.starts_with("HTTP/1."));
+    let status = words.next().unwrap_or("");
+    let ready = response
+        .split_once("\r\n\r\n")
+        .is_some_and(|(_, body)| body.trim() == "ready");
+    if http && status == "200" && ready {
         Ok(())
     } else {
         // The body says why (`stalled: ...`), for `docker inspect`'s
@@ -230,6 +257,42 @@ mod tests {
             acked: 0,
             waiting_since: None,
         }
+    }
+
+    /// One canned HTTP answer on 127.0.0.1; returns the port.
+    fn answer_once(response: &'static str) -> u16 {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut request = [0u8; 1024];
+                let _ = s.read(&mut request);
+                let _ = s.write_all(response.as_bytes());
+            }
+        });
+        port
+    }
+
+    /// The probe passes on the bridge's `200 ready` only: not on another
+    /// 200 (the metrics page, another service), not on a 503; and it finds
+    /// a bridge listening on IPv4 through `localhost`, whatever order the
+    /// resolver gives.
+    #[test]
+    fn the_probe_passes_on_ready_only() {
+        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nready\n";
+        let port = answer_once(ok);
+        assert_eq!(probe(&format!("http://localhost:{port}/health")), Ok(()));
+        let port = answer_once("HTTP/1.1 200 OK\r\n\r\n# HELP uns_kafka_info x\n");
+        assert!(probe(&format!("http://127.0.0.1:{port}/metrics")).is_err());
+        let port = answer_once("HTTP/1.1 503 Service Unavailable\r\n\r\nstalled: x\n");
+        let e = probe(&format!("http://127.0.0.1:{port}/health")).unwrap_err();
+        assert!(e.ends_with("503 Service Unavailable: stalled: x"), "{e}");
+        let port = answer_once("200 ready\r\n\r\nready\n");
+        assert!(
+            probe(&format!("http://127.0.0.1:{port}/health")).is_err(),
+            "not HTTP"
+        );
     }
 
     #[test]
