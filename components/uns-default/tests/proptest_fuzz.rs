@@ -555,7 +555,7 @@ proptest! {
     }
 
     #[test]
-    fn generated_sparkplug_payloads_decode_and_their_prefixes_never_panic(
+    fn generated_sparkplug_payloads_and_their_prefixes_never_panic(
         payload in sparkplug_payload()
     ) {
         let bytes = payload.encode_to_vec();
