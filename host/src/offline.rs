@@ -84,22 +84,34 @@ pub fn main(args: TransformArgs) -> Result<(), CliError> {
                 out.write_all(&line_buf).map_err(write_err)?;
             }
         }
-        Source::Lines(mut reader) => {
+        Source::Lines { mut reader, stream } => {
+            // From a pipe (`mosquitto_sub ... | uns-kafka transform --input
+            // -`) each line is answered as it comes; from a file, in batches.
+            let batch_size = if stream { 1 } else { BATCH };
             let mut batch = Batch::default();
             let mut raw = Vec::with_capacity(1024);
             let mut line_no = 0usize;
             loop {
                 raw.clear();
-                let n = reader
-                    .read_until(b'\n', &mut raw)
-                    .map_err(|e| CliError::Other(anyhow::anyhow!("reading input: {e}")))?;
+                let n = match reader.read_until(b'\n', &mut raw) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        // What was read gets its lines first.
+                        batch.flush(&mut transformer, &mut out, &mut line_buf)?;
+                        out.flush().map_err(write_err)?;
+                        return Err(CliError::Other(anyhow::anyhow!("reading input: {e}")));
+                    }
+                };
                 if n == 0 {
                     break;
                 }
                 line_no += 1;
                 batch.push(parse_line(line_no, &raw));
-                if batch.len() >= BATCH {
+                if batch.len() >= batch_size {
                     batch.flush(&mut transformer, &mut out, &mut line_buf)?;
+                    if stream {
+                        out.flush().map_err(write_err)?;
+                    }
                 }
             }
             batch.flush(&mut transformer, &mut out, &mut line_buf)?;
@@ -122,17 +134,28 @@ fn init_logging() {
 }
 
 enum Source {
-    Single { topic: String, payload: Vec<u8> },
-    Lines(Box<dyn BufRead>),
+    Single {
+        topic: String,
+        payload: Vec<u8>,
+    },
+    Lines {
+        reader: Box<dyn BufRead>,
+        /// stdin: answer each line as it arrives.
+        stream: bool,
+    },
 }
 
 fn input_source(args: &TransformArgs) -> Result<Source, CliError> {
     match (&args.input, &args.topic, &args.payload_file) {
-        (Some(input), None, None) if input == "-" => Ok(Source::Lines(Box::new(
-            BufReader::with_capacity(1 << 16, io::stdin()),
-        ))),
+        (Some(input), None, None) if input == "-" => Ok(Source::Lines {
+            reader: Box::new(BufReader::with_capacity(1 << 16, io::stdin())),
+            stream: true,
+        }),
         (Some(input), None, None) => File::open(input)
-            .map(|f| Source::Lines(Box::new(BufReader::with_capacity(1 << 16, f))))
+            .map(|f| Source::Lines {
+                reader: Box::new(BufReader::with_capacity(1 << 16, f)),
+                stream: false,
+            })
             .map_err(|e| CliError::Usage(format!("cannot read input file {input}: {e}"))),
         (None, Some(topic), Some(file)) => {
             let mut payload = Vec::new();
@@ -201,7 +224,10 @@ impl Batch {
     }
 }
 
+/// Unknown fields are errors: `"retained": true` would otherwise run the
+/// message as not retained without a word.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct InputLine {
     topic: String,
     #[serde(default)]
@@ -225,7 +251,11 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<raw::Compact
 
 fn parse_line(line_no: usize, raw: &[u8]) -> Result<MqttMessage, MessageError> {
     let input_err = |why: String| MessageError::new("input", format!("line {line_no}: {why}"));
-    let text = raw.trim_ascii();
+    let mut text = raw.trim_ascii();
+    if line_no == 1 {
+        // A byte order mark, as Windows editors write it.
+        text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
+    }
     if text.is_empty() {
         return Err(input_err("empty line".into()));
     }

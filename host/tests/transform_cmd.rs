@@ -292,12 +292,15 @@ fn sparkplug_ndata_without_datatypes_takes_the_sign_from_the_nbirth() {
 fn bad_payloads_and_bad_input_lines_each_get_an_error_line() {
     let conf = config_dir("");
     let input = concat!(
-        "{\"topic\": \"a/b\", \"payload_b64\": \"bm90IGpzb24=\"}\n", // "not json"
+        // A byte order mark first, as Windows editors write: not an error.
+        "\u{feff}{\"topic\": \"a/b\", \"payload_b64\": \"bm90IGpzb24=\"}\n", // "not json"
         "this is not json\n",
         "{\"payload\": 1}\n",
         "{\"topic\": \"a/b\", \"payload_b64\": \"***\"}\n",
         "\n",
         "{\"topic\": \"a/b\", \"payload\": {\"ok\": true}}\n",
+        // A misspelt field is an error, not a message run without it.
+        "{\"topic\": \"a/b\", \"payload\": {}, \"retained\": true}\n",
     );
     let out = run(
         &[
@@ -316,8 +319,14 @@ fn bad_payloads_and_bad_input_lines_each_get_an_error_line() {
         String::from_utf8_lossy(&out.stderr)
     );
     let lines = parse_output(&out.stdout);
-    assert_eq!(lines.len(), 6);
+    assert_eq!(lines.len(), 7);
     assert_eq!(error_kind(&lines[0]), "decode");
+    assert_eq!(error_kind(&lines[6]), "input");
+    let misspelt = lines[6]["error"]["message"].as_str().unwrap();
+    assert!(
+        misspelt.starts_with("line 7: ") && misspelt.contains("unknown field `retained`"),
+        "{misspelt}"
+    );
     for (i, line) in lines.iter().enumerate().skip(1).take(4) {
         assert_eq!(error_kind(line), "input", "line {}: {line}", i + 1);
         let message = line["error"]["message"].as_str().unwrap();
@@ -327,6 +336,49 @@ fn bad_payloads_and_bad_input_lines_each_get_an_error_line() {
         );
     }
     assert_eq!(only_record(&lines[5])["value"], json!({"ok": true}));
+}
+
+/// Piped from `mosquitto_sub`, each line is answered as it arrives, not
+/// when 256 have or the pipe closes.
+#[test]
+fn stdin_is_answered_line_by_line() {
+    use std::io::BufRead;
+    let conf = config_dir("");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_uns-kafka"))
+        .args(["transform", "--config", conf.path().to_str().unwrap()])
+        .args(["--component", component("uns_default").to_str().unwrap()])
+        .args(["--input", "-"])
+        .env("XDG_CACHE_HOME", shared_cache())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    // Should the answers not come, the test fails instead of hanging.
+    let (done, watchdog) = std::sync::mpsc::channel::<()>();
+    let pid = child.id().to_string();
+    std::thread::spawn(move || {
+        if watchdog
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .is_err()
+        {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+        }
+    });
+    for n in 0..3 {
+        writeln!(stdin, "{{\"topic\": \"a/b\", \"payload\": {{\"n\": {n}}}}}").unwrap();
+        stdin.flush().unwrap();
+        // stdin stays open: the answer must come anyway.
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(only_record(&v)["value"], json!({"n": n}));
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let _ = done.send(());
 }
 
 #[test]
