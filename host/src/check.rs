@@ -28,6 +28,15 @@ pub struct CheckArgs {
 /// here, as it is not for `run`.
 pub fn main(args: CheckArgs) -> Result<(), CliError> {
     let settings = config::load(&args.config)?;
+    if let Some(addr) = settings.bridge.health_listen {
+        // `run` binds it before it bridges anything: a port already taken
+        // is found here, not after a rollout.
+        std::net::TcpListener::bind(addr).map_err(|e| config::ConfigError {
+            file: settings.settings_file(),
+            key: "bridge.health_listen".into(),
+            message: format!("cannot listen on {addr}: {e}"),
+        })?;
+    }
     let bridge = Bridge::prepare(settings, args.component)?;
     let (info, path) = bridge.component();
     print!(
@@ -57,6 +66,14 @@ fn summary(s: &Settings, component: &str) -> String {
         MqttVersion::V5 => "MQTT 5",
     };
     let host = m.host.as_deref().unwrap_or_default();
+    // Relaxed checks are said where the address is, not only in the log.
+    let relaxed = match &m.tls {
+        Some(t) if t.cert_reqs == Some(false) => {
+            ", broker certificate NOT verified (tls.cert_reqs: false)"
+        }
+        Some(t) if t.insecure_cert => ", broker host name not checked (tls.insecure_cert)",
+        _ => "",
+    };
     let bootstrap = s
         .kafka
         .config
@@ -70,7 +87,7 @@ fn summary(s: &Settings, component: &str) -> String {
         .map(String::as_str)
         .unwrap_or("plaintext");
     format!(
-        "ok: {}\n  mqtt: {scheme}://{host}:{}{path} ({version}), QoS {}: {}\n  \
+        "ok: {}\n  mqtt: {scheme}://{host}:{}{path} ({version}{relaxed}), QoS {}: {}\n  \
          kafka: {bootstrap} ({protocol}), {} producer(s), dead letters to {}\n  \
          component: {component}\n",
         s.settings_file(),
@@ -80,4 +97,38 @@ fn summary(s: &Settings, component: &str) -> String {
         s.kafka.producers,
         s.kafka.dead_letter_topic,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings_with(tls: &str) -> Settings {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("settings.yaml"),
+            format!("mqtt: {{host: b{tls}}}\nkafka: {{config: {{bootstrap.servers: k:9092}}}}\n"),
+        )
+        .unwrap();
+        config::load_from(dir.path(), Vec::new(), config::Mode::Offline).unwrap()
+    }
+
+    /// A relaxed certificate check shows where the address does.
+    #[test]
+    fn the_summary_says_when_the_broker_certificate_check_is_relaxed() {
+        let line = |tls: &str| {
+            summary(&settings_with(tls), "c")
+                .lines()
+                .nth(1)
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(line(""), "  mqtt: mqtt://b:1883 (MQTT 5), QoS 1: spBv1.0/#");
+        assert_eq!(
+            line(", tls: {}"),
+            "  mqtt: mqtts://b:1883 (MQTT 5), QoS 1: spBv1.0/#"
+        );
+        assert!(line(", tls: {cert_reqs: false}").contains("broker certificate NOT verified"));
+        assert!(line(", tls: {insecure_cert: true}").contains("host name not checked"));
+    }
 }

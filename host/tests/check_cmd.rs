@@ -210,3 +210,42 @@ fn an_unknown_key_for_the_default_component_fails_check() {
         )
     );
 }
+
+/// `run` binds `bridge.health_listen` before it bridges: `check` finds a
+/// port already taken, naming the key, with exit 2.
+#[test]
+fn a_health_port_already_taken_fails_check() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("settings.yaml"),
+        format!(
+            "mqtt:\n  host: h\nkafka: {{config: {{bootstrap.servers: 'localhost:9092'}}}}\n\
+             bridge:\n  health_listen: '{addr}'\n"
+        ),
+    )
+    .unwrap();
+    let wasm = component("uns_default");
+    let out = check(
+        &[
+            "--config",
+            dir.path().to_str().unwrap(),
+            "--component",
+            wasm.to_str().unwrap(),
+        ],
+        &[(
+            "UNS_TRANSFORM__CACHE_DIR".into(),
+            shared_cache().display().to_string(),
+        )],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).starts_with(&format!(
+            "error: {}: bridge.health_listen: cannot listen on {addr}: ",
+            dir.path().join("settings.yaml").display()
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+}
