@@ -29,13 +29,25 @@ pub struct CheckArgs {
 pub fn main(args: CheckArgs) -> Result<(), CliError> {
     let settings = config::load(&args.config)?;
     if let Some(addr) = settings.bridge.health_listen {
-        // `run` binds it before it bridges anything: a port already taken
-        // is found here, not after a rollout.
-        std::net::TcpListener::bind(addr).map_err(|e| config::ConfigError {
-            file: settings.settings_file(),
-            key: "bridge.health_listen".into(),
-            message: format!("cannot listen on {addr}: {e}"),
-        })?;
+        // `run` binds it before it bridges anything. An address this host
+        // does not have is an error; a port in use is only a warning, as
+        // `check` often runs beside the very bridge it is vetting a change
+        // for, which holds the port.
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => eprintln!(
+                "warning: bridge.health_listen {addr} is in use now (by the bridge this \
+                 replaces, or by another process, which would stop run)"
+            ),
+            Err(e) => {
+                return Err(config::ConfigError {
+                    file: settings.settings_file(),
+                    key: "bridge.health_listen".into(),
+                    message: format!("cannot listen on {addr}: {e}"),
+                }
+                .into())
+            }
+        }
     }
     let bridge = Bridge::prepare(settings, args.component)?;
     let (info, path) = bridge.component();

@@ -15,8 +15,8 @@
 //!
 //! Every scenario appends a row to `$UNS_FAULT_REPORT`, which
 //! `scripts/test.sh` prints as a table. The tests stop and start the shared
-//! brokers, so they run one at a time (`--test-threads=1`), after the other
-//! tests. `UNS_FAULTS_LONG=1` runs 20,000 messages per scenario instead of
+//! brokers, so they are `#[ignore]`d in a plain `cargo test` and run alone,
+//! one at a time (`--ignored --test-threads=1`), after the other tests. `UNS_FAULTS_LONG=1` runs 20,000 messages per scenario instead of
 //! 3,000.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -476,16 +476,19 @@ async fn kafka_outage(scenario: &str, fault: &str, heal: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "stops and starts the shared brokers: run alone, --ignored --test-threads=1 (scripts/test.sh does)"]
 async fn fault_kafka_killed_for_15s_mid_stream() {
     kafka_outage("kafka-killed", "kafka-kill", "kafka-start").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "stops and starts the shared brokers: run alone, --ignored --test-threads=1 (scripts/test.sh does)"]
 async fn fault_kafka_black_holed_for_15s_mid_stream() {
     kafka_outage("kafka-paused", "kafka-pause", "kafka-resume").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "stops and starts the shared brokers: run alone, --ignored --test-threads=1 (scripts/test.sh does)"]
 async fn fault_bridge_sigkilled_mid_stream_and_restarted() {
     let scenario = "bridge-killed";
     let s = Stream::new(scenario).await;
@@ -518,6 +521,7 @@ async fn fault_bridge_sigkilled_mid_stream_and_restarted() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "stops and starts the shared brokers: run alone, --ignored --test-threads=1 (scripts/test.sh does)"]
 async fn fault_mosquitto_restarted_mid_stream() {
     let scenario = "mosquitto-restarted";
     let s = Stream::new(scenario).await;
@@ -622,6 +626,7 @@ async fn create_small_topic(name: &str, max_bytes: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "stops and starts the shared brokers: run alone, --ignored --test-threads=1 (scripts/test.sh does)"]
 async fn fault_kafka_rejects_records_permanently() {
     let scenario = "kafka-rejects";
     let s = Stream::new(scenario).await;
@@ -703,6 +708,7 @@ async fn fault_kafka_rejects_records_permanently() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "stops and starts the shared brokers: run alone, --ignored --test-threads=1 (scripts/test.sh does)"]
 async fn fault_kafka_throttled_back_pressure_keeps_memory_flat() {
     let scenario = "kafka-throttled";
     let s = Stream::new(scenario).await;
@@ -786,6 +792,7 @@ async fn fault_kafka_throttled_back_pressure_keeps_memory_flat() {
 /// `WAITING_CAP` messages, even from a broker that sends past our Receive
 /// Maximum (Mosquitto 2.0.11 does once acknowledgements flow).
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "stops and starts the shared brokers: run alone, --ignored --test-threads=1 (scripts/test.sh does)"]
 async fn fault_mqtt_backlog_drains_through_a_bounded_buffer() {
     let scenario = "mqtt-backlog";
     let s = Stream::new(scenario).await;
@@ -860,6 +867,7 @@ async fn fault_mqtt_backlog_drains_through_a_bounded_buffer() {
 /// Poison messages interleaved with a numbered stream: each one lands in the
 /// dead-letter topic with a reason, the stream around them is whole.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "stops and starts the shared brokers: run alone, --ignored --test-threads=1 (scripts/test.sh does)"]
 async fn fault_poison_input_is_dead_lettered() {
     let scenario = "poison-input";
     let s = Stream::new(scenario).await;
@@ -1022,6 +1030,7 @@ async fn fault_poison_input_is_dead_lettered() {
 /// their reason, the instance is replaced, and the stream around them is
 /// delivered with its latency back to normal within a second.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "stops and starts the shared brokers: run alone, --ignored --test-threads=1 (scripts/test.sh does)"]
 async fn fault_component_traps_loops_and_hogs_memory() {
     let scenario = "component-faults";
     let s = Stream::new(scenario).await;
