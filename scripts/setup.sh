@@ -12,7 +12,8 @@ apt_install() {
   local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  # `env` inside sudo: sudo would drop the variable.
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
 # librdkafka is built from source by rdkafka-sys (C toolchain, OpenSSL,
@@ -21,16 +22,22 @@ ensure_build_deps() {
   apt_install build-essential pkg-config libssl-dev zlib1g-dev cmake perl
 }
 
+# wasm32-wasip2 for cargo build; wasm32-wasip1 for cargo component build,
+# which would otherwise add it unannounced.
 ensure_wasm_target() {
-  if ! rustup target list --installed | grep -qx wasm32-wasip2; then
-    echo "==> rustup target add wasm32-wasip2" >&2
-    rustup target add wasm32-wasip2
-  fi
+  local t
+  for t in wasm32-wasip2 wasm32-wasip1; do
+    if ! rustup target list --installed | grep -qx "$t"; then
+      echo "==> rustup target add $t" >&2
+      rustup target add "$t"
+    fi
+  done
 }
 
 ensure_cargo_component() {
   if ! cargo component --version >/dev/null 2>&1; then
     echo "==> cargo install cargo-component (takes a while, once)" >&2
-    cargo install cargo-component --locked
+    # Pinned: a new release may want a newer Rust or build differently.
+    cargo install cargo-component --version 0.21.1 --locked
   fi
 }

@@ -32,8 +32,11 @@ cargo build --locked --release --target wasm32-wasip2 -p uns-default -p test-fau
 step "cargo clippy -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
+# One build: the tests' build makes target/debug/uns-kafka too (the host's
+# tests run it), with the workspace's features; a separate `cargo build -p
+# uns-kafka` first resolved tokio's features apart and built the whole
+# dependency stack twice.
 step "build the bridge and the tests"
-cargo build --locked -p uns-kafka
 cargo test --locked --workspace --no-run
 
 export UNS_FAULT_REPORT=${UNS_FAULT_REPORT:-$PWD/${CARGO_TARGET_DIR:-target}/fault-report.tsv}

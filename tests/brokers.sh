@@ -86,6 +86,11 @@ install_missing() {
         log "installing ${pkgs[*]}"
         as_root apt-get update -qq
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+        # On a machine with systemd the package starts its own Mosquitto on
+        # 1883, which ours needs.
+        if [[ " ${pkgs[*]} " == *" mosquitto "* ]] && command -v systemctl >/dev/null; then
+            as_root systemctl disable --now mosquitto >/dev/null 2>&1 || true
+        fi
     fi
 }
 
@@ -255,10 +260,11 @@ write_mosquitto_conf() {
 
 mqtt_probe() {
     local t=uns-kafka/brokers-ready
-    mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -t "$t" -m up -q 1 &&
-        mosquitto_pub -h 127.0.0.1 -p "$MQTT_AUTH_PORT" -u "$MQTT_USER" -P "$MQTT_PASSWORD" -t "$t" -m up -q 1 &&
-        mosquitto_pub -h localhost -p "$MQTT_TLS_PORT" --cafile "$TLS_DIR/ca.crt" -t "$t" -m up -q 1 &&
-        mosquitto_pub -h localhost -p "$MQTT_MTLS_PORT" --cafile "$TLS_DIR/ca.crt" \
+    # Each bounded: a stalled handshake must not outlive wait_ready's limit.
+    timeout 10 mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -t "$t" -m up -q 1 &&
+        timeout 10 mosquitto_pub -h 127.0.0.1 -p "$MQTT_AUTH_PORT" -u "$MQTT_USER" -P "$MQTT_PASSWORD" -t "$t" -m up -q 1 &&
+        timeout 10 mosquitto_pub -h localhost -p "$MQTT_TLS_PORT" --cafile "$TLS_DIR/ca.crt" -t "$t" -m up -q 1 &&
+        timeout 10 mosquitto_pub -h localhost -p "$MQTT_MTLS_PORT" --cafile "$TLS_DIR/ca.crt" \
             --cert "$TLS_DIR/client.crt" --key "$TLS_DIR/client.key" -t "$t" -m up -q 1
 }
 
