@@ -1,4 +1,5 @@
-//! Kafka out: an rdkafka producer configured from `kafka.config`, and the
+//! Kafka out: `kafka.producers` rdkafka producers configured from
+//! `kafka.config` (a topic always through the same one), and the
 //! rule for which delivery failures are the record's fault (dead-letter it)
 //! and which are the cluster's (try again, never drop).
 

@@ -1,14 +1,14 @@
 //! The sandbox: runs a transform component (`uns:bridge/transformer`) with
 //! wasmtime.
 //!
-//! A component is compiled once per process ([`TransformRuntime`]) and the
-//! compiled form is cached on disk, keyed by the hash of the `.wasm` file and
+//! A component is compiled once per load, at start and on each SIGHUP
+//! ([`TransformRuntime`]), and the compiled form is cached on disk, keyed by the hash of the `.wasm` file and
 //! the wasmtime build, so a restart does not pay for Cranelift again. Each
 //! [`Transformer`] owns one store and instance; every call into the component
 //! is bounded in time (epoch interruption) and memory ([`ResourceLimiter`]),
 //! and a component that traps, loops or hogs memory costs the offending
-//! message, never the host: the instance is replaced and the rest of the
-//! batch is rerun one message at a time.
+//! message, never the host: the instance is replaced and the batch is rerun
+//! one message at a time.
 
 use std::fs;
 use std::io::Write;
