@@ -22,8 +22,12 @@ impl CliError {
     /// A failed bridge run: one that gave up on unconfirmed messages keeps
     /// its own exit code, wherever the bridge ran (`run` or `demo`).
     pub fn from_run(e: anyhow::Error) -> Self {
-        match e.downcast::<Unconfirmed>() {
-            Ok(u) => CliError::Unconfirmed(u.to_string()),
+        let e = match e.downcast::<Unconfirmed>() {
+            Ok(u) => return CliError::Unconfirmed(u.to_string()),
+            Err(e) => e,
+        };
+        match e.downcast::<ConfigError>() {
+            Ok(c) => CliError::Config(c),
             Err(e) => CliError::Other(e),
         }
     }

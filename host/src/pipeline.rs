@@ -227,6 +227,26 @@ impl Bridge {
             tx,
             stop_rx,
         )?;
+        // Before the reader connects: a port that cannot be had is a
+        // configuration error (exit 2, as `check` says), found before any
+        // message is taken.
+        let health = match settings.bridge.health_listen {
+            Some(addr) => Some(
+                crate::health::serve(
+                    addr,
+                    state.clone(),
+                    stats.clone(),
+                    Duration::from_millis(settings.bridge.health_stall_timeout_ms),
+                )
+                .await
+                .map_err(|e| ConfigError {
+                    file: settings.settings_file(),
+                    key: "bridge.health_listen".into(),
+                    message: format!("cannot listen on {addr}: {e}"),
+                })?,
+            ),
+            None => None,
+        };
         let mut reader_task = tokio::spawn(reader.run());
         if let Some(ready) = ready {
             let mut st = state.clone();
@@ -239,19 +259,6 @@ impl Bridge {
                 let _ = ready.send(());
             });
         }
-        let health = match settings.bridge.health_listen {
-            Some(addr) => Some(
-                crate::health::serve(
-                    addr,
-                    state.clone(),
-                    stats.clone(),
-                    Duration::from_millis(settings.bridge.health_stall_timeout_ms),
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("bridge.health_listen {addr}: {e}"))?,
-            ),
-            None => None,
-        };
 
         let mut out = Arc::new(Output {
             sink: sink.clone(),

@@ -592,7 +592,7 @@ impl HostState {
         // refuses every address and TCP, UDP and name lookup are off
         // (`AllowedNetworkUses::default()` is all false); we say so
         // explicitly so a future default change cannot open it. The wall
-        // clock is frozen at the epoch, as the WIT promises no clock beyond
+        // clock is frozen at the epoch, as the WIT promises no wall clock beyond
         // the messages' own.
         let wasi = WasiCtxBuilder::new()
             .allow_tcp(false)

@@ -264,3 +264,39 @@ fn a_health_address_is_checked_and_a_port_in_use_is_a_warning() {
         text(&out.stderr)
     );
 }
+
+/// `run` binds the health port before it connects to MQTT: a port in use
+/// stops it with the configuration exit code (2) and a line naming the key,
+/// with no message taken.
+#[test]
+fn run_stops_with_exit_2_when_the_health_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("settings.yaml"),
+        format!(
+            // No broker listens on port 9: nothing may get as far as trying.
+            "mqtt:\n  host: 127.0.0.1\n  port: 9\nkafka: {{config: {{bootstrap.servers: '127.0.0.1:9'}}}}\n\
+             bridge:\n  health_listen: '{addr}'\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_uns-kafka"))
+        .args(["run", "--config", dir.path().to_str().unwrap()])
+        .args(["--component", component("uns_default").to_str().unwrap()])
+        .env("UNS_TRANSFORM__CACHE_DIR", shared_cache())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run uns-kafka");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "error: {}: bridge.health_listen: cannot listen on {addr}: ",
+            dir.path().join("settings.yaml").display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("connected to MQTT"), "{stderr}");
+}
