@@ -116,6 +116,10 @@ pub async fn serve(
 /// Connections served at once; more are closed at once. Probes and scrapes
 /// need a handful.
 const MAX_CONNECTIONS: usize = 64;
+/// Kept for clients on this host (Docker's HEALTHCHECK, a sidecar) once the
+/// others are full: clients elsewhere holding every slot must not make the
+/// container look unhealthy.
+const LOOPBACK_RESERVE: usize = 8;
 /// A client must send a request's headers within this, or is dropped.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// No connection lives longer (keep-alive included); a scraper reconnects.
@@ -127,9 +131,10 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// and Kafka need too. `axum::serve` has neither bound.
 async fn accept(listener: tokio::net::TcpListener, app: Router) {
     let room = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let local_room = Arc::new(tokio::sync::Semaphore::new(LOOPBACK_RESERVE));
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, most likely: wait, do not spin.
                 tracing::warn!(error = %e, "health endpoint cannot accept a connection");
@@ -137,7 +142,13 @@ async fn accept(listener: tokio::net::TcpListener, app: Router) {
                 continue;
             }
         };
-        let Ok(permit) = room.clone().try_acquire_owned() else {
+        let permit = room.clone().try_acquire_owned().ok().or_else(|| {
+            let ip = peer.ip().to_canonical();
+            ip.is_loopback()
+                .then(|| local_room.clone().try_acquire_owned().ok())
+                .flatten()
+        });
+        let Some(permit) = permit else {
             drop(stream);
             continue;
         };
@@ -293,6 +304,54 @@ mod tests {
             probe(&format!("http://127.0.0.1:{port}/health")).is_err(),
             "not HTTP"
         );
+    }
+
+    /// Clients elsewhere holding every slot: a probe from this host still
+    /// gets its answer. The "elsewhere" is this host's own non-loopback
+    /// address, which the kernel reports as the peer.
+    #[tokio::test]
+    async fn a_local_probe_gets_in_when_remote_clients_hold_every_slot() {
+        let (_tx, state) = watch::channel(State::Ready);
+        let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        // Bound to find a free port, then given to the server.
+        let port = std::net::TcpListener::bind(any)
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("0.0.0.0:{port}").parse().unwrap();
+        let server = serve(addr, state, Arc::new(Stats::default()), T)
+            .await
+            .unwrap();
+        // The address this host would send from: no packet leaves.
+        let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        udp.connect("198.51.100.1:9")
+            .expect("a route off this host");
+        let own = udp.local_addr().unwrap().ip();
+        assert!(!own.is_loopback(), "{own}");
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            held.push(tokio::net::TcpStream::connect((own, port)).await.unwrap());
+        }
+        // Let the server take them all.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let url = format!("http://127.0.0.1:{port}/health");
+        let answer = tokio::task::spawn_blocking(move || probe(&url))
+            .await
+            .unwrap();
+        assert_eq!(answer, Ok(()));
+        // A remote client beyond the limit is turned away.
+        let mut extra = tokio::net::TcpStream::connect((own, port)).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _ = extra.write_all(b"GET /health HTTP/1.0\r\n\r\n").await;
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut buf))
+            .await
+            .expect("closed at once")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf));
+        server.abort();
+        drop(held);
     }
 
     #[test]

@@ -252,12 +252,12 @@ fn a_health_address_is_checked_and_a_port_in_use_is_a_warning() {
         "{}",
         text(&out.stderr)
     );
-    // TEST-NET-1: an address no host here has.
-    let out = run_check("192.0.2.1:8080");
+    // TEST-NET-3: an address no host here has.
+    let out = run_check("203.0.113.1:8080");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).starts_with(&format!(
-            "error: {}: bridge.health_listen: cannot listen on 192.0.2.1:8080: ",
+            "error: {}: bridge.health_listen: cannot listen on 203.0.113.1:8080: ",
             dir.path().join("settings.yaml").display()
         )),
         "{}",
