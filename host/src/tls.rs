@@ -72,6 +72,22 @@ fn verifier(
     tls: &TlsSettings,
     provider: Arc<rustls::crypto::CryptoProvider>,
 ) -> Result<Verifier, TlsError> {
+    let mode = match (tls.cert_reqs, tls.insecure_cert) {
+        (Some(false), _) => Mode::NoVerification,
+        (_, true) => Mode::SkipHostname,
+        _ => Mode::Full,
+    };
+    let algorithms = provider.signature_verification_algorithms;
+    if mode == Mode::NoVerification {
+        // No chain to check, so no roots to find: a machine without a CA
+        // store must not fail a setting that asked for none.
+        return Ok(Verifier {
+            inner: None,
+            algorithms,
+            mode,
+            pinned: Vec::new(),
+        });
+    }
     let mut roots = RootCertStore::empty();
     let mut pinned = Vec::new();
     match &tls.ca_certs {
@@ -89,18 +105,29 @@ fn verifier(
             for cert in found.certs {
                 let _ = roots.add(cert);
             }
+            if roots.is_empty() {
+                let why: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
+                return Err(error(
+                    "mqtt.tls.ca_certs",
+                    format!(
+                        "not set, and the system has no CA certificates to use instead{}: \
+                         install them (Debian: ca-certificates) or name the broker's CA here",
+                        if why.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", why.join("; "))
+                        }
+                    ),
+                ));
+            }
         }
     }
     let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
         .map_err(|e| error("mqtt.tls.ca_certs", e))?;
-    let mode = match (tls.cert_reqs, tls.insecure_cert) {
-        (Some(false), _) => Mode::NoVerification,
-        (_, true) => Mode::SkipHostname,
-        _ => Mode::Full,
-    };
     Ok(Verifier {
-        inner,
+        inner: Some(inner),
+        algorithms,
         mode,
         pinned,
     })
@@ -135,7 +162,11 @@ enum Mode {
 
 #[derive(Debug)]
 struct Verifier {
-    inner: Arc<WebPkiServerVerifier>,
+    /// The chain check; none with `cert_reqs: false`.
+    inner: Option<Arc<WebPkiServerVerifier>>,
+    /// For the handshake's signatures, checked in every mode: they prove
+    /// the broker holds the key of the certificate it sent.
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
     mode: Mode,
     /// The certificates of `ca_certs` as they are. A broker that presents
     /// one of them is trusted directly, as OpenSSL (and so the Python bridge)
@@ -178,27 +209,22 @@ impl ServerCertVerifier for Verifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.mode {
-            Mode::NoVerification => Ok(ServerCertVerified::assertion()),
-            Mode::Full | Mode::SkipHostname => match self.inner.verify_server_cert(
-                end_entity,
-                intermediates,
-                server_name,
-                ocsp,
-                now,
-            ) {
-                Err(rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::NotValidForName
-                    | rustls::CertificateError::NotValidForNameContext { .. },
-                )) if self.mode == Mode::SkipHostname => Ok(ServerCertVerified::assertion()),
-                Err(refusal) if self.trusted_as_it_is(end_entity, &refusal) => {
-                    if self.mode == Mode::Full {
-                        verify_server_name(&ParsedCertificate::try_from(end_entity)?, server_name)?;
-                    }
-                    Ok(ServerCertVerified::assertion())
+        // `cert_reqs: false` built no chain check: anything goes.
+        let Some(inner) = &self.inner else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) if self.mode == Mode::SkipHostname => Ok(ServerCertVerified::assertion()),
+            Err(refusal) if self.trusted_as_it_is(end_entity, &refusal) => {
+                if self.mode == Mode::Full {
+                    verify_server_name(&ParsedCertificate::try_from(end_entity)?, server_name)?;
                 }
-                other => other,
-            },
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
         }
     }
 
@@ -208,7 +234,7 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -217,11 +243,11 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -310,5 +336,12 @@ mod tests {
         assert_eq!(check(&any_name, &broker, "other.plant", now), Ok(()));
         assert!(check(&any_name, &stranger, "localhost", now).is_err());
         assert!(check(&any_name, &broker, "localhost", in_a_year).is_err());
+
+        // `cert_reqs: false` checks no chain and needs no roots at all.
+        let none = TlsSettings {
+            cert_reqs: Some(false),
+            ..TlsSettings::default()
+        };
+        assert_eq!(check(&none, &stranger, "other.plant", in_a_year), Ok(()));
     }
 }
