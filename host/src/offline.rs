@@ -234,7 +234,7 @@ struct InputLine {
     payload_b64: Option<String>,
     /// `Some` even for `"payload": null` (a JSON `null` payload).
     #[serde(default, deserialize_with = "present")]
-    payload: Option<raw::CompactJson>,
+    payload: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     qos: Option<u8>,
     #[serde(default)]
@@ -245,8 +245,13 @@ struct InputLine {
     content_type: Option<String>,
 }
 
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<raw::CompactJson>, D::Error> {
-    raw::CompactJson::deserialize(d).map(Some)
+/// The payload's own text: numbers keep the digits the user wrote (`1e3`,
+/// `1.50`, an id beyond 64 bits), as a device would publish them; a trip
+/// through serde's numbers would respell them.
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Box<serde_json::value::RawValue>>, D::Error> {
+    Box::<serde_json::value::RawValue>::deserialize(d).map(Some)
 }
 
 fn parse_line(line_no: usize, raw: &[u8]) -> Result<MqttMessage, MessageError> {
@@ -265,7 +270,11 @@ fn parse_line(line_no: usize, raw: &[u8]) -> Result<MqttMessage, MessageError> {
         (Some(b64), None) => B64
             .decode(b64.as_bytes())
             .map_err(|e| input_err(format!("payload_b64 is not base64: {e}")))?,
-        (None, Some(json)) => json.into_bytes(),
+        (None, Some(json)) => {
+            let mut compact = Vec::with_capacity(json.get().len());
+            minify_into(&mut compact, json.get());
+            compact
+        }
         (Some(_), Some(_)) => {
             return Err(input_err("give payload or payload_b64, not both".into()))
         }
@@ -438,112 +447,6 @@ fn minify_into(buf: &mut Vec<u8>, json: &str) {
                 in_string = true;
             }
             buf.push(b);
-        }
-    }
-}
-
-/// `"payload": <any JSON>` as the bytes of that JSON, compact, with keys in
-/// the order the user wrote them (a `serde_json::Value` might sort them,
-/// depending on features enabled elsewhere in the build).
-mod raw {
-    use std::fmt;
-
-    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-
-    pub struct CompactJson(Vec<u8>);
-
-    impl CompactJson {
-        pub fn into_bytes(self) -> Vec<u8> {
-            self.0
-        }
-    }
-
-    impl<'de> Deserialize<'de> for CompactJson {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            let mut out = Vec::new();
-            d.deserialize_any(Writer(&mut out))?;
-            Ok(CompactJson(out))
-        }
-    }
-
-    /// Writes each value it visits as compact JSON.
-    struct Writer<'a>(&'a mut Vec<u8>);
-
-    impl<'de> serde::de::DeserializeSeed<'de> for Writer<'_> {
-        type Value = ();
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-
-    impl Writer<'_> {
-        fn scalar<T: serde::Serialize + ?Sized, E: serde::de::Error>(self, v: &T) -> Result<(), E> {
-            serde_json::to_writer(&mut *self.0, v).map_err(E::custom)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Writer<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("any JSON value")
-        }
-        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
-            self.scalar(&v)
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
-            self.scalar(&v)
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
-            self.scalar(&v)
-        }
-        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
-            self.scalar(&v)
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
-            self.scalar(v)
-        }
-        fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
-            self.0.extend_from_slice(b"null");
-            Ok(())
-        }
-        fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
-            self.visit_unit()
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            self.0.push(b'[');
-            let mut first = true;
-            loop {
-                if !first {
-                    self.0.push(b',');
-                }
-                let before = self.0.len();
-                if seq.next_element_seed(Writer(&mut *self.0))?.is_none() {
-                    // Undo the comma written for an element that was not there.
-                    if !first {
-                        self.0.truncate(before - 1);
-                    }
-                    break;
-                }
-                first = false;
-            }
-            self.0.push(b']');
-            Ok(())
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            self.0.push(b'{');
-            let mut first = true;
-            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if !first {
-                    self.0.push(b',');
-                }
-                first = false;
-                serde_json::to_writer(&mut *self.0, key.as_ref())
-                    .map_err(serde::de::Error::custom)?;
-                self.0.push(b':');
-                map.next_value_seed(Writer(&mut *self.0))?;
-            }
-            self.0.push(b'}');
-            Ok(())
         }
     }
 }

@@ -161,6 +161,39 @@ fn payload_b64_and_optional_fields_reach_the_component() {
     );
 }
 
+/// `"payload": <JSON>` reaches the component as the user wrote it, less
+/// the whitespace: `1e3`, `1.50`, an id beyond 64 bits and `\u00e9` keep
+/// their spelling, as a device would publish them (test-faulty echoes the
+/// payload, and the output keeps the record's text).
+#[test]
+fn a_json_payload_reaches_the_component_as_written() {
+    let conf = config_dir("");
+    let line = r#"{"topic": "a/b", "payload": {"v": 1e3, "p": 1.50, "id": 123456789012345678901234567890, "s": "\u00e9 x"}}"#;
+    let out = run(
+        &[
+            "--config",
+            conf.path().to_str().unwrap(),
+            "--component",
+            component("test_faulty").to_str().unwrap(),
+            "--input",
+            "-",
+        ],
+        format!("{line}\n").as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(
+            r#","value":{"v":1e3,"p":1.50,"id":123456789012345678901234567890,"s":"\u00e9 x"}}"#
+        ),
+        "{text}"
+    );
+}
+
 #[test]
 fn sparkplug_state_message_is_json() {
     let conf = config_dir("");
