@@ -368,7 +368,7 @@ fn write_record(buf: &mut Vec<u8>, r: &KafkaRecord) {
     json_string(buf, &r.topic);
     buf.extend_from_slice(b",\"key\":");
     match &r.key {
-        Some(k) => json_string(buf, &String::from_utf8_lossy(k)),
+        Some(k) => text_or_b64(buf, k),
         None => buf.extend_from_slice(b"null"),
     }
     // A JSON object cannot repeat a name; Kafka's header lookup takes the
@@ -392,7 +392,7 @@ fn write_record(buf: &mut Vec<u8>, r: &KafkaRecord) {
         first = false;
         json_string(buf, name);
         buf.push(b':');
-        json_string(buf, &String::from_utf8_lossy(value));
+        text_or_b64(buf, value);
     }
     buf.extend_from_slice(b"},\"timestamp\":");
     match r.timestamp_ms {
@@ -412,6 +412,19 @@ fn write_record(buf: &mut Vec<u8>, r: &KafkaRecord) {
         },
     }
     buf.push(b'}');
+}
+
+/// Bytes as a JSON string when they are UTF-8, else as `{"b64": "..."}`,
+/// as values are: replacement characters would hide what Kafka gets.
+fn text_or_b64(buf: &mut Vec<u8>, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => json_string(buf, text),
+        Err(_) => {
+            buf.extend_from_slice(b"{\"b64\":\"");
+            buf.extend_from_slice(B64.encode(bytes).as_bytes());
+            buf.extend_from_slice(b"\"}");
+        }
+    }
 }
 
 fn json_string(buf: &mut Vec<u8>, s: &str) {
@@ -448,5 +461,29 @@ fn minify_into(buf: &mut Vec<u8>, json: &str) {
             }
             buf.push(b);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys and header values that are not UTF-8 are shown as base64, as
+    /// values are, never with replacement characters.
+    #[test]
+    fn bytes_that_are_not_utf8_are_shown_as_base64() {
+        let record = KafkaRecord {
+            topic: "t".into(),
+            key: Some(vec![0xff, b'a']),
+            value: Some(vec![0xfe]),
+            headers: vec![("h".into(), vec![0xc3]), ("ok".into(), b"fine".to_vec())],
+            timestamp_ms: Some(1),
+        };
+        let mut buf = Vec::new();
+        write_record(&mut buf, &record);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            r#"{"topic":"t","key":{"b64":"/2E="},"headers":{"h":{"b64":"ww=="},"ok":"fine"},"timestamp":1,"value":{"b64":"/g=="}}"#
+        );
     }
 }
