@@ -1291,6 +1291,17 @@ async fn sigterm_then_collect_what_was_received(
     assert_eq!(stop_count(&log, "acknowledged"), received, "log:\n{log}");
     let mut records = consumer.collect(received, ARRIVE).await;
     records.extend(consumer.collect_for(Duration::from_secs(3)).await);
+    // Each record a different message: so a count equal to `received`
+    // cannot be a loss and a duplicate cancelling out.
+    let distinct: std::collections::HashSet<(&str, Option<&[u8]>)> = records
+        .iter()
+        .map(|r| (r.topic.as_str(), r.value.as_deref()))
+        .collect();
+    assert_eq!(
+        distinct.len(),
+        records.len(),
+        "duplicates in Kafka; log:\n{log}"
+    );
     (received, records)
 }
 
