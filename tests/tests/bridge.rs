@@ -1618,6 +1618,11 @@ async fn signals_during_startup_are_handled() {
     s.bridge
         .wait_for_log("uns-kafka starting", Duration::from_secs(30))
         .await;
+    // Else this run shows nothing about startup.
+    assert!(
+        !s.bridge.log().contains("transform component loaded"),
+        "loaded already"
+    );
     s.bridge.signal(libc::SIGHUP);
     s.bridge.wait_ready(READY).await;
     s.bridge
@@ -1631,6 +1636,10 @@ async fn signals_during_startup_are_handled() {
     s.bridge
         .wait_for_log("uns-kafka starting", Duration::from_secs(30))
         .await;
+    assert!(
+        !s.bridge.log().contains("transform component loaded"),
+        "loaded already"
+    );
     s.bridge.signal(libc::SIGTERM);
     let status = s.bridge.wait_exit(Duration::from_secs(30)).await;
     let log = s.bridge.log();
