@@ -29,6 +29,25 @@ fn check(args: &[&str], env: &[(String, String)]) -> Output {
         .expect("run uns-kafka check")
 }
 
+/// `check` of `settings` (a settings.yaml) in `dir`, with the default
+/// component and the shared compile cache.
+fn check_settings(dir: &Path, settings: &str) -> Output {
+    std::fs::write(dir.join("settings.yaml"), settings).unwrap();
+    let wasm = component("uns_default");
+    check(
+        &[
+            "--config",
+            dir.to_str().unwrap(),
+            "--component",
+            wasm.to_str().unwrap(),
+        ],
+        &[(
+            "UNS_TRANSFORM__CACHE_DIR".into(),
+            shared_cache().display().to_string(),
+        )],
+    )
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -109,24 +128,10 @@ fn a_missing_component_on_the_command_line_is_named_as_such() {
 #[test]
 fn a_configuration_the_component_refuses_fails_check() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("settings.yaml"),
+    let out = check_settings(
+        dir.path(),
         "mqtt:\n  host: h\nkafka: {config: {bootstrap.servers: 'localhost:9092'}}\n\
          transform:\n  config: {ignored_attributes: {'a/#/b': [x]}}\n",
-    )
-    .unwrap();
-    let wasm = component("uns_default");
-    let out = check(
-        &[
-            "--config",
-            dir.path().to_str().unwrap(),
-            "--component",
-            wasm.to_str().unwrap(),
-        ],
-        &[(
-            "UNS_TRANSFORM__CACHE_DIR".into(),
-            shared_cache().display().to_string(),
-        )],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let line = format!(
@@ -180,24 +185,10 @@ fn flags_before_a_subcommand_are_a_usage_error_not_ignored() {
 #[test]
 fn an_unknown_key_for_the_default_component_fails_check() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("settings.yaml"),
+    let out = check_settings(
+        dir.path(),
         "mqtt:\n  host: h\nkafka: {config: {bootstrap.servers: 'localhost:9092'}}\n\
          transform:\n  config: {accept_non_object_jsn: true}\n",
-    )
-    .unwrap();
-    let wasm = component("uns_default");
-    let out = check(
-        &[
-            "--config",
-            dir.path().to_str().unwrap(),
-            "--component",
-            wasm.to_str().unwrap(),
-        ],
-        &[(
-            "UNS_TRANSFORM__CACHE_DIR".into(),
-            shared_cache().display().to_string(),
-        )],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert_eq!(
@@ -220,27 +211,13 @@ fn a_health_address_is_checked_and_a_port_in_use_is_a_warning() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let in_use = taken.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let wasm = component("uns_default");
     let run_check = |listen: &str| {
-        std::fs::write(
-            dir.path().join("settings.yaml"),
-            format!(
+        check_settings(
+            dir.path(),
+            &format!(
                 "mqtt:\n  host: h\nkafka: {{config: {{bootstrap.servers: 'localhost:9092'}}}}\n\
                  bridge:\n  health_listen: '{listen}'\n"
             ),
-        )
-        .unwrap();
-        check(
-            &[
-                "--config",
-                dir.path().to_str().unwrap(),
-                "--component",
-                wasm.to_str().unwrap(),
-            ],
-            &[(
-                "UNS_TRANSFORM__CACHE_DIR".into(),
-                shared_cache().display().to_string(),
-            )],
         )
     };
     let out = run_check(&in_use.to_string());
