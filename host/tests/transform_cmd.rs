@@ -58,6 +58,21 @@ fn run(args: &[&str], stdin: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// `uns-kafka transform --input -` with `component` over `stdin`.
+fn run_stdin(config: &Path, component_name: &str, stdin: &[u8]) -> Output {
+    run(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--component",
+            component(component_name).to_str().unwrap(),
+            "--input",
+            "-",
+        ],
+        stdin,
+    )
+}
+
 /// Runs over stdin lines and returns the parsed output lines, asserting
 /// success and one output line per input line.
 fn transform_lines(config: &Path, component_path: &Path, lines: &[Value]) -> Vec<Value> {
@@ -169,17 +184,7 @@ fn payload_b64_and_optional_fields_reach_the_component() {
 fn a_json_payload_reaches_the_component_as_written() {
     let conf = config_dir("");
     let line = r#"{"topic": "a/b", "payload": {"v": 1e3, "p": 1.50, "id": 123456789012345678901234567890, "s": "\u00e9 x"}}"#;
-    let out = run(
-        &[
-            "--config",
-            conf.path().to_str().unwrap(),
-            "--component",
-            component("test_faulty").to_str().unwrap(),
-            "--input",
-            "-",
-        ],
-        format!("{line}\n").as_bytes(),
-    );
+    let out = run_stdin(conf.path(), "test_faulty", format!("{line}\n").as_bytes());
     assert!(
         out.status.success(),
         "{}",
@@ -335,17 +340,7 @@ fn bad_payloads_and_bad_input_lines_each_get_an_error_line() {
         // A misspelt field is an error, not a message run without it.
         "{\"topic\": \"a/b\", \"payload\": {}, \"retained\": true}\n",
     );
-    let out = run(
-        &[
-            "--config",
-            conf.path().to_str().unwrap(),
-            "--component",
-            component("uns_default").to_str().unwrap(),
-            "--input",
-            "-",
-        ],
-        input.as_bytes(),
-    );
+    let out = run_stdin(conf.path(), "uns_default", input.as_bytes());
     assert!(
         out.status.success(),
         "{}",
