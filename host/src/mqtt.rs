@@ -222,6 +222,8 @@ pub struct Reader {
     tx: mpsc::UnboundedSender<Inbound>,
     state: watch::Sender<State>,
     /// Becomes true when the pipeline is draining: stop forwarding.
+    /// Whether the broker forgets the session when the connection ends.
+    clean_session: bool,
     stopping: watch::Receiver<bool>,
     /// Messages read but not handed on because the bridge was stopping:
     /// QoS 0, then QoS 1 and 2. Said when the reader ends, as QoS 0 ones
@@ -252,6 +254,38 @@ impl Drop for Reader {
 enum EventLoop {
     V311(Box<rumqttc::EventLoop>),
     V5(Box<v5::EventLoop>),
+}
+
+impl EventLoop {
+    /// Forgets the messages rumqttc read before the connection failed but
+    /// has not handed out: it would after the reconnect, and their
+    /// acknowledgements would go out on the new connection, where a
+    /// persistent session's broker has sent them again or given their
+    /// packet ids to other messages. The broker delivers them again.
+    fn forget_unread_messages(&mut self) -> usize {
+        let before;
+        let after;
+        match self {
+            EventLoop::V311(e) => {
+                before = e.state.events.len();
+                e.state.events.retain(|ev| {
+                    !matches!(ev, rumqttc::Event::Incoming(rumqttc::Packet::Publish(_)))
+                });
+                after = e.state.events.len();
+            }
+            EventLoop::V5(e) => {
+                before = e.state.events.len();
+                e.state.events.retain(|ev| {
+                    !matches!(
+                        ev,
+                        v5::Event::Incoming(v5::mqttbytes::v5::Packet::Publish(_))
+                    )
+                });
+                after = e.state.events.len();
+            }
+        }
+        before - after
+    }
 }
 
 enum Event {
@@ -360,6 +394,7 @@ pub fn connect(
         tx,
         state: state_tx,
         stopping,
+        clean_session: settings.clean_session,
         not_bridged: [0; 2],
     };
     let acker = Acker {
@@ -473,6 +508,19 @@ impl Reader {
                     // session has given their packet ids to new messages,
                     // not yet in Kafka.
                     self.generation.fetch_add(1, Ordering::AcqRel);
+                    if !self.clean_session {
+                        // A clean session's broker forgets them: bridged,
+                        // they are not lost (an ack of theirs on the new
+                        // connection can only come early for a message a
+                        // crash would lose anyway).
+                        let forgotten = self.events.forget_unread_messages();
+                        if forgotten > 0 {
+                            tracing::debug!(
+                                forgotten,
+                                "messages of the lost connection left to the broker to send again"
+                            );
+                        }
+                    }
                     let _ = self.state.send(State::Disconnected);
                     self.stats.mqtt_connected.set(0);
                     if !self.reconnect {
@@ -690,16 +738,7 @@ impl Reader {
                     Err(rumqttc::ConnectionError::MqttState(rumqttc::StateError::Unsolicited(
                         pkid,
                     ))) => {
-                        // See `expect_pubrel_v5`.
-                        let before = e.state.events.len();
-                        let mut fake = rumqttc::Publish::new(
-                            "uns-kafka/pubrel",
-                            rumqttc::QoS::ExactlyOnce,
-                            "",
-                        );
-                        fake.pkid = pkid;
-                        let _ = e.state.handle_incoming_packet(Packet::Publish(fake));
-                        e.state.events.truncate(before);
+                        expect_pubrel_v311(&mut e.state, pkid);
                         Err(Closed::Error(unsolicited(pkid)))
                     }
                     Err(e) => Err(Closed::Error(e.to_string())),
@@ -798,6 +837,15 @@ fn expect_pubrel_v5(state: &mut v5::MqttState, pkid: u16) {
     state.events.truncate(before);
 }
 
+/// [`expect_pubrel_v5`] for MQTT 3.1.1.
+fn expect_pubrel_v311(state: &mut rumqttc::MqttState, pkid: u16) {
+    let before = state.events.len();
+    let mut fake = rumqttc::Publish::new("uns-kafka/pubrel", rumqttc::QoS::ExactlyOnce, "");
+    fake.pkid = pkid;
+    let _ = state.handle_incoming_packet(rumqttc::Packet::Publish(fake));
+    state.events.truncate(before);
+}
+
 fn unsolicited(pkid: u16) -> String {
     format!(
         "the broker released QoS 2 packet {pkid}, acknowledged on an earlier connection; \
@@ -890,7 +938,10 @@ mod tests {
     /// or the connection dropped, in between): it sends PUBREL 7 again at
     /// once, on every connection, until it gets PUBCOMP 7. The packets are
     /// written by hand because no real broker can be made to stop in that
-    /// state on cue. Returns on which connection PUBCOMP 7 came.
+    /// state on cue. On the first connection a QoS 1 message comes just
+    /// before the PUBREL, in the same write, so rumqttc has read it when
+    /// the PUBREL breaks the connection. Returns on which connection
+    /// PUBCOMP 7 came.
     async fn broker_with_a_pending_pubrel(listener: TcpListener, v5: bool) -> Option<usize> {
         for connection in 1..=4 {
             let (mut s, _) = listener.accept().await.ok()?;
@@ -902,7 +953,18 @@ mod tests {
                 &[0x20, 0x02, 0x01, 0x00]
             };
             s.write_all(connack).await.ok()?;
-            s.write_all(&[0x62, 0x02, 0x00, 0x07]).await.ok()?;
+            let mut burst = Vec::new();
+            if connection == 1 {
+                // PUBLISH QoS 1, packet 3, topic a/b, payload x.
+                let publish: &[u8] = if v5 {
+                    &[0x32, 0x09, 0, 3, b'a', b'/', b'b', 0, 3, 0x00, b'x']
+                } else {
+                    &[0x32, 0x08, 0, 3, b'a', b'/', b'b', 0, 3, b'x']
+                };
+                burst.extend_from_slice(publish);
+            }
+            burst.extend_from_slice(&[0x62, 0x02, 0x00, 0x07]);
+            s.write_all(&burst).await.ok()?;
             while let Some((kind, body)) = read_packet(&mut s).await {
                 if kind == 0x70 && body.starts_with(&[0x00, 0x07]) {
                     return Some(connection);
@@ -927,7 +989,7 @@ mod tests {
         .unwrap();
         let settings =
             crate::config::load_from(dir.path(), Vec::new(), crate::config::Mode::Bridge).unwrap();
-        let (tx, _rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::unbounded_channel();
         let (_stop_tx, stop_rx) = watch::channel(false);
         let stats = Arc::new(crate::metrics::Stats::default());
         let (reader, _acker, _control, _state) =
@@ -944,6 +1006,11 @@ mod tests {
         // One reconnect: the first connection finds out which packet id the
         // broker releases, the second completes it.
         assert_eq!(completed, Some(2), "MQTT version {version}");
+        // Neither the marking nor the message the failed connection had
+        // read reached the pipeline: the persistent session's broker sends
+        // that one again, and an ack of it on the new connection would
+        // acknowledge whatever now has its packet id.
+        assert!(rx.try_recv().is_err(), "MQTT version {version}");
     }
 
     #[tokio::test]
