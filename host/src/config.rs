@@ -808,11 +808,12 @@ impl Layers {
             if let Err(e) = one.create_native_config() {
                 let why = match e {
                     // librdkafka names the property by its canonical name
-                    // (`queue.buffering.max.ms` for `linger.ms`) and leaves
-                    // the value out. Only values it checks get here (never
-                    // a password, which is free text), so showing it is safe.
+                    // (`queue.buffering.max.ms` for `linger.ms`) and, for a
+                    // number out of range, leaves the value out. Only values
+                    // it checks get here (never a password, which is free
+                    // text), so showing it is safe.
                     rdkafka::error::KafkaError::ClientConfig(_, desc, _, _)
-                        if desc.starts_with("Invalid value") =>
+                        if desc.starts_with("Invalid value") && !desc.contains(value.as_str()) =>
                     {
                         format!("{desc}: {value:?}")
                     }

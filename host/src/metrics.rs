@@ -44,7 +44,6 @@ pub struct Histogram {
     /// Observations per bucket (not cumulative); the last is `+Inf`.
     buckets: [AtomicU64; BUCKETS_MS.len() + 1],
     sum_ms: AtomicU64,
-    count: AtomicU64,
 }
 
 impl Histogram {
@@ -52,11 +51,6 @@ impl Histogram {
         let i = BUCKETS_MS.partition_point(|&le| le < ms);
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.sum_ms.fetch_add(ms, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
     }
 
     /// `name`'s `_bucket` (cumulative, `le` in seconds), `_sum` and
@@ -72,9 +66,9 @@ impl Histogram {
             };
             out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
         }
-        // `_count` is the `+Inf` bucket's value read above, not `count`
-        // read again: an observation landing between the two reads would
-        // make them differ, which the format forbids (`_sum` may lag by it).
+        // `_count` is the `+Inf` bucket's cumulative value, so the two
+        // agree, as the format requires, whatever is observed meanwhile
+        // (`_sum` may lag by it).
         out.push_str(&format!(
             "{name}_sum {}\n{name}_count {cumulative}\n",
             self.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0,

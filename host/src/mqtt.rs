@@ -426,8 +426,8 @@ impl Reader {
     /// good (Err).
     pub async fn run(mut self) -> Result<(), MqttError> {
         let mut backoff = Backoff::new();
+        // Set on the first SUBACK: connected and subscribed at least once.
         let mut connected_once = false;
-        let mut subscribed_once = false;
         let mut unsubscribed = 0;
         let mut announced = false;
         loop {
@@ -555,8 +555,7 @@ impl Reader {
                     if *self.stopping.borrow() {
                         continue;
                     }
-                    if session_present && subscribed_once && matches!(self.client, Client::V311(_))
-                    {
+                    if session_present && connected_once && matches!(self.client, Client::V311(_)) {
                         // The session kept this run's subscriptions. MQTT
                         // 3.1.1 re-sends every retained message on a
                         // subscribe, each a duplicate in Kafka; MQTT 5 asks
@@ -599,7 +598,6 @@ impl Reader {
                         tracing::info!(topics = ?self.topics, "uns-kafka ready: subscribed to {} topic filter(s)", self.topics.len());
                     }
                     connected_once = true;
-                    subscribed_once = true;
                 }
                 Event::Publish(publish) => {
                     let (message, inner) = *publish;

@@ -505,17 +505,6 @@ impl Bridge {
             }
         }
 
-        // The reader checks for the stop and then hands a message on, with
-        // nothing between: one that saw no stop yet can land after the last
-        // look. Said and counted, never dropped unseen.
-        let late = rx.len();
-        if late > 0 && kafka_failed.is_none() && !worker_lost {
-            tracing::warn!(
-                late,
-                "messages received as the bridge stopped were not bridged (with a persistent \
-                 session the broker delivers QoS 1 and 2 again)"
-            );
-        }
         // Messages given up on release their room: a reader waiting for
         // room polls again, so the acknowledgements already queued and the
         // DISCONNECT get written instead of cut off after 5 s.
@@ -538,6 +527,18 @@ impl Bridge {
                 }
             },
         };
+        // The reader checks for the stop and then hands a message on, with
+        // nothing between: one that saw no stop yet can land after the last
+        // look. Counted once the reader is done, said unless the deadline
+        // already counted it, never dropped unseen.
+        let late = rx.len();
+        if late > 0 && unconfirmed == 0 && kafka_failed.is_none() && !worker_lost {
+            tracing::warn!(
+                late,
+                "messages received as the bridge stopped were not bridged (with a persistent \
+                 session the broker delivers QoS 1 and 2 again)"
+            );
+        }
         signal_task.abort();
         abandon_task.abort();
         drop(term_tx);

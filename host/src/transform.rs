@@ -457,10 +457,7 @@ impl Transformer {
     fn call(&mut self, refs: &[MessageRef<'_>]) -> Result<Vec<TransformOutcome>, MessageError> {
         let runtime = Arc::clone(&self.runtime);
         let Some(live) = self.live.as_mut() else {
-            return Err(MessageError::new(
-                START,
-                "the component could not be restarted after an earlier failure",
-            ));
+            return Err(self.not_running());
         };
         let func = live
             .instance
