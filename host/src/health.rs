@@ -142,13 +142,7 @@ async fn accept(listener: tokio::net::TcpListener, app: Router) {
                 continue;
             }
         };
-        let permit = room.clone().try_acquire_owned().ok().or_else(|| {
-            let ip = peer.ip().to_canonical();
-            ip.is_loopback()
-                .then(|| local_room.clone().try_acquire_owned().ok())
-                .flatten()
-        });
-        let Some(permit) = permit else {
+        let Some(permit) = admit(peer.ip(), &room, &local_room) else {
             drop(stream);
             continue;
         };
@@ -162,6 +156,21 @@ async fn accept(listener: tokio::net::TcpListener, app: Router) {
             drop(permit);
         });
     }
+}
+
+/// A slot for a client at `peer`: one of the shared ones, else, for this
+/// host, one of the reserved.
+fn admit(
+    peer: std::net::IpAddr,
+    room: &Arc<tokio::sync::Semaphore>,
+    local_room: &Arc<tokio::sync::Semaphore>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    room.clone().try_acquire_owned().ok().or_else(|| {
+        peer.to_canonical()
+            .is_loopback()
+            .then(|| local_room.clone().try_acquire_owned().ok())
+            .flatten()
+    })
 }
 
 async fn health(AxumState(s): AxumState<Shared>) -> (StatusCode, String) {
@@ -306,52 +315,33 @@ mod tests {
         );
     }
 
-    /// Clients elsewhere holding every slot: a probe from this host still
-    /// gets its answer. The "elsewhere" is this host's own non-loopback
-    /// address, which the kernel reports as the peer.
-    #[tokio::test]
-    async fn a_local_probe_gets_in_when_remote_clients_hold_every_slot() {
-        let (_tx, state) = watch::channel(State::Ready);
-        let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
-        // Bound to find a free port, then given to the server.
-        let port = std::net::TcpListener::bind(any)
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("0.0.0.0:{port}").parse().unwrap();
-        let server = serve(addr, state, Arc::new(Stats::default()), T)
-            .await
-            .unwrap();
-        // The address this host would send from: no packet leaves.
-        let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        udp.connect("198.51.100.1:9")
-            .expect("a route off this host");
-        let own = udp.local_addr().unwrap().ip();
-        assert!(!own.is_loopback(), "{own}");
-        let mut held = Vec::new();
-        for _ in 0..MAX_CONNECTIONS {
-            held.push(tokio::net::TcpStream::connect((own, port)).await.unwrap());
+    /// Clients elsewhere holding every slot: one from this host (IPv4,
+    /// IPv6, or IPv4 written as IPv6) still gets one of the reserved slots,
+    /// and one from elsewhere does not.
+    #[test]
+    fn this_host_gets_a_reserved_slot_when_the_others_are_taken() {
+        let room = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let local_room = Arc::new(tokio::sync::Semaphore::new(LOOPBACK_RESERVE));
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let mut held: Vec<_> = (0..MAX_CONNECTIONS)
+            .map(|_| admit(ip("192.0.2.9"), &room, &local_room).expect("a shared slot"))
+            .collect();
+        assert!(admit(ip("192.0.2.9"), &room, &local_room).is_none());
+        for local in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            held.push(admit(ip(local), &room, &local_room).expect(local));
         }
-        // Let the server take them all.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let url = format!("http://127.0.0.1:{port}/health");
-        let answer = tokio::task::spawn_blocking(move || probe(&url))
-            .await
-            .unwrap();
-        assert_eq!(answer, Ok(()));
-        // A remote client beyond the limit is turned away.
-        let mut extra = tokio::net::TcpStream::connect((own, port)).await.unwrap();
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let _ = extra.write_all(b"GET /health HTTP/1.0\r\n\r\n").await;
-        let mut buf = Vec::new();
-        let n = tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut buf))
-            .await
-            .expect("closed at once")
-            .unwrap_or(0);
-        assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf));
-        server.abort();
-        drop(held);
+        while held.len() < MAX_CONNECTIONS + LOOPBACK_RESERVE {
+            held.push(admit(ip("127.0.0.1"), &room, &local_room).unwrap());
+        }
+        assert!(
+            admit(ip("127.0.0.1"), &room, &local_room).is_none(),
+            "the reserve is bounded"
+        );
+        held.truncate(10);
+        assert!(
+            admit(ip("192.0.2.9"), &room, &local_room).is_some(),
+            "slots come back"
+        );
     }
 
     #[test]

@@ -872,7 +872,12 @@ mod tests {
         assert_eq!(Sink::confirm(f).await.unwrap(), Confirmed::AtOffset);
 
         sink.abandon_at(tokio::time::Instant::now());
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Set by a task of its own: wait for it, within reason.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sink.abandon.load(std::sync::atomic::Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "abandon_at never took effect");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let e = sink.send(&record("t_stop", 2)).await.unwrap_err();
         assert!(
             matches!(

@@ -275,6 +275,8 @@ mod tests {
             ])
             .args(["-nodes", "-days", "30", "-subj", "/CN=localhost"])
             .args(["-addext", "subjectAltName=DNS:localhost"])
+            // Said, not left to the local openssl.cnf's default.
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
             .arg("-keyout")
             .arg(&key)
             .arg("-out")
@@ -316,6 +318,14 @@ mod tests {
             ..TlsSettings::default()
         };
         let now = UnixTime::now();
+        // What webpki alone says: the case this is about.
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let inner = verifier(&full, provider).unwrap().inner.unwrap();
+        let der = CertificateDer::from_pem_file(&broker).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        assert!(inner
+            .verify_server_cert(&der, &[], &name, &[], now)
+            .is_err());
         assert_eq!(check(&full, &broker, "localhost", now), Ok(()));
         assert!(matches!(
             check(&full, &broker, "other.plant", now),

@@ -898,11 +898,17 @@ mod tests {
     /// every batch tries once more.
     #[test]
     fn messages_without_an_instance_fail_as_start_with_the_reason() {
-        let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/wasm32-wasip2/release/test_faulty.wasm");
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) if !dir.is_empty() => {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir)
+            }
+            _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        };
+        let wasm = target.join("wasm32-wasip2/release/test_faulty.wasm");
         assert!(
             wasm.is_file(),
-            "run: cargo build --release --target wasm32-wasip2 -p test-faulty"
+            "{} missing; run: cargo build --release --target wasm32-wasip2 -p test-faulty",
+            wasm.display()
         );
         let runtime = Arc::new(TransformRuntime::load(&wasm, RuntimeOptions::default()).unwrap());
         let mut t = runtime.instantiate("{}").unwrap();

@@ -229,7 +229,11 @@ fn a_health_address_is_checked_and_a_port_in_use_is_a_warning() {
         "{}",
         text(&out.stderr)
     );
-    // TEST-NET-3: an address no host here has.
+    // TEST-NET-3: an address no host here has (else this proves nothing).
+    assert!(
+        std::net::TcpListener::bind("203.0.113.1:0").is_err(),
+        "this host can bind 203.0.113.1: pick another address for this test"
+    );
     let out = run_check("203.0.113.1:8080");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
@@ -249,17 +253,26 @@ fn a_health_address_is_checked_and_a_port_in_use_is_a_warning() {
 fn run_stops_with_exit_2_when_the_health_port_is_taken() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
+    // Where the MQTT broker would be: nothing may connect to it.
+    let broker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mqtt_port = broker.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("settings.yaml"),
         format!(
-            // No broker listens on port 9: nothing may get as far as trying.
-            "mqtt:\n  host: 127.0.0.1\n  port: 9\nkafka: {{config: {{bootstrap.servers: '127.0.0.1:9'}}}}\n\
+            "mqtt:\n  host: 127.0.0.1\n  port: {mqtt_port}\n\
+             kafka: {{config: {{bootstrap.servers: '127.0.0.1:9'}}}}\n\
              bridge:\n  health_listen: '{addr}'\n"
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_uns-kafka"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_uns-kafka"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("UNS_") {
+            command.env_remove(k);
+        }
+    }
+    let out = command
         .args(["run", "--config", dir.path().to_str().unwrap()])
         .args(["--component", component("uns_default").to_str().unwrap()])
         .env("UNS_TRANSFORM__CACHE_DIR", shared_cache())
@@ -275,5 +288,9 @@ fn run_stops_with_exit_2_when_the_health_port_is_taken() {
         )),
         "{stderr}"
     );
-    assert!(!stderr.contains("connected to MQTT"), "{stderr}");
+    broker.set_nonblocking(true).unwrap();
+    assert!(
+        matches!(broker.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the bridge connected to MQTT before it failed"
+    );
 }

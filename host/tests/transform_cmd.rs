@@ -388,9 +388,10 @@ fn stdin_is_answered_line_by_line() {
     let (done, watchdog) = std::sync::mpsc::channel::<()>();
     let pid = child.id().to_string();
     std::thread::spawn(move || {
-        if watchdog
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .is_err()
+        // Only on the timeout: a dropped sender means the child was reaped,
+        // and its pid may be another process's by now.
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            watchdog.recv_timeout(std::time::Duration::from_secs(60))
         {
             let _ = Command::new("kill").args(["-9", &pid]).status();
         }
@@ -405,8 +406,9 @@ fn stdin_is_answered_line_by_line() {
         assert_eq!(only_record(&v)["value"], json!({"n": n}));
     }
     drop(stdin);
-    assert!(child.wait().unwrap().success());
+    let status = child.wait().unwrap();
     let _ = done.send(());
+    assert!(status.success());
 }
 
 #[test]
