@@ -22,16 +22,15 @@ ensure_build_deps() {
   apt_install build-essential pkg-config libssl-dev zlib1g-dev cmake perl
 }
 
-# wasm32-wasip2 for cargo build; wasm32-wasip1 for cargo component build,
-# which would otherwise add it unannounced.
+ensure_rust_target() {
+  if ! rustup target list --installed | grep -qx "$1"; then
+    echo "==> rustup target add $1" >&2
+    rustup target add "$1"
+  fi
+}
+
 ensure_wasm_target() {
-  local t
-  for t in wasm32-wasip2 wasm32-wasip1; do
-    if ! rustup target list --installed | grep -qx "$t"; then
-      echo "==> rustup target add $t" >&2
-      rustup target add "$t"
-    fi
-  done
+  ensure_rust_target wasm32-wasip2
 }
 
 ensure_cargo_component() {
@@ -40,4 +39,7 @@ ensure_cargo_component() {
     # Pinned: a new release may want a newer Rust or build differently.
     cargo install cargo-component --version 0.21.1 --locked
   fi
+  # cargo component build targets wasm32-wasip1 and would otherwise add it
+  # unannounced.
+  ensure_rust_target wasm32-wasip1
 }

@@ -260,7 +260,8 @@ write_mosquitto_conf() {
 
 mqtt_probe() {
     local t=uns-kafka/brokers-ready
-    # Each bounded: a stalled handshake must not outlive wait_ready's limit.
+    # Each bounded (40 s per attempt at worst): a stalled handshake must not
+    # hold wait_ready's loop for ever.
     timeout 10 mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -t "$t" -m up -q 1 &&
         timeout 10 mosquitto_pub -h 127.0.0.1 -p "$MQTT_AUTH_PORT" -u "$MQTT_USER" -P "$MQTT_PASSWORD" -t "$t" -m up -q 1 &&
         timeout 10 mosquitto_pub -h localhost -p "$MQTT_TLS_PORT" --cafile "$TLS_DIR/ca.crt" -t "$t" -m up -q 1 &&

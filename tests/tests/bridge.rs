@@ -1340,21 +1340,12 @@ async fn sigterm_under_qos0_load_with_a_persistent_session_bridges_all_it_receiv
 
     publish_round_robin(&p, "t", TOPICS, PER_TOPIC, 0).await;
     let (received, records) = sigterm_then_collect_what_was_received(&mut s, &consumer).await;
-    let distinct: std::collections::BTreeSet<(String, u64)> = records
-        .iter()
-        .map(|r| {
-            (
-                r.topic.clone(),
-                r.value_json()["seq"].as_u64().expect("seq"),
-            )
-        })
-        .collect();
+    // All different messages (checked in the helper), as many as received.
     assert_eq!(
-        (records.len(), distinct.len()),
-        (received, received),
-        "the bridge received {received} QoS 0 messages; Kafka has {} records, {} distinct; log {}",
         records.len(),
-        distinct.len(),
+        received,
+        "the bridge received {received} QoS 0 messages; Kafka has {} records; log {}",
+        records.len(),
         s.bridge.log_path().display()
     );
 }

@@ -21,7 +21,9 @@ pub const MAX_DECLARED: usize = 200_000;
 /// Bytes the table may hold, names and node keys included: the count alone
 /// let 64 BIRTHs with one 2 MB metric name each take the instance's whole
 /// default memory limit (128 MiB), and the instance, replaced, lose every
-/// BIRTH. 200,000 ordinary datatypes take about 20 MB.
+/// BIRTH. 200,000 ordinary datatypes take about 20 MB. Fixed, so a
+/// `transform.max_memory_mb` below about 48 leaves the table less room
+/// than it may take (the README says so).
 pub const MAX_BYTES: usize = 32 << 20;
 
 /// What an entry costs beyond its name: a hash map slot and its share of
@@ -120,19 +122,24 @@ impl Births {
             };
             for m in &payload.metrics {
                 let Some(dt) = m.datatype else { continue };
-                let cost = 2 * ENTRY_BYTES + m.name.as_ref().map_or(0, String::len);
+                let most = 2 * ENTRY_BYTES + m.name.as_ref().map_or(0, String::len);
                 if self.declared + declared.len() + 2 > MAX_DECLARED
-                    || self.bytes + declared.bytes + cost > MAX_BYTES
+                    || self.bytes + declared.bytes + most > MAX_BYTES
                 {
                     break;
                 }
+                // Counted as held: a name or alias the BIRTH repeats only
+                // replaces its datatype.
                 if let Some(alias) = m.alias {
-                    declared.by_alias.insert(alias, dt);
+                    if declared.by_alias.insert(alias, dt).is_none() {
+                        declared.bytes += ENTRY_BYTES;
+                    }
                 }
                 if let Some(name) = &m.name {
-                    declared.by_name.insert(name.clone(), dt);
+                    if declared.by_name.insert(name.clone(), dt).is_none() {
+                        declared.bytes += ENTRY_BYTES + name.len();
+                    }
                 }
-                declared.bytes += cost;
             }
             if declared.len() > 0 {
                 self.declared += declared.len();

@@ -79,8 +79,8 @@ pub enum ConfigError {
     #[error("transform.config.accept_non_object_json: {0}")]
     AcceptNonObjectJson(String),
     #[error(
-        "transform.config.{0}: unknown key; the default component takes ignored_attributes, \
-         timestamp_attribute, topic_separator, accept_non_object_json"
+        "transform.config.{0}: unknown key; the default component takes {keys}",
+        keys = crate::config::KEYS.join(", ")
     )]
     UnknownKey(String),
 }
