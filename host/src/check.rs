@@ -39,14 +39,7 @@ pub fn main(args: CheckArgs) -> Result<(), CliError> {
                 "warning: bridge.health_listen {addr} is in use now (by the bridge this \
                  replaces, or by another process, which would stop run)"
             ),
-            Err(e) => {
-                return Err(config::ConfigError {
-                    file: settings.settings_file(),
-                    key: "bridge.health_listen".into(),
-                    message: format!("cannot listen on {addr}: {e}"),
-                }
-                .into())
-            }
+            Err(e) => return Err(crate::health::listen_error(&settings, addr, &e).into()),
         }
     }
     let bridge = Bridge::prepare(settings, args.component)?;

@@ -627,15 +627,8 @@ impl Layers {
 
         // --- mqtt
         if mode == Mode::Bridge {
-            match mqtt.host.as_deref() {
-                None => {
-                    return Err(err(
-                        "mqtt.host",
-                        "is mandatory: the host name or address of the MQTT broker".into(),
-                    ))
-                }
-                Some(host) => check_host(host).map_err(|why| err("mqtt.host", why))?,
-            }
+            check_host(mqtt.host.as_deref().unwrap_or_default())
+                .map_err(|why| err("mqtt.host", why))?;
             if mqtt.port == 0 {
                 return Err(err("mqtt.port", "must be 1..=65535, got 0".into()));
             }
@@ -1043,7 +1036,7 @@ fn check_host(host: &str) -> Result<(), String> {
     if host.trim().is_empty() {
         return Err("is mandatory: the host name or address of the MQTT broker".into());
     }
-    if host.trim() != host || host.contains(char::is_whitespace) {
+    if host.contains(char::is_whitespace) {
         return Err(format!(
             "{host:?} holds spaces; give the host name or address alone"
         ));
@@ -1056,7 +1049,7 @@ fn check_host(host: &str) -> Result<(), String> {
     if host.contains(['/', '[', ']'])
         || (host.contains(':')
             // An IPv6 address, maybe with its zone (`fe80::1%eth0`).
-            && host.split('%').next().unwrap_or_default().parse::<std::net::Ipv6Addr>().is_err())
+            && host.split('%').next().map(str::parse::<std::net::Ipv6Addr>).is_some_and(|p| p.is_err()))
     {
         return Err(format!(
             "{host:?} is not a host name or address; give it alone (the port goes in mqtt.port; an IPv6 address without brackets)"

@@ -83,6 +83,20 @@ impl Shared {
     }
 }
 
+/// `bridge.health_listen` could not be bound: the one message `check` and
+/// `run` both give.
+pub fn listen_error(
+    settings: &crate::config::Settings,
+    addr: SocketAddr,
+    e: &std::io::Error,
+) -> crate::config::ConfigError {
+    crate::config::ConfigError {
+        file: settings.settings_file(),
+        key: "bridge.health_listen".into(),
+        message: format!("cannot listen on {addr}: {e}"),
+    }
+}
+
 /// Binds now (so a taken port is a startup error) and serves on a task.
 pub async fn serve(
     addr: SocketAddr,

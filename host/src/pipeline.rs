@@ -239,11 +239,7 @@ impl Bridge {
                     Duration::from_millis(settings.bridge.health_stall_timeout_ms),
                 )
                 .await
-                .map_err(|e| ConfigError {
-                    file: settings.settings_file(),
-                    key: "bridge.health_listen".into(),
-                    message: format!("cannot listen on {addr}: {e}"),
-                })?,
+                .map_err(|e| crate::health::listen_error(&settings, addr, &e))?,
             ),
             None => None,
         };

@@ -72,13 +72,13 @@ fn verifier(
     tls: &TlsSettings,
     provider: Arc<rustls::crypto::CryptoProvider>,
 ) -> Result<Verifier, TlsError> {
-    let mode = match (tls.cert_reqs, tls.insecure_cert) {
-        (Some(false), _) => Mode::NoVerification,
-        (_, true) => Mode::SkipHostname,
-        _ => Mode::Full,
+    let mode = if tls.insecure_cert {
+        Mode::SkipHostname
+    } else {
+        Mode::Full
     };
     let algorithms = provider.signature_verification_algorithms;
-    if mode == Mode::NoVerification {
+    if tls.cert_reqs == Some(false) {
         // No chain to check, so no roots to find: a machine without a CA
         // store must not fail a setting that asked for none.
         return Ok(Verifier {
@@ -156,13 +156,12 @@ enum Mode {
     /// `insecure_cert: true`: the chain must still lead to the CA, but
     /// the name may differ (self-signed plant certificates).
     SkipHostname,
-    /// `cert_reqs: false`: anything goes.
-    NoVerification,
 }
 
 #[derive(Debug)]
 struct Verifier {
-    /// The chain check; none with `cert_reqs: false`.
+    /// The chain check; none with `cert_reqs: false`, where anything goes
+    /// (`mode` then does not matter).
     inner: Option<Arc<WebPkiServerVerifier>>,
     /// For the handshake's signatures, checked in every mode: they prove
     /// the broker holds the key of the certificate it sent.
