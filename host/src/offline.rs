@@ -125,12 +125,12 @@ pub fn main(args: TransformArgs) -> Result<(), CliError> {
 /// output; warnings and errors unless `RUST_LOG` says otherwise. Does
 /// nothing if the binary already installed a subscriber.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let (filter, bad) = crate::logging::env_filter("warn");
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
         .try_init();
+    crate::logging::warn_bad_filter(bad, "warn");
 }
 
 enum Source {

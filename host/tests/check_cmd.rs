@@ -276,11 +276,16 @@ fn run_stops_with_exit_2_when_the_health_port_is_taken() {
         .args(["run", "--config", dir.path().to_str().unwrap()])
         .args(["--component", component("uns_default").to_str().unwrap()])
         .env("UNS_TRANSFORM__CACHE_DIR", shared_cache())
-        .env_remove("RUST_LOG")
+        // A typo in RUST_LOG is reported by `run` too, not ignored.
+        .env("RUST_LOG", "info,uns_kafka=loud")
         .output()
         .expect("run uns-kafka");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("RUST_LOG ignored, using \"info,librdkafka=warn,"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains(&format!(
             "error: {}: bridge.health_listen: cannot listen on {addr}: ",

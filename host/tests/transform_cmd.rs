@@ -512,6 +512,35 @@ fn component_from_settings_and_input_from_a_file() {
     assert_eq!(r["value"], json!([1, 2]));
 }
 
+/// A `RUST_LOG` with a typo is reported, not ignored in silence, and the
+/// transform still runs with the default filter.
+#[test]
+fn a_rust_log_that_does_not_parse_is_reported() {
+    let conf = config_dir("");
+    let payload = conf.path().join("payload.json");
+    std::fs::write(&payload, "{\"x\": 1}").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_uns-kafka"))
+        .args(["transform", "--config", conf.path().to_str().unwrap()])
+        .args(["--component", component("uns_default").to_str().unwrap()])
+        .args([
+            "--topic",
+            "a/b/c",
+            "--payload-file",
+            payload.to_str().unwrap(),
+        ])
+        .env("XDG_CACHE_HOME", shared_cache())
+        .env("RUST_LOG", "warn,uns_kafka=loud")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("RUST_LOG ignored, using \"warn\": \"warn,uns_kafka=loud\": "),
+        "{stderr}"
+    );
+    assert_eq!(only_record(&parse_output(&out.stdout)[0])["topic"], "a_b_c");
+}
+
 #[test]
 fn single_message_from_topic_and_payload_file() {
     let conf = config_dir("");
