@@ -25,7 +25,10 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::config::TransformSettings;
+
+mod stderr;
 use crate::message::{KafkaRecord, MessageError, MqttMessage, TransformOutcome};
+use stderr::StderrTail;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -304,13 +307,24 @@ impl TransformRuntime {
                     self.opts.max_memory_bytes >> 20
                 ),
             ),
-            FailureKind::Trap(trap) => {
-                MessageError::new(TRAP, format!("component trapped: {trap}"))
-            }
-            FailureKind::Other => {
-                MessageError::new(TRAP, format!("component failed: {}", e.root_cause()))
-            }
+            FailureKind::Trap(trap) => MessageError::new(
+                TRAP,
+                with_stderr(format!("component trapped: {trap}"), store),
+            ),
+            FailureKind::Other => MessageError::new(
+                TRAP,
+                with_stderr(format!("component failed: {}", e.root_cause()), store),
+            ),
         }
+    }
+}
+
+/// A trap's reason with what the component wrote to stderr during the
+/// call: for a Rust component, the panic message and where it panicked.
+fn with_stderr(reason: String, store: &Store<HostState>) -> String {
+    match store.data().stderr.last() {
+        Some(text) => format!("{reason}; its stderr: {text}"),
+        None => reason,
     }
 }
 
@@ -470,6 +484,7 @@ impl Transformer {
             .map_err(|e| MessageError::new("internal", format!("transform-batch: {e:#}")))?;
         live.store.set_epoch_deadline(runtime.deadline_ticks);
         live.store.data_mut().memory_exceeded = false;
+        live.store.data().stderr.clear();
         let (results,) = typed
             .call(&mut live.store, (refs,))
             .map_err(|e| runtime.describe_failure(&live.store, &e))?;
@@ -576,6 +591,8 @@ struct HostState {
     memory_last_growth: (usize, usize),
     /// Elements of every table together, for the same reason.
     table_total: usize,
+    /// What the component wrote to stderr in the current call.
+    stderr: StderrTail,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -584,14 +601,17 @@ impl HostState {
     fn new(name: String, max_memory: usize) -> Self {
         // The sandbox grants nothing: `WasiCtxBuilder::new()` has no
         // preopened directories, no environment variables, no arguments,
-        // stdin closed, stdout/stderr discarded. Networking in
+        // stdin closed, stdout discarded, stderr kept only as the tail of
+        // the current call, to explain a trap (`stderr.rs`). Networking in
         // wasmtime-wasi 48 is denied by default too: the socket address check
         // refuses every address and TCP, UDP and name lookup are off
         // (`AllowedNetworkUses::default()` is all false); we say so
         // explicitly so a future default change cannot open it. The wall
         // clock is frozen at the epoch, as the WIT promises no wall clock beyond
         // the messages' own.
+        let stderr = StderrTail::default();
         let wasi = WasiCtxBuilder::new()
+            .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -604,6 +624,7 @@ impl HostState {
             memory_total: 0,
             memory_last_growth: (0, 0),
             table_total: 0,
+            stderr,
             wasi,
             table: ResourceTable::new(),
         }
