@@ -18,6 +18,7 @@ use serde::Deserialize;
 use crate::config;
 use crate::error::CliError;
 use crate::message::{now_ms, KafkaRecord, MessageError, MqttMessage, TransformOutcome};
+use crate::pipeline::invalid_topic;
 use crate::transform::{default_component_path, RuntimeOptions, TransformError, TransformRuntime};
 
 /// Messages per component call: enough to amortise the sandbox crossing,
@@ -209,7 +210,12 @@ impl Batch {
         for slot in self.slots.drain(..) {
             match slot {
                 Ok(i) => match outcomes.get(i) {
-                    Some(o) => write_outcome(line_buf, o),
+                    // As `run` would: a record Kafka would refuse fails its
+                    // message.
+                    Some(o) => match o.iter().flatten().find_map(invalid_topic) {
+                        Some(invalid) => write_outcome(line_buf, &Err(invalid)),
+                        None => write_outcome(line_buf, o),
+                    },
                     None => write_outcome(
                         line_buf,
                         &Err(MessageError::new("internal", "no outcome from the runtime")),

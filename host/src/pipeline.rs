@@ -810,11 +810,8 @@ async fn process(batch: Vec<Inbound>, worker: &Worker, out: &Arc<Output>, pendin
                 let mut sends = Vec::with_capacity(records.len());
                 let mut failure: Option<MessageError> = None;
                 for record in records {
-                    if let Err(why) = config::check_kafka_topic(&record.topic) {
-                        failure = Some(MessageError::new(
-                            "invalid-topic",
-                            format!("component returned Kafka topic {:?}: {why}", record.topic),
-                        ));
+                    if let Some(invalid) = invalid_topic(&record) {
+                        failure = Some(invalid);
                         continue;
                     }
                     sends.push(match out.sink.send(&record).await {
@@ -968,6 +965,7 @@ impl Output {
     /// nothing is dropped silently.
     async fn dead_letter(&self, message: &MqttMessage, reason: &MessageError, stage: &str) {
         let topic = &self.dead_letter_topic;
+        let reason = &MessageError::new(reason.kind.clone(), clip_reason(&reason.message));
         tracing::warn!(mqtt_topic = %message.topic, kind = %reason.kind, reason = %reason.message, "message dead-lettered to {topic}");
         let mut record = dead_letter_record(topic, message, reason, stage, &self.info);
         let written = match self.sink.deliver(&record).await {
@@ -996,6 +994,42 @@ impl Output {
             self.stats.lost.add(1);
         }
     }
+}
+
+/// The error a record earns if Kafka would refuse its topic's name (a
+/// component's bug); `uns-kafka transform` shows the same, so an author
+/// sees it before a rollout.
+pub fn invalid_topic(record: &KafkaRecord) -> Option<MessageError> {
+    config::check_kafka_topic(&record.topic).err().map(|why| {
+        MessageError::new(
+            "invalid-topic",
+            format!("component returned Kafka topic {:?}: {why}", record.topic),
+        )
+    })
+}
+
+/// Most bytes of a reason that go into `dlq_reason` and the log line.
+/// A component may put anything in its error's message (a `{:?}` of the
+/// whole payload is easy to write); uncut, a reason of a megabyte makes
+/// the dead-letter record too large for Kafka even without its payload,
+/// and the message would be lost instead of dead-lettered.
+pub const REASON_MAX_BYTES: usize = 4096;
+
+/// `reason` cut to [`REASON_MAX_BYTES`] on a character boundary, saying
+/// how much was cut.
+fn clip_reason(reason: &str) -> String {
+    if reason.len() <= REASON_MAX_BYTES {
+        return reason.to_owned();
+    }
+    let mut end = REASON_MAX_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}... ({} more bytes cut)",
+        &reason[..end],
+        reason.len() - end
+    )
 }
 
 /// The dead-letter record: raw payload as value, MQTT topic as key, and

@@ -430,10 +430,41 @@ fn trap_and_endless_loop_cost_only_their_own_message() {
     );
     assert_eq!(only_record(&out[0])["value"], json!({"n": 1}));
     assert_eq!(error_kind(&out[1]), "trap", "{}", out[1]);
+    // The panic message the component wrote to stderr before it trapped
+    // says why, and where.
+    let reason = out[1]["error"]["message"].as_str().unwrap();
+    assert!(
+        reason.contains("its stderr: ")
+            && reason.contains("panicked at components/test-faulty/src/lib.rs:")
+            && reason.contains("asked to trap"),
+        "{reason}"
+    );
     assert_eq!(only_record(&out[2])["value"], json!({"n": 3}));
     assert_eq!(only_record(&out[2])["topic"], "t_3");
     assert_eq!(error_kind(&out[3]), "timeout", "{}", out[3]);
     assert_eq!(only_record(&out[4])["value"], json!({"n": 5}));
+}
+
+/// A record whose topic Kafka would refuse fails its message here as it
+/// would in `run` (dead-lettered as `invalid-topic`), so an author sees it
+/// before a rollout instead of a record that looks fine.
+#[test]
+fn a_record_for_a_topic_kafka_would_refuse_is_an_invalid_topic_error() {
+    let conf = config_dir("");
+    let out = transform_lines(
+        conf.path(),
+        &component("test_faulty"),
+        &[
+            json!({"topic": "m/1", "payload_b64": B64.encode(b"bad-topic")}),
+            json!({"topic": "m/2", "payload_b64": B64.encode(b"plain")}),
+        ],
+    );
+    assert_eq!(error_kind(&out[0]), "invalid-topic", "{}", out[0]);
+    assert_eq!(
+        out[0]["error"]["message"],
+        "component returned Kafka topic \"bad topic m/1\": illegal character ' ' in \"bad topic m/1\"; Kafka topics use only [A-Za-z0-9._-]"
+    );
+    assert_eq!(only_record(&out[1])["topic"], "m_2");
 }
 
 #[test]

@@ -415,6 +415,74 @@ async fn a_record_for_a_topic_kafka_does_not_have_is_dead_lettered_with_the_reme
     );
 }
 
+/// What a component author's bugs cost, through the real brokers: each
+/// message is dead-lettered with a reason that helps and fits. A panic's
+/// message (written to the sandbox's stderr) is in the reason; a 2 MiB
+/// error message is cut to a few KiB, where uncut it made the dead-letter
+/// record too large for Kafka and the message was lost; a record for a
+/// topic name Kafka refuses is `invalid-topic`.
+#[tokio::test(flavor = "multi_thread")]
+async fn component_bugs_are_dead_lettered_with_a_reason_that_says_why_and_fits() {
+    let p = unique("authorbugs");
+    let (dlq, good_topic, dlq_consumer, good_consumer) = dlq_and_good(&p).await;
+    let dir = ConfigDir::new();
+    dir.write_settings(&settings(env().mqtt_port, &[format!("{p}/#")], "", &dlq));
+    let config = dir.path().to_string_lossy().into_owned();
+    let faulty = component("test-faulty").to_string_lossy().into_owned();
+    let mut bridge = Bridge::start(["run", "--config", &config, "--component", &faulty], &[]);
+    bridge.wait_ready(READY).await;
+
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    for payload in ["huge-error", "trap", "bad-topic"] {
+        publisher
+            .publish(&format!("{p}/line/{payload}"), payload, 1, false)
+            .await;
+    }
+    publisher.publish(&good_topic, "fine", 1, false).await;
+    publisher.wait_acked(ARRIVE).await;
+
+    let dead = dlq_consumer.collect(3, ARRIVE).await;
+    assert_eq!(dead.len(), 3, "log:\n{}", bridge.log());
+    let by_payload: BTreeMap<String, BTreeMap<String, String>> = dead
+        .iter()
+        .map(|r| (r.value_str().unwrap_or_default(), headers(r)))
+        .collect();
+    let huge = &by_payload["huge-error"];
+    assert_eq!(huge["dlq_error_kind"], "rejected");
+    assert!(
+        huge["dlq_reason"].len() < 4200
+            && huge["dlq_reason"].starts_with("rejected: xxx")
+            && huge["dlq_reason"].ends_with(" more bytes cut)"),
+        "{} bytes: ...{}",
+        huge["dlq_reason"].len(),
+        &huge["dlq_reason"][huge["dlq_reason"].len().saturating_sub(60)..]
+    );
+    let trap = &by_payload["trap"];
+    assert_eq!(trap["dlq_error_kind"], "trap");
+    assert!(
+        trap["dlq_reason"].contains("panicked at components/test-faulty/src/lib.rs:")
+            && trap["dlq_reason"].contains("asked to trap"),
+        "{}",
+        trap["dlq_reason"]
+    );
+    let bad_topic = &by_payload["bad-topic"];
+    assert_eq!(bad_topic["dlq_error_kind"], "invalid-topic");
+    assert!(
+        bad_topic["dlq_reason"].contains(&format!("\"bad topic {p}/line/bad-topic\"")),
+        "{}",
+        bad_topic["dlq_reason"]
+    );
+    let good = good_consumer.collect(1, ARRIVE).await;
+    assert_eq!(good.len(), 1, "log:\n{}", bridge.log());
+    assert_eq!(good[0].value.as_deref(), Some(&b"fine"[..]));
+    assert!(!bridge.log().contains("is lost"), "{}", bridge.log());
+    publisher.disconnect().await;
+    assert_eq!(
+        bridge.terminate(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+}
+
 /// A dead-letter topic that refuses every record (here Kafka's internal
 /// offsets topic, as one without write permission would): the bad message
 /// is logged and counted as lost, not as dead-lettered, and the bridge

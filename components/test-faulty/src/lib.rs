@@ -1,7 +1,9 @@
 //! A transform component that misbehaves on request, so the host's tests can
 //! check that a trap, a runaway loop or a memory hog costs one message, not
 //! the bridge. Payload `trap` traps, `loop` never returns, `alloc` grows
-//! memory until the limit traps; anything else becomes one record on the
+//! memory until the limit traps; `huge-error` is rejected with a 2 MiB
+//! reason; `bad-topic` becomes a record for a Kafka topic with a space in
+//! its name; anything else becomes one record on the
 //! topic with `/` replaced by `_`, keyed by the topic, payload unchanged.
 //! `init` fails when its configuration mentions `fail_init`.
 
@@ -13,7 +15,7 @@ mod component {
     });
 
     use exports::uns::bridge::transform::Guest;
-    use uns::bridge::types::{ComponentInfo, KafkaRecord, MqttMessage, TransformError};
+    use uns::bridge::types::{ComponentInfo, ErrorKind, KafkaRecord, MqttMessage, TransformError};
 
     struct Faulty;
 
@@ -56,6 +58,17 @@ mod component {
                     std::hint::black_box(&hog);
                 }
             }
+            b"huge-error" => Err(TransformError {
+                kind: ErrorKind::Rejected,
+                message: format!("rejected: {}", "x".repeat(2 << 20)),
+            }),
+            b"bad-topic" => Ok(vec![KafkaRecord {
+                topic: format!("bad topic {}", m.topic),
+                key: None,
+                value: Some(m.payload),
+                headers: Vec::new(),
+                timestamp_ms: None,
+            }]),
             _ => Ok(vec![KafkaRecord {
                 topic: m.topic.replace('/', "_"),
                 key: Some(m.topic.into_bytes()),

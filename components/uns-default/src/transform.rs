@@ -120,7 +120,9 @@ pub fn transform_with(
         headers: headers(msg),
         timestamp_ms: Some(
             timestamp
-                .filter(|ts| *ts >= 0)
+                // 0 cannot reach Kafka: librdkafka takes it as "stamp it
+                // now", the producer's clock, later than our receipt.
+                .filter(|ts| *ts > 0)
                 .unwrap_or(msg.received_at_ms),
         ),
     }])

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use uns_default::sparkplug::datatype::INT8;
 use uns_default::sparkplug::payload::{metric, Metric};
 use uns_default::sparkplug::Payload;
-use uns_default::{transform, Config, ErrorKind, Message, Record, TransformError, VERSION};
+use uns_default::{transform, Config, ErrorKind, Message, Record, TransformError, NAME, VERSION};
 
 const RECEIVED: i64 = 1_111;
 
@@ -182,10 +182,12 @@ fn headers_carry_mqtt_metadata_user_properties_and_the_component() {
             ("mqtt_qos", b"2"),
             ("mqtt_retain", b"true"),
             ("mqtt_content_type", b"application/json"),
-            ("transform_name", b"uns-default"),
+            ("transform_name", NAME.as_bytes()),
             ("transform_version", VERSION.as_bytes()),
         ]
     );
+    // Renamed with the package (README, *Writing a transform component*).
+    assert_eq!(NAME, env!("CARGO_PKG_NAME"));
     assert_eq!(VERSION, env!("CARGO_PKG_VERSION"));
 }
 
@@ -210,7 +212,7 @@ fn a_user_property_cannot_forge_the_component_headers() {
             .map(|(_, v)| v.as_slice())
     };
     assert_eq!(last("mqtt_topic"), Some(&b"a/b"[..]));
-    assert_eq!(last("transform_name"), Some(&b"uns-default"[..]));
+    assert_eq!(last("transform_name"), Some(NAME.as_bytes()));
     // Kept, not dropped: the publisher's properties are data too.
     assert_eq!(r.headers.iter().filter(|(_, v)| v == b"forged").count(), 2);
 }
@@ -259,6 +261,8 @@ fn timestamp_attribute_present_absent_or_not_an_integer() {
     assert_eq!(ts(r#"{"timestamp": 1.7e12}"#), Some(RECEIVED));
     assert_eq!(ts(r#"{"timestamp": null}"#), Some(RECEIVED));
     assert_eq!(ts(r#"{"timestamp": -5}"#), Some(RECEIVED));
+    assert_eq!(ts(r#"{"timestamp": 0}"#), Some(RECEIVED));
+    assert_eq!(ts(r#"{"timestamp": 1}"#), Some(1));
     assert_eq!(ts(r#"{"timestamp": 18446744073709551615}"#), Some(RECEIVED));
     // Only the top level counts.
     assert_eq!(ts(r#"{"a": {"timestamp": 5}}"#), Some(RECEIVED));
