@@ -21,7 +21,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libssl3 zlib1g \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin uns
+ && groupadd --system --gid 10001 uns \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin uns
 COPY --from=build /src/target/release/uns-kafka /usr/local/bin/uns-kafka
 # The host looks for the default component here when settings name none.
 COPY --from=build /src/target/wasm32-wasip2/release/uns_default.wasm /usr/local/share/uns-kafka/uns_default.wasm
@@ -30,8 +31,9 @@ WORKDIR /app
 # Compiled components are cached here, so a restart does not recompile.
 ENV XDG_CACHE_HOME=/app/cache \
     UNS_BRIDGE__HEALTH_LISTEN=0.0.0.0:8080
-RUN mkdir -p /app/cache && chown -R uns /app
-USER uns
+RUN mkdir -p /app/cache && chown -R 10001:10001 /app
+# By number: Kubernetes' runAsNonRoot cannot check a user name.
+USER 10001:10001
 VOLUME /app/conf
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \

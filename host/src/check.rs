@@ -27,6 +27,7 @@ pub struct CheckArgs {
 /// but nothing waits for a broker: a broker that is down is not an error
 /// here, as it is not for `run`.
 pub fn main(args: CheckArgs) -> Result<(), CliError> {
+    crate::logging::init_warnings();
     let settings = config::load(&args.config)?;
     if let Some(addr) = settings.bridge.health_listen {
         // `run` binds it before it bridges anything. An address this host

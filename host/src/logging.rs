@@ -26,6 +26,21 @@ pub fn init(json: bool) {
     warn_bad_filter(bad, DEFAULT_FILTER);
 }
 
+/// For the commands whose stdout is their answer (`check`, `transform`):
+/// warnings and errors, unless `RUST_LOG` says otherwise, on stderr, so
+/// what `run` would warn about (a librdkafka setting it ignores, a cache
+/// it cannot write) shows before `run` does. Does nothing if a subscriber
+/// is installed already.
+pub fn init_warnings() {
+    let (filter, bad) = env_filter("warn");
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .with_writer(std::io::stderr)
+        .try_init();
+    warn_bad_filter(bad, "warn");
+}
+
 /// The filter `RUST_LOG` asks for, else `default`. A `RUST_LOG` that does
 /// not parse comes back as its error, to be logged once a subscriber is
 /// in place: ignored in silence, a typo in an operator's `RUST_LOG=debug`

@@ -50,7 +50,7 @@ pub struct TransformArgs {
 /// Runs the subcommand. Usage and configuration problems (exit 2) are found
 /// before any output is written.
 pub fn main(args: TransformArgs) -> Result<(), CliError> {
-    init_logging();
+    crate::logging::init_warnings();
     let source = input_source(&args)?;
     let settings = config::load_offline(&args.config)?;
     let path = args
@@ -120,18 +120,6 @@ pub fn main(args: TransformArgs) -> Result<(), CliError> {
     }
     out.flush().map_err(write_err)?;
     Ok(())
-}
-
-/// Logs (the component's included) go to stderr, so stdout stays pure
-/// output; warnings and errors unless `RUST_LOG` says otherwise. Does
-/// nothing if the binary already installed a subscriber.
-fn init_logging() {
-    let (filter, bad) = crate::logging::env_filter("warn");
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .try_init();
-    crate::logging::warn_bad_filter(bad, "warn");
 }
 
 enum Source {

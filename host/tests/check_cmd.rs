@@ -24,6 +24,7 @@ fn check(args: &[&str], env: &[(String, String)]) -> Output {
     command
         .arg("check")
         .args(args)
+        .env_remove("RUST_LOG")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("run uns-kafka check")
@@ -206,6 +207,25 @@ fn an_unknown_key_for_the_default_component_fails_check() {
 /// an address this host does not have (exit 2, naming the key), and warns
 /// of a port in use, which the running bridge holds when `check` vets a
 /// change beside it.
+/// What `run` would only warn about shows in `check` too: here a consumer
+/// setting in `kafka.config`, which the producers ignore.
+#[test]
+fn check_shows_the_warnings_run_would_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = check_settings(
+        dir.path(),
+        "mqtt: {host: 127.0.0.1}\n\
+         kafka: {config: {bootstrap.servers: '127.0.0.1:9', group.id: plant}}\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .contains("Configuration property group.id is a consumer property and will be ignored"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn a_health_address_is_checked_and_a_port_in_use_is_a_warning() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -138,9 +138,9 @@ fn place(source: &Path, dest: &Path) {
     }
 }
 
-/// The patterns of `.dockerignore` (only plain paths and a leading `**/`,
-/// which is all it uses; anything else fails the test rather than being
-/// misread).
+/// The patterns of `.dockerignore` (plain paths, a leading `**/`, `*.ext`
+/// at the top, `dir/*`, each maybe negated by `!`: all it uses; anything
+/// else fails the test rather than being misread).
 fn docker_ignored() -> Vec<String> {
     let text = std::fs::read_to_string(workspace_root().join(".dockerignore"))
         .expect("read .dockerignore");
@@ -148,7 +148,9 @@ fn docker_ignored() -> Vec<String> {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| {
-            let plain = l.strip_prefix("**/").unwrap_or(l);
+            let positive = l.strip_prefix('!').unwrap_or(l);
+            let plain = positive.strip_prefix("**/").unwrap_or(positive);
+            let plain = plain.strip_suffix("/*").unwrap_or(plain);
             assert!(
                 !plain.contains(['*', '?', '[', '!']) || plain.starts_with("*."),
                 ".dockerignore pattern {l} is not followed by this test"
@@ -158,18 +160,29 @@ fn docker_ignored() -> Vec<String> {
         .collect()
 }
 
-/// Whether Docker leaves `path` (relative to the context) out of the build.
+/// Whether Docker leaves `path` (relative to the context) out of the build:
+/// the last pattern that matches decides, a `!` one letting it in.
 fn is_docker_ignored(patterns: &[String], path: &str) -> bool {
     let parts: Vec<&str> = path.split('/').collect();
-    patterns.iter().any(|p| {
+    let matches = |p: &str| {
         if let Some(ext) = p.strip_prefix("*.") {
             return parts.len() == 1 && parts[0].ends_with(&format!(".{ext}"));
         }
         if let Some(name) = p.strip_prefix("**/") {
             return parts.contains(&name);
         }
+        if let Some(dir) = p.strip_suffix("/*") {
+            return path.starts_with(&format!("{dir}/"));
+        }
         path == p || path.starts_with(&format!("{p}/"))
-    })
+    };
+    patterns
+        .iter()
+        .fold(false, |ignored, p| match p.strip_prefix('!') {
+            Some(p) if matches(p) => false,
+            None if matches(p) => true,
+            _ => ignored,
+        })
 }
 
 #[test]
@@ -178,6 +191,8 @@ fn dockerignore_keeps_out_build_output_and_secrets_but_nothing_the_build_needs()
     for kept_out in [
         "target/release/uns-kafka",
         "conf/.secrets.yaml",
+        "conf/.secrets.yml",
+        "conf/tls/client.key",
         ".git/HEAD",
     ] {
         assert!(
@@ -197,6 +212,7 @@ fn dockerignore_keeps_out_build_output_and_secrets_but_nothing_the_build_needs()
         "components/uns-default/Cargo.toml",
         "components/test-faulty/Cargo.toml",
         "tests/Cargo.toml",
+        "conf/settings.yaml",
     ];
     for path in context_copies
         .flat_map(|c| c.sources.iter().map(String::as_str))
