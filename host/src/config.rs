@@ -816,6 +816,29 @@ impl Layers {
                 return Err(err(&format!("kafka.config.{key}"), why));
             }
         }
+        // librdkafka takes a record only when the queue has room for it,
+        // and checks its size against `message.max.bytes` alone: a queue
+        // smaller than one record would make the bridge wait for room for
+        // ever on the first large message, with nothing in the log.
+        let number = |key: &str, default: u64| {
+            kafka
+                .config
+                .get(key)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(default)
+        };
+        let max_record = number("message.max.bytes", 1_000_000);
+        let queue_kb = number("queue.buffering.max.kbytes", 1_048_576);
+        if queue_kb.saturating_mul(1024) < max_record {
+            return Err(err(
+                "kafka.config.queue.buffering.max.kbytes",
+                format!(
+                    "{queue_kb} KiB cannot hold one record of message.max.bytes \
+                     ({max_record} bytes); make it at least {}",
+                    max_record.div_ceil(1024)
+                ),
+            ));
+        }
         if let Err(why) = check_kafka_topic(&kafka.dead_letter_topic) {
             return Err(err("kafka.dead_letter_topic", why));
         }
