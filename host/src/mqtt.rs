@@ -295,6 +295,8 @@ enum Event {
     Refused(String),
     Subscribed {
         refused: Vec<String>,
+        /// The QoS the broker granted each filter it accepted.
+        granted: Vec<u8>,
     },
     Publish(Box<(MqttMessage, AckInner)>),
     /// A PUBACK or PUBREC we queued has been written.
@@ -583,12 +585,26 @@ impl Reader {
                         return Ok(());
                     }
                 }
-                Event::Subscribed { refused } => {
-                    if let Some(reason) = refused.first() {
+                Event::Subscribed { refused, granted } => {
+                    // A grant below `mqtt.qos` (a broker with `max_qos 0`)
+                    // would quietly make the bridge at most once.
+                    // 1 for 2 only costs what Kafka's side costs anyway
+                    // (a duplicate after a crash).
+                    if granted.contains(&1) && self.qos == 2 {
+                        tracing::warn!("MQTT broker granted QoS 1 for mqtt.qos 2: a crash or reconnect may bring duplicates");
+                    }
+                    let downgraded = granted.iter().find(|g| **g == 0 && self.qos > 0).map(|g| {
+                        format!(
+                            "granted QoS {g}, below mqtt.qos {}: a crash or reconnect would \
+                             lose messages; set mqtt.qos: {g} to accept that",
+                            self.qos
+                        )
+                    });
+                    if let Some(reason) = refused.first().cloned().or(downgraded) {
                         return Err(MqttError::SubscriptionRefused {
                             addr: self.addr.clone(),
                             filter: self.topics.join(", "),
-                            reason: reason.clone(),
+                            reason,
                         });
                     }
                     // Ready first, then say so: whoever waits for the log
@@ -705,6 +721,14 @@ impl Reader {
                             .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
                             .map(|c| format!("{c:?}"))
                             .collect(),
+                        granted: s
+                            .return_codes
+                            .iter()
+                            .filter_map(|c| match c {
+                                rumqttc::SubscribeReasonCode::Success(q) => Some(*q as u8),
+                                _ => None,
+                            })
+                            .collect(),
                     }),
                     Ok(E::Incoming(Packet::Publish(p))) => {
                         let message = MqttMessage {
@@ -761,6 +785,14 @@ impl Reader {
                             .iter()
                             .filter(|c| !matches!(c, SubscribeReasonCode::Success(_)))
                             .map(|c| format!("{c:?}"))
+                            .collect(),
+                        granted: s
+                            .return_codes
+                            .iter()
+                            .filter_map(|c| match c {
+                                SubscribeReasonCode::Success(q) => Some(*q as u8),
+                                _ => None,
+                            })
                             .collect(),
                     }),
                     Ok(E::Incoming(Packet::Publish(p))) => {
@@ -1019,5 +1051,78 @@ mod tests {
     #[tokio::test]
     async fn a_pubrel_left_from_an_earlier_connection_is_completed_mqtt311() {
         pending_pubrel_is_completed("4").await;
+    }
+
+    /// A broker that grants QoS 0 (Mosquitto's `max_qos 0`) to a bridge
+    /// asking for 1 stops it with the reason, rather than letting it run at
+    /// most once without a word.
+    async fn a_qos_downgrade_is_refused(version: &str) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("settings.yaml"),
+            format!(
+                "mqtt: {{host: 127.0.0.1, port: {port}, version: {version}, qos: 1, \
+                 topics: ['a/#']}}\n\
+                 kafka: {{config: {{bootstrap.servers: 'localhost:9092'}}}}\n"
+            ),
+        )
+        .unwrap();
+        let settings =
+            crate::config::load_from(dir.path(), Vec::new(), crate::config::Mode::Bridge).unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let stats = Arc::new(crate::metrics::Stats::default());
+        let (reader, _acker, _control, _state) =
+            connect(&settings.mqtt, 100, stats, tx, stop_rx).unwrap();
+        let bridge = tokio::spawn(reader.run());
+        let v5 = version == "5";
+        let broker = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.ok()?;
+            let (connect, _) = read_packet(&mut s).await?;
+            assert_eq!(connect, 0x10, "CONNECT first");
+            let connack: &[u8] = if v5 {
+                &[0x20, 0x03, 0x00, 0x00, 0x00]
+            } else {
+                &[0x20, 0x02, 0x00, 0x00]
+            };
+            s.write_all(connack).await.ok()?;
+            loop {
+                let (kind, body) = read_packet(&mut s).await?;
+                if kind == 0x82 {
+                    let suback: Vec<u8> = if v5 {
+                        vec![0x90, 0x04, body[0], body[1], 0x00, 0x00]
+                    } else {
+                        vec![0x90, 0x03, body[0], body[1], 0x00]
+                    };
+                    s.write_all(&suback).await.ok()?;
+                    // Held open: the bridge, not the broker, must end it.
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    return Some(());
+                }
+            }
+        });
+        let ended = tokio::time::timeout(Duration::from_secs(20), bridge)
+            .await
+            .expect("the bridge went on with QoS 0")
+            .unwrap();
+        broker.abort();
+        let e = ended.expect_err("the bridge went on with QoS 0");
+        assert!(
+            e.to_string()
+                .contains("refused the subscription to \"a/#\": granted QoS 0, below mqtt.qos 1"),
+            "MQTT version {version}: {e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_qos_downgrade_is_refused_mqtt5() {
+        a_qos_downgrade_is_refused("5").await;
+    }
+
+    #[tokio::test]
+    async fn a_qos_downgrade_is_refused_mqtt311() {
+        a_qos_downgrade_is_refused("4").await;
     }
 }
