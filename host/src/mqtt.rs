@@ -28,7 +28,7 @@
 //! after a crash, and a poll writes only one.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,6 +140,7 @@ pub struct Control {
     client: Client,
     topics: Vec<String>,
     clean_session: bool,
+    unsubscribing: Arc<AtomicBool>,
 }
 
 impl Control {
@@ -152,6 +153,9 @@ impl Control {
         if !self.clean_session {
             return;
         }
+        // Before the requests: a reconnect from here on must not subscribe
+        // again (rumqttc does not carry an UNSUBSCRIBE over a reconnect).
+        self.unsubscribing.store(true, Ordering::Release);
         for topic in &self.topics {
             let r = match &self.client {
                 Client::V311(c) => c
@@ -211,6 +215,10 @@ pub struct Reader {
     addr: String,
     generation: Arc<AtomicU64>,
     permits: Arc<Semaphore>,
+    /// `bridge.max_in_flight`: all of `permits`, none of ours outstanding.
+    window: usize,
+    /// Set once a clean session's drain has unsubscribed (`Control`).
+    unsubscribing: Arc<AtomicBool>,
     /// Received, waiting for a permit: (message, ack, connection generation).
     waiting: VecDeque<(MqttMessage, AckInner, u64)>,
     unsent: Arc<AtomicI64>,
@@ -221,9 +229,9 @@ pub struct Reader {
     stats: Arc<crate::metrics::Stats>,
     tx: mpsc::UnboundedSender<Inbound>,
     state: watch::Sender<State>,
-    /// Becomes true when the pipeline is draining: stop forwarding.
     /// Whether the broker forgets the session when the connection ends.
     clean_session: bool,
+    /// Becomes true when the pipeline is draining: stop forwarding.
     stopping: watch::Receiver<bool>,
     /// Messages read but not handed on because the bridge was stopping:
     /// QoS 0, then QoS 1 and 2. Said when the reader ends, as QoS 0 ones
@@ -240,6 +248,12 @@ impl Drop for Reader {
                 qos12,
                 "stopping: QoS 0 messages received as the stop began were not bridged \
                  (no broker delivers QoS 0 again)"
+            );
+        } else if qos12 > 0 && self.clean_session {
+            tracing::warn!(
+                qos12,
+                "stopping: QoS 1/2 messages received after the drain ended were not bridged \
+                 (a clean session's broker does not send them again)"
             );
         } else if qos12 > 0 {
             tracing::info!(
@@ -379,6 +393,7 @@ pub fn connect(
     };
     let generation = Arc::new(AtomicU64::new(0));
     let unsent = Arc::new(AtomicI64::new(0));
+    let unsubscribing = Arc::new(AtomicBool::new(false));
     let (state_tx, state_rx) = watch::channel(State::Connecting);
     let reader = Reader {
         events,
@@ -389,6 +404,8 @@ pub fn connect(
         addr,
         generation: generation.clone(),
         permits: Arc::new(Semaphore::new(max_in_flight)),
+        window: max_in_flight,
+        unsubscribing: unsubscribing.clone(),
         waiting: VecDeque::new(),
         unsent: unsent.clone(),
         unsent_cap: max_in_flight.saturating_mul(4).clamp(1 << 16, capacity / 2) as i64,
@@ -408,6 +425,7 @@ pub fn connect(
         client,
         topics: settings.topics.clone(),
         clean_session: settings.clean_session,
+        unsubscribing,
     };
     Ok((reader, acker, control, state_rx))
 }
@@ -459,12 +477,15 @@ impl Reader {
                 && !announced
                 && self.waiting.is_empty()
                 && unsent == 0
+                && self.permits.available_permits() == self.window
             {
                 // Unsubscribed, but the broker may still send what it had
                 // queued for us (MQTT lets it): with a clean session that is
                 // ours to bridge or nobody's, so the pipeline hears
                 // `Unsubscribed` only once everything is handed on and the
-                // broker has gone quiet.
+                // broker has gone quiet. Quiet counts only with every
+                // message of ours acknowledged: before that, a broker at its
+                // flow-control limit is silent with more to send.
                 tokio::select! {
                     biased;
                     event = self.poll() => Next::Event(event),
@@ -555,6 +576,13 @@ impl Reader {
                     self.stats.mqtt_connections.add(1);
                     tracing::info!(broker = %self.addr, session_present, "connected to MQTT broker");
                     if *self.stopping.borrow() {
+                        continue;
+                    }
+                    if self.unsubscribing.load(Ordering::Acquire) {
+                        // Lost during a clean session's drain: the new
+                        // session has no subscriptions, and subscribing
+                        // would bring every retained message again.
+                        unsubscribed = self.topics.len();
                         continue;
                     }
                     if session_present && connected_once && matches!(self.client, Client::V311(_)) {
@@ -1124,5 +1152,141 @@ mod tests {
     #[tokio::test]
     async fn a_qos_downgrade_is_refused_mqtt311() {
         a_qos_downgrade_is_refused("4").await;
+    }
+
+    type CleanReader = (
+        mpsc::UnboundedReceiver<Inbound>,
+        Acker,
+        Control,
+        watch::Receiver<State>,
+        tokio::task::JoinHandle<Result<(), MqttError>>,
+    );
+
+    /// A clean-session reader (MQTT 3.1.1) on `port` with a window of
+    /// `window` messages, started.
+    fn clean_reader(port: u16, window: usize) -> CleanReader {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("settings.yaml"),
+            format!(
+                "mqtt: {{host: 127.0.0.1, port: {port}, version: 4, qos: 1, \
+                 topics: ['a/#'], reconnect_on_failure: true}}\n\
+                 kafka: {{config: {{bootstrap.servers: 'localhost:9092'}}}}\n"
+            ),
+        )
+        .unwrap();
+        let settings =
+            crate::config::load_from(dir.path(), Vec::new(), crate::config::Mode::Bridge).unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // Never stopping: these tests are about the drain before that.
+        std::mem::forget(stop_tx);
+        let stats = Arc::new(crate::metrics::Stats::default());
+        let (reader, acker, control, state) =
+            connect(&settings.mqtt, window, stats, tx, stop_rx).unwrap();
+        (rx, acker, control, state, tokio::spawn(reader.run()))
+    }
+
+    /// CONNECT in, CONNACK out (MQTT 3.1.1).
+    async fn accept_311(listener: &TcpListener) -> TcpStream {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let (connect, _) = read_packet(&mut s).await.unwrap();
+        assert_eq!(connect, 0x10, "CONNECT first");
+        s.write_all(&[0x20, 0x02, 0x00, 0x00]).await.unwrap();
+        s
+    }
+
+    /// Reads packets until one of `kind`; returns its body.
+    async fn until(s: &mut TcpStream, kind: u8) -> Vec<u8> {
+        loop {
+            let (k, body) = read_packet(s).await.expect("connection open");
+            if k == kind {
+                return body;
+            }
+        }
+    }
+
+    /// QoS 1 PUBLISH of `payload` on a/b with packet id `pkid`.
+    fn publish_311(pkid: u8, payload: u8) -> [u8; 10] {
+        [0x32, 0x08, 0, 3, b'a', b'/', b'b', 0, pkid, payload]
+    }
+
+    /// A broker at its flow-control limit is silent with more to send: the
+    /// drain of a clean session must not take that for the end while the
+    /// bridge holds unacknowledged messages.
+    #[tokio::test]
+    async fn a_clean_drain_waits_for_its_acks_before_calling_the_broker_quiet() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (mut rx, acker, control, mut state, reader) = clean_reader(port, 2);
+        let mut s = accept_311(&listener).await;
+        let sub = until(&mut s, 0x82).await;
+        s.write_all(&[0x90, 0x03, sub[0], sub[1], 0x01])
+            .await
+            .unwrap();
+        s.write_all(&publish_311(1, b'1')).await.unwrap();
+        s.write_all(&publish_311(2, b'2')).await.unwrap();
+        let first = rx.recv().await.unwrap();
+        let second = rx.recv().await.unwrap();
+        control.stop_subscriptions().await;
+        let unsub = until(&mut s, 0xa2).await;
+        s.write_all(&[0xb0, 0x02, unsub[0], unsub[1]])
+            .await
+            .unwrap();
+        // Held for four times the quiet period: still not quiet.
+        let early = tokio::time::timeout(
+            QUIET_AFTER_UNSUBSCRIBE * 4,
+            state.wait_for(|s| *s == State::Unsubscribed),
+        )
+        .await
+        .is_ok();
+        assert!(!early, "called quiet with two messages unacknowledged");
+        acker.ack(first.ack).await;
+        acker.ack(second.ack).await;
+        until(&mut s, 0x40).await;
+        until(&mut s, 0x40).await;
+        // What the broker held for those acks.
+        s.write_all(&publish_311(3, b'3')).await.unwrap();
+        let third = rx.recv().await.unwrap();
+        assert_eq!(&third.message.payload[..], b"3");
+        acker.ack(third.ack).await;
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            state.wait_for(|s| *s == State::Unsubscribed),
+        )
+        .await
+        .expect("quiet once all acknowledged")
+        .unwrap();
+        reader.abort();
+    }
+
+    /// A connection lost during a clean session's drain, before the
+    /// UNSUBACK: the next connection does not subscribe again (which would
+    /// bring every retained message a second time), and the drain ends.
+    #[tokio::test]
+    async fn a_reconnect_during_a_clean_drain_does_not_subscribe_again() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (_rx, _acker, control, mut state, reader) = clean_reader(port, 2);
+        let mut s = accept_311(&listener).await;
+        let sub = until(&mut s, 0x82).await;
+        s.write_all(&[0x90, 0x03, sub[0], sub[1], 0x01])
+            .await
+            .unwrap();
+        state.wait_for(|s| *s == State::Ready).await.unwrap();
+        control.stop_subscriptions().await;
+        until(&mut s, 0xa2).await;
+        drop(s);
+        let mut s = accept_311(&listener).await;
+        let subscribed = tokio::time::timeout(Duration::from_secs(2), until(&mut s, 0x82)).await;
+        assert!(subscribed.is_err(), "subscribed again during the drain");
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            state.wait_for(|s| *s == State::Unsubscribed),
+        )
+        .await
+        .expect("the drain ends")
+        .unwrap();
+        reader.abort();
     }
 }

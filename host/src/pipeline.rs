@@ -380,10 +380,12 @@ impl Bridge {
                 }
                 _ = sleep_until_opt(drain_deadline), if draining && input_open && drain_deadline.is_some() => {
                     // No UNSUBACK yet. While messages still arrive it is
-                    // queued behind them; once they stop, the broker is not
+                    // queued behind them, and while ours are unconfirmed the
+                    // broker may be holding the rest for our acks (its
+                    // flow control); once neither, the broker is not
                     // answering and waiting longer gains nothing.
                     let received = stats.received.get();
-                    if received != received_at_deadline {
+                    if received != received_at_deadline || !pending.is_empty() {
                         received_at_deadline = received;
                         drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                     } else {
