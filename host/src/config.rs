@@ -92,6 +92,8 @@ pub struct Settings {
     /// The configuration directory; relative paths in the files resolve
     /// against it, not against the working directory of the process.
     pub dir: PathBuf,
+    /// Which file or variable set each key, for errors found after loading.
+    origin: HashMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -364,6 +366,13 @@ impl Settings {
     pub fn settings_file(&self) -> String {
         self.dir.join(SETTINGS_FILE).display().to_string()
     }
+
+    /// The file or environment variable that set `key` (or its nearest
+    /// parent), else the settings file: a value the image sets by
+    /// variable must not be blamed on a file that does not mention it.
+    pub fn origin_of(&self, key: &str) -> String {
+        origin_of(&self.origin, key).unwrap_or_else(|| self.settings_file())
+    }
 }
 
 /// What the caller is about to do; `transform` needs no broker settings.
@@ -496,6 +505,12 @@ impl Layers {
         // Only nested keys: every setting lives in a section, and other
         // `UNS_*` variables of the environment are none of our business.
         if !rest.contains("__") {
+            if let Some(meant) = one_underscore_typo(rest, raw) {
+                tracing::warn!(
+                    "environment variable {name} ignored: settings take two underscores \
+                     between section and key (did you mean {ENV_PREFIX}{meant}?)"
+                );
+            }
             return Ok(());
         }
         let mut path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
@@ -552,16 +567,7 @@ impl Layers {
 
     /// The file or variable that set `path` or its nearest parent.
     fn origin_of(&self, path: &str, fallback: &str) -> String {
-        let mut p = path;
-        loop {
-            if let Some(o) = self.origin.get(p) {
-                return o.clone();
-            }
-            match p.rfind('.') {
-                Some(i) => p = &p[..i],
-                None => return fallback.to_owned(),
-            }
-        }
+        origin_of(&self.origin, path).unwrap_or_else(|| fallback.to_owned())
     }
 
     fn into_settings(
@@ -897,6 +903,7 @@ impl Layers {
             transform,
             bridge,
             dir: dir.to_path_buf(),
+            origin: self.origin,
         })
     }
 
@@ -991,6 +998,33 @@ fn merge_mapping(
                 old.insert(k, v);
             }
         }
+    }
+}
+
+/// `MQTT__HOST` for `MQTT_HOST` (after the `UNS_` prefix): a section name
+/// and one underscore is almost surely a setting mistyped, which would
+/// otherwise leave the file's value in place without a word. Kubernetes
+/// service links of a service named `uns-kafka` or `uns-mqtt`
+/// (`UNS_KAFKA_SERVICE_HOST`, `UNS_KAFKA_PORT=tcp://...`,
+/// `UNS_KAFKA_PORT_8080_TCP_ADDR`) are not.
+fn one_underscore_typo(rest: &str, value: &str) -> Option<String> {
+    let (section, key) = ["MQTT_", "KAFKA_", "TRANSFORM_", "BRIDGE_"]
+        .iter()
+        .find_map(|s| Some((&s[..s.len() - 1], rest.strip_prefix(s)?)))?;
+    let service_link = key.starts_with("SERVICE_")
+        || key.starts_with("PORT_")
+        || (key == "PORT" && value.contains("://"));
+    (!key.is_empty() && !service_link).then(|| format!("{section}__{key}"))
+}
+
+/// The origin recorded for `path` or its nearest parent.
+fn origin_of(origin: &HashMap<String, String>, path: &str) -> Option<String> {
+    let mut p = path;
+    loop {
+        if let Some(o) = origin.get(p) {
+            return Some(o.clone());
+        }
+        p = &p[..p.rfind('.')?];
     }
 }
 
@@ -1212,6 +1246,27 @@ fn keep_raw_unless_plain(value: Value, raw: &str) -> Value {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn one_underscore_after_a_section_is_taken_for_a_typo_but_service_links_are_not() {
+        assert_eq!(
+            one_underscore_typo("MQTT_HOST", "broker").as_deref(),
+            Some("MQTT__HOST")
+        );
+        assert_eq!(
+            one_underscore_typo("MQTT_PORT", "1883").as_deref(),
+            Some("MQTT__PORT")
+        );
+        for (rest, value) in [
+            ("KAFKA_SERVICE_HOST", "10.0.0.1"),
+            ("KAFKA_PORT", "tcp://10.0.0.1:8080"),
+            ("KAFKA_PORT_8080_TCP_ADDR", "10.0.0.1"),
+            ("PLANT", "x"),
+            ("MQTT_", "x"),
+        ] {
+            assert_eq!(one_underscore_typo(rest, value), None, "{rest}");
+        }
+    }
+
     use super::*;
 
     fn load_str(settings: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {

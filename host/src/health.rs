@@ -91,7 +91,7 @@ pub fn listen_error(
     e: &std::io::Error,
 ) -> crate::config::ConfigError {
     crate::config::ConfigError {
-        file: settings.settings_file(),
+        file: settings.origin_of("bridge.health_listen"),
         key: "bridge.health_listen".into(),
         message: format!("cannot listen on {addr}: {e}"),
     }

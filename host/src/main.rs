@@ -51,6 +51,14 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    // With --log-json the line that says why `run` stopped is a JSON log
+    // line like the rest, so a log shipper does not drop the one that
+    // matters most.
+    let log_json = match &cli.command {
+        None => cli.run.log_json,
+        Some(Command::Run(args)) => args.log_json,
+        Some(_) => false,
+    };
     let result: Result<(), CliError> = match cli.command {
         None => uns_kafka::pipeline::main(cli.run),
         Some(Command::Run(args)) => uns_kafka::pipeline::main(args),
@@ -62,6 +70,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if log_json => {
+            tracing::error!(exit_code = e.exit_code(), "{e:#}");
+            ExitCode::from(e.exit_code())
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(e.exit_code())

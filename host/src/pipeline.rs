@@ -581,13 +581,16 @@ pub fn load_component(
     let (path, key) = match (component, &settings.transform.component) {
         (Some(p), _) => (p, "--component"),
         (None, Some(p)) => (p.clone(), "transform.component"),
-        (None, None) => (transform::default_component_path(), "transform.component"),
+        (None, None) => (
+            transform::default_component_path(),
+            "transform.component (not set: the default component)",
+        ),
     };
     let config_error = |message: String| ConfigError {
         file: if key == "--component" {
             "command line".to_owned()
         } else {
-            settings.settings_file()
+            settings.origin_of("transform.component")
         },
         key: key.to_owned(),
         message,

@@ -207,6 +207,47 @@ fn an_unknown_key_for_the_default_component_fails_check() {
 /// an address this host does not have (exit 2, naming the key), and warns
 /// of a port in use, which the running bridge holds when `check` vets a
 /// change beside it.
+/// `UNS_MQTT_HOST` (one underscore) is not a setting: ignored, as any
+/// other `UNS_` variable, but said, with the name it should have had.
+#[test]
+fn a_variable_with_one_underscore_after_the_section_gets_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("settings.yaml"),
+        "mqtt: {host: 127.0.0.1}\nkafka: {config: {bootstrap.servers: '127.0.0.1:9'}}\n",
+    )
+    .unwrap();
+    let wasm = component("uns_default");
+    let out = check(
+        &[
+            "--config",
+            dir.path().to_str().unwrap(),
+            "--component",
+            wasm.to_str().unwrap(),
+        ],
+        &[
+            ("UNS_MQTT_HOST".into(), "broker".into()),
+            ("UNS_KAFKA_SERVICE_HOST".into(), "10.0.0.1".into()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "environment variable UNS_MQTT_HOST ignored: settings take two underscores \
+             between section and key (did you mean UNS_MQTT__HOST?)"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("UNS_KAFKA_SERVICE_HOST"), "{stderr}");
+    // Ignored: the file's host stands.
+    assert!(
+        text(&out.stdout).contains("mqtt: mqtt://127.0.0.1:1883"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
 /// What `run` would only warn about shows in `check` too: here a consumer
 /// setting in `kafka.config`, which the producers ignore.
 #[test]
@@ -264,6 +305,41 @@ fn a_health_address_is_checked_and_a_port_in_use_is_a_warning() {
         "{}",
         text(&out.stderr)
     );
+    // Set by a variable (as the image does), the error names the variable,
+    // not a file that does not mention the key.
+    std::fs::write(
+        dir.path().join("settings.yaml"),
+        "mqtt:\n  host: h\nkafka: {config: {bootstrap.servers: 'localhost:9092'}}\n",
+    )
+    .unwrap();
+    let wasm = component("uns_default");
+    let out = check(
+        &[
+            "--config",
+            dir.path().to_str().unwrap(),
+            "--component",
+            wasm.to_str().unwrap(),
+        ],
+        &[
+            (
+                "UNS_TRANSFORM__CACHE_DIR".into(),
+                shared_cache().display().to_string(),
+            ),
+            (
+                "UNS_BRIDGE__HEALTH_LISTEN".into(),
+                "203.0.113.1:8080".into(),
+            ),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).starts_with(
+            "error: environment variable UNS_BRIDGE__HEALTH_LISTEN: bridge.health_listen: \
+             cannot listen on 203.0.113.1:8080: "
+        ),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// `run` binds the health port before it connects to MQTT: a port in use
@@ -317,5 +393,43 @@ fn run_stops_with_exit_2_when_the_health_port_is_taken() {
     assert!(
         matches!(broker.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "the bridge connected to MQTT before it failed"
+    );
+}
+
+/// With `--log-json` the reason `run` stops is a JSON log line like every
+/// other, with the exit code; without, the plain `error:` line.
+#[test]
+fn run_with_log_json_says_why_it_stopped_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("settings.yaml"),
+        "mqtt: {host: h, port: 99999}\nkafka: {config: {bootstrap.servers: '127.0.0.1:9'}}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_uns-kafka"))
+        .args([
+            "run",
+            "--log-json",
+            "--config",
+            dir.path().to_str().unwrap(),
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run uns-kafka");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let last: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("last line is not JSON ({e}):\n{stderr}"));
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert_eq!(last["exit_code"], 2, "{last}");
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("settings.yaml: mqtt.port: ")),
+        "{last}"
+    );
+    assert!(
+        !stderr.contains("\nerror: ") && !stderr.starts_with("error: "),
+        "{stderr}"
     );
 }
