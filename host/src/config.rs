@@ -1246,6 +1246,8 @@ fn keep_raw_unless_plain(value: Value, raw: &str) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn one_underscore_after_a_section_is_taken_for_a_typo_but_service_links_are_not() {
         assert_eq!(
@@ -1266,8 +1268,6 @@ mod tests {
             assert_eq!(one_underscore_typo(rest, value), None, "{rest}");
         }
     }
-
-    use super::*;
 
     fn load_str(settings: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let dir = tempfile::tempdir().unwrap();

@@ -1035,24 +1035,13 @@ mod tests {
     async fn pending_pubrel_is_completed(version: &str) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("settings.yaml"),
-            format!(
-                "mqtt: {{host: 127.0.0.1, port: {port}, version: {version}, qos: 2, \
-                 clean_session: false, client_id: pubrel-test, session_expiry: 60}}\n\
-                 kafka: {{config: {{bootstrap.servers: 'localhost:9092'}}}}\n"
+        let (mut rx, _acker, _control, _state, bridge) = start_reader(
+            &format!(
+                "host: 127.0.0.1, port: {port}, version: {version}, qos: 2, \
+                 clean_session: false, client_id: pubrel-test, session_expiry: 60"
             ),
-        )
-        .unwrap();
-        let settings =
-            crate::config::load_from(dir.path(), Vec::new(), crate::config::Mode::Bridge).unwrap();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        let stats = Arc::new(crate::metrics::Stats::default());
-        let (reader, _acker, _control, _state) =
-            connect(&settings.mqtt, 100, stats, tx, stop_rx).unwrap();
-        let bridge = tokio::spawn(reader.run());
+            100,
+        );
         let completed = tokio::time::timeout(
             Duration::from_secs(20),
             broker_with_a_pending_pubrel(listener, version == "5"),
@@ -1087,24 +1076,10 @@ mod tests {
     async fn a_qos_downgrade_is_refused(version: &str) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("settings.yaml"),
-            format!(
-                "mqtt: {{host: 127.0.0.1, port: {port}, version: {version}, qos: 1, \
-                 topics: ['a/#']}}\n\
-                 kafka: {{config: {{bootstrap.servers: 'localhost:9092'}}}}\n"
-            ),
-        )
-        .unwrap();
-        let settings =
-            crate::config::load_from(dir.path(), Vec::new(), crate::config::Mode::Bridge).unwrap();
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        let stats = Arc::new(crate::metrics::Stats::default());
-        let (reader, _acker, _control, _state) =
-            connect(&settings.mqtt, 100, stats, tx, stop_rx).unwrap();
-        let bridge = tokio::spawn(reader.run());
+        let (_rx, _acker, _control, _state, bridge) = start_reader(
+            &format!("host: 127.0.0.1, port: {port}, version: {version}, qos: 1, topics: ['a/#']"),
+            100,
+        );
         let v5 = version == "5";
         let broker = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.ok()?;
@@ -1154,7 +1129,7 @@ mod tests {
         a_qos_downgrade_is_refused("4").await;
     }
 
-    type CleanReader = (
+    type TestReader = (
         mpsc::UnboundedReceiver<Inbound>,
         Acker,
         Control,
@@ -1162,15 +1137,15 @@ mod tests {
         tokio::task::JoinHandle<Result<(), MqttError>>,
     );
 
-    /// A clean-session reader (MQTT 3.1.1) on `port` with a window of
-    /// `window` messages, started.
-    fn clean_reader(port: u16, window: usize) -> CleanReader {
+    /// A reader with the `mqtt` settings `{mqtt}` (a YAML flow mapping's
+    /// inside) and a window of `window` messages, started; never told to
+    /// stop (these tests are about what comes before).
+    fn start_reader(mqtt: &str, window: usize) -> TestReader {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("settings.yaml"),
             format!(
-                "mqtt: {{host: 127.0.0.1, port: {port}, version: 4, qos: 1, \
-                 topics: ['a/#'], reconnect_on_failure: true}}\n\
+                "mqtt: {{{mqtt}}}\n\
                  kafka: {{config: {{bootstrap.servers: 'localhost:9092'}}}}\n"
             ),
         )
@@ -1179,12 +1154,19 @@ mod tests {
             crate::config::load_from(dir.path(), Vec::new(), crate::config::Mode::Bridge).unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
-        // Never stopping: these tests are about the drain before that.
         std::mem::forget(stop_tx);
         let stats = Arc::new(crate::metrics::Stats::default());
         let (reader, acker, control, state) =
             connect(&settings.mqtt, window, stats, tx, stop_rx).unwrap();
         (rx, acker, control, state, tokio::spawn(reader.run()))
+    }
+
+    /// A clean-session reader (MQTT 3.1.1) subscribed to `a/#` at QoS 1.
+    fn clean_reader(port: u16, window: usize) -> TestReader {
+        start_reader(
+            &format!("host: 127.0.0.1, port: {port}, version: 4, qos: 1, topics: ['a/#']"),
+            window,
+        )
     }
 
     /// CONNECT in, CONNACK out (MQTT 3.1.1).

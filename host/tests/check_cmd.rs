@@ -34,7 +34,18 @@ fn check(args: &[&str], env: &[(String, String)]) -> Output {
 /// component and the shared compile cache.
 fn check_settings(dir: &Path, settings: &str) -> Output {
     std::fs::write(dir.join("settings.yaml"), settings).unwrap();
+    check_dir(dir, &[])
+}
+
+/// `check` of the configuration in `dir` with the default component, the
+/// shared compile cache and `env`.
+fn check_dir(dir: &Path, env: &[(&str, &str)]) -> Output {
     let wasm = component("uns_default");
+    let cache = shared_cache().display().to_string();
+    let env: Vec<(String, String)> = std::iter::once(("UNS_TRANSFORM__CACHE_DIR", cache.as_str()))
+        .chain(env.iter().copied())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     check(
         &[
             "--config",
@@ -42,10 +53,7 @@ fn check_settings(dir: &Path, settings: &str) -> Output {
             "--component",
             wasm.to_str().unwrap(),
         ],
-        &[(
-            "UNS_TRANSFORM__CACHE_DIR".into(),
-            shared_cache().display().to_string(),
-        )],
+        &env,
     )
 }
 
@@ -203,10 +211,6 @@ fn an_unknown_key_for_the_default_component_fails_check() {
     );
 }
 
-/// `run` binds `bridge.health_listen` before it bridges: `check` refuses
-/// an address this host does not have (exit 2, naming the key), and warns
-/// of a port in use, which the running bridge holds when `check` vets a
-/// change beside it.
 /// `UNS_MQTT_HOST` (one underscore) is not a setting: ignored, as any
 /// other `UNS_` variable, but said, with the name it should have had.
 #[test]
@@ -217,17 +221,11 @@ fn a_variable_with_one_underscore_after_the_section_gets_a_warning() {
         "mqtt: {host: 127.0.0.1}\nkafka: {config: {bootstrap.servers: '127.0.0.1:9'}}\n",
     )
     .unwrap();
-    let wasm = component("uns_default");
-    let out = check(
+    let out = check_dir(
+        dir.path(),
         &[
-            "--config",
-            dir.path().to_str().unwrap(),
-            "--component",
-            wasm.to_str().unwrap(),
-        ],
-        &[
-            ("UNS_MQTT_HOST".into(), "broker".into()),
-            ("UNS_KAFKA_SERVICE_HOST".into(), "10.0.0.1".into()),
+            ("UNS_MQTT_HOST", "broker"),
+            ("UNS_KAFKA_SERVICE_HOST", "10.0.0.1"),
         ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -267,6 +265,10 @@ fn check_shows_the_warnings_run_would_log() {
     );
 }
 
+/// `run` binds `bridge.health_listen` before it bridges: `check` refuses
+/// an address this host does not have (exit 2, naming the key), and warns
+/// of a port in use, which the running bridge holds when `check` vets a
+/// change beside it.
 #[test]
 fn a_health_address_is_checked_and_a_port_in_use_is_a_warning() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -312,24 +314,9 @@ fn a_health_address_is_checked_and_a_port_in_use_is_a_warning() {
         "mqtt:\n  host: h\nkafka: {config: {bootstrap.servers: 'localhost:9092'}}\n",
     )
     .unwrap();
-    let wasm = component("uns_default");
-    let out = check(
-        &[
-            "--config",
-            dir.path().to_str().unwrap(),
-            "--component",
-            wasm.to_str().unwrap(),
-        ],
-        &[
-            (
-                "UNS_TRANSFORM__CACHE_DIR".into(),
-                shared_cache().display().to_string(),
-            ),
-            (
-                "UNS_BRIDGE__HEALTH_LISTEN".into(),
-                "203.0.113.1:8080".into(),
-            ),
-        ],
+    let out = check_dir(
+        dir.path(),
+        &[("UNS_BRIDGE__HEALTH_LISTEN", "203.0.113.1:8080")],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
