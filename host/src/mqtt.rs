@@ -252,7 +252,7 @@ impl Drop for Reader {
         } else if qos12 > 0 && self.clean_session {
             tracing::warn!(
                 qos12,
-                "stopping: QoS 1/2 messages received after the drain ended were not bridged \
+                "stopping: QoS 1/2 messages received as the bridge stopped were not bridged \
                  (a clean session's broker does not send them again)"
             );
         } else if qos12 > 0 {
@@ -477,7 +477,6 @@ impl Reader {
                 && !announced
                 && self.waiting.is_empty()
                 && unsent == 0
-                && self.permits.available_permits() == self.window
             {
                 // Unsubscribed, but the broker may still send what it had
                 // queued for us (MQTT lets it): with a clean session that is
@@ -485,11 +484,26 @@ impl Reader {
                 // `Unsubscribed` only once everything is handed on and the
                 // broker has gone quiet. Quiet counts only with every
                 // message of ours acknowledged: before that, a broker at its
-                // flow-control limit is silent with more to send.
-                tokio::select! {
-                    biased;
-                    event = self.poll() => Next::Event(event),
-                    _ = tokio::time::sleep(QUIET_AFTER_UNSUBSCRIBE) => Next::Quiet,
+                // flow-control limit is silent with more to send. The last
+                // permit may come back with no packet (a QoS 0 message, or
+                // one of an earlier connection, is acknowledged by writing
+                // nothing), so it is waited for as well as the next packet.
+                if self.permits.available_permits() == self.window {
+                    tokio::select! {
+                        biased;
+                        event = self.poll() => Next::Event(event),
+                        _ = tokio::time::sleep(QUIET_AFTER_UNSUBSCRIBE) => Next::Quiet,
+                    }
+                } else {
+                    let permits = self.permits.clone();
+                    let window = u32::try_from(self.window).unwrap_or(u32::MAX);
+                    tokio::select! {
+                        biased;
+                        // All back: handed to `forward`, which has nothing
+                        // to send and drops them.
+                        all = permits.acquire_many_owned(window) => Next::Permit(all),
+                        event = self.poll() => Next::Event(event),
+                    }
                 }
             } else if !self.waiting.is_empty() && unsent == 0 {
                 let permits = self.permits.clone();
@@ -618,7 +632,7 @@ impl Reader {
                     // would quietly make the bridge at most once.
                     // 1 for 2 only costs what Kafka's side costs anyway
                     // (a duplicate after a crash).
-                    if granted.contains(&1) && self.qos == 2 {
+                    if granted.contains(&1) && self.qos == 2 && !connected_once {
                         tracing::warn!("MQTT broker granted QoS 1 for mqtt.qos 2: a crash or reconnect may bring duplicates");
                     }
                     let downgraded = granted.iter().find(|g| **g == 0 && self.qos > 0).map(|g| {
@@ -1231,6 +1245,7 @@ mod tests {
         s.write_all(&publish_311(3, b'3')).await.unwrap();
         let third = rx.recv().await.unwrap();
         assert_eq!(&third.message.payload[..], b"3");
+        assert_ne!(*state.borrow(), State::Unsubscribed);
         acker.ack(third.ack).await;
         tokio::time::timeout(
             Duration::from_secs(5),
@@ -1238,6 +1253,47 @@ mod tests {
         )
         .await
         .expect("quiet once all acknowledged")
+        .unwrap();
+        reader.abort();
+    }
+
+    /// A QoS 0 message is acknowledged by writing nothing, so no packet
+    /// wakes the reader when its permit comes back: the drain must still
+    /// see the broker quiet soon after, not at the next keep-alive.
+    #[tokio::test]
+    async fn a_clean_drain_ends_soon_after_its_last_qos0_message_is_done() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (mut rx, acker, control, mut state, reader) = clean_reader(port, 2);
+        let mut s = accept_311(&listener).await;
+        let sub = until(&mut s, 0x82).await;
+        s.write_all(&[0x90, 0x03, sub[0], sub[1], 0x01])
+            .await
+            .unwrap();
+        // PUBLISH QoS 0, topic a/b, payload 0.
+        s.write_all(&[0x30, 0x06, 0, 3, b'a', b'/', b'b', b'0'])
+            .await
+            .unwrap();
+        let only = rx.recv().await.unwrap();
+        control.stop_subscriptions().await;
+        let unsub = until(&mut s, 0xa2).await;
+        s.write_all(&[0xb0, 0x02, unsub[0], unsub[1]])
+            .await
+            .unwrap();
+        let early = tokio::time::timeout(
+            QUIET_AFTER_UNSUBSCRIBE * 4,
+            state.wait_for(|s| *s == State::Unsubscribed),
+        )
+        .await
+        .is_ok();
+        assert!(!early, "called quiet with a message in the pipeline");
+        acker.ack(only.ack).await;
+        tokio::time::timeout(
+            QUIET_AFTER_UNSUBSCRIBE * 4,
+            state.wait_for(|s| *s == State::Unsubscribed),
+        )
+        .await
+        .expect("quiet soon after the last message was done")
         .unwrap();
         reader.abort();
     }
