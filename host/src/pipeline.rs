@@ -379,11 +379,13 @@ impl Bridge {
                     }
                 }
                 _ = sleep_until_opt(drain_deadline), if draining && input_open && drain_deadline.is_some() => {
-                    // No UNSUBACK yet. While messages still arrive it is
-                    // queued behind them, and while ours are unconfirmed the
-                    // broker may be holding the rest for our acks (its
-                    // flow control); once neither, the broker is not
-                    // answering and waiting longer gains nothing.
+                    // The reader has not said the broker is done (no
+                    // UNSUBACK yet, or not quiet yet). While messages still
+                    // arrive the UNSUBACK is queued behind them, and while
+                    // Kafka has not confirmed ours the broker may be holding
+                    // the rest for their acks (its flow control); once
+                    // neither, the broker is not answering and waiting
+                    // longer gains nothing. `give_up_at` bounds it all.
                     let received = stats.received.get();
                     if received != received_at_deadline || !pending.is_empty() {
                         received_at_deadline = received;
@@ -587,10 +589,11 @@ pub fn load_component(
         ),
     };
     let config_error = |message: String| ConfigError {
-        file: if key == "--component" {
-            "command line".to_owned()
-        } else {
-            settings.origin_of("transform.component")
+        file: match key {
+            "--component" => "command line".to_owned(),
+            "transform.component" => settings.origin_of(key),
+            // Set by no file: the nearest parent's origin would blame one.
+            _ => "built-in default".to_owned(),
         },
         key: key.to_owned(),
         message,
@@ -812,13 +815,19 @@ async fn process(batch: Vec<Inbound>, worker: &Worker, out: &Arc<Output>, pendin
                 // Only the delivery futures are kept: a failed delivery
                 // hands its record back, so the message in flight costs no
                 // second copy of its records.
+                // A record for a topic Kafka would refuse is the
+                // component's bug: the whole message is dead-lettered and
+                // none of its records produced, so a replay from the
+                // dead-letter topic duplicates nothing (and `uns-kafka
+                // transform` shows the same outcome).
+                let failure = records.iter().find_map(invalid_topic);
+                let records = if failure.is_some() {
+                    Vec::new()
+                } else {
+                    records
+                };
                 let mut sends = Vec::with_capacity(records.len());
-                let mut failure: Option<MessageError> = None;
                 for record in records {
-                    if let Some(invalid) = invalid_topic(&record) {
-                        failure = Some(invalid);
-                        continue;
-                    }
                     sends.push(match out.sink.send(&record).await {
                         Ok(f) => Ok(f),
                         Err(error) => Err(Undelivered::refused(error, record)),
@@ -1013,20 +1022,22 @@ pub fn invalid_topic(record: &KafkaRecord) -> Option<MessageError> {
     })
 }
 
-/// Most bytes of a reason that go into `dlq_reason` and the log line.
-/// A component may put anything in its error's message (a `{:?}` of the
-/// whole payload is easy to write); uncut, a reason of a megabyte makes
-/// the dead-letter record too large for Kafka even without its payload,
-/// and the message would be lost instead of dead-lettered.
-pub const REASON_MAX_BYTES: usize = 4096;
+/// Most bytes of a reason in `dlq_reason` and the log line, the note of
+/// what was cut included. A component may put anything in its error's
+/// message (a `{:?}` of the whole payload is easy to write); uncut, a
+/// reason of a megabyte makes the dead-letter record too large for Kafka
+/// even without its payload, and the message would be lost instead of
+/// dead-lettered.
+const REASON_MAX_BYTES: usize = 4096;
 
-/// `reason` cut to [`REASON_MAX_BYTES`] on a character boundary, saying
-/// how much was cut.
+/// `reason` cut on a character boundary to at most [`REASON_MAX_BYTES`],
+/// saying how much was cut.
 fn clip_reason(reason: &str) -> String {
     if reason.len() <= REASON_MAX_BYTES {
         return reason.to_owned();
     }
-    let mut end = REASON_MAX_BYTES;
+    // Room for the note: " (" + up to 20 digits + " more bytes cut)".
+    let mut end = REASON_MAX_BYTES - 40;
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
@@ -1078,5 +1089,29 @@ pub fn dead_letter_record(
         value: Some(message.payload.to_vec()),
         headers,
         timestamp_ms: Some(message.received_at_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_reason_is_cut_to_the_limit_on_a_character_boundary() {
+        assert_eq!(clip_reason("short"), "short");
+        let exact = "x".repeat(REASON_MAX_BYTES);
+        assert_eq!(clip_reason(&exact), exact);
+        // Two-byte characters, one of them across the cut.
+        for lead in 0..2 {
+            let long = format!("{}{}", "x".repeat(lead), "é".repeat(REASON_MAX_BYTES));
+            let cut = clip_reason(&long);
+            assert!(cut.len() <= REASON_MAX_BYTES, "{}", cut.len());
+            let kept = cut.split("... (").next().unwrap();
+            assert!(long.starts_with(kept));
+            assert!(
+                cut.ends_with(&format!(" ({} more bytes cut)", long.len() - kept.len())),
+                "{cut}"
+            );
+        }
     }
 }
