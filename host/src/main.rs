@@ -70,7 +70,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if log_json => {
+        // Unless RUST_LOG filters our errors out: the reason must show.
+        Err(e) if log_json && tracing::enabled!(tracing::Level::ERROR) => {
             tracing::error!(exit_code = e.exit_code(), "{e:#}");
             ExitCode::from(e.exit_code())
         }
