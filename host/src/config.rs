@@ -826,15 +826,24 @@ impl Layers {
         // and checks its size against `message.max.bytes` alone: a queue
         // smaller than one record would make the bridge wait for room for
         // ever on the first large message, with nothing in the log.
-        let number = |key: &str, default: u64| {
-            kafka
-                .config
+        // The numbers as librdkafka read them (it takes `0x200` and
+        // `512KB` for 512), defaults included.
+        let mut all = rdkafka::ClientConfig::new();
+        for (key, value) in &kafka.config {
+            all.set(key, value);
+        }
+        let native = all
+            .create_native_config()
+            .map_err(|e| err("kafka.config", e.to_string()))?;
+        let number = |key: &str| {
+            native
                 .get(key)
+                .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(default)
+                .unwrap_or(0)
         };
-        let max_record = number("message.max.bytes", 1_000_000);
-        let queue_kb = number("queue.buffering.max.kbytes", 1_048_576);
+        let max_record = number("message.max.bytes");
+        let queue_kb = number("queue.buffering.max.kbytes");
         if queue_kb.saturating_mul(1024) < max_record {
             return Err(err(
                 "kafka.config.queue.buffering.max.kbytes",
@@ -1001,20 +1010,74 @@ fn merge_mapping(
     }
 }
 
-/// `MQTT__HOST` for `MQTT_HOST` (after the `UNS_` prefix): a section name
-/// and one underscore is almost surely a setting mistyped, which would
-/// otherwise leave the file's value in place without a word. Kubernetes
-/// service links of a service named `uns-kafka` or `uns-mqtt`
-/// (`UNS_KAFKA_SERVICE_HOST`, `UNS_KAFKA_PORT=tcp://...`,
-/// `UNS_KAFKA_PORT_8080_TCP_ADDR`) are not.
+/// The keys of each section, as variable names spell them: what a
+/// mistyped variable is checked against.
+const SECTION_KEYS: &[(&str, &[&str])] = &[
+    (
+        "MQTT",
+        &[
+            "HOST",
+            "PORT",
+            "TOPICS",
+            "QOS",
+            "KEEP_ALIVE",
+            "RECONNECT_ON_FAILURE",
+            "VERSION",
+            "TRANSPORT",
+            "WEBSOCKET_PATH",
+            "CLEAN_SESSION",
+            "SESSION_EXPIRY",
+            "CLIENT_ID",
+            "USERNAME",
+            "PASSWORD",
+            "TLS",
+            "IGNORED_ATTRIBUTES",
+            "TIMESTAMP_ATTRIBUTE",
+        ],
+    ),
+    ("KAFKA", &["CONFIG", "DEAD_LETTER_TOPIC", "PRODUCERS"]),
+    (
+        "TRANSFORM",
+        &[
+            "COMPONENT",
+            "TOPIC_SEPARATOR",
+            "CONFIG",
+            "TIMEOUT_MS",
+            "MAX_MEMORY_MB",
+            "CACHE_DIR",
+        ],
+    ),
+    (
+        "BRIDGE",
+        &[
+            "BATCH_SIZE",
+            "MAX_IN_FLIGHT",
+            "HEALTH_LISTEN",
+            "HEALTH_STALL_TIMEOUT_MS",
+            "SHUTDOWN_TIMEOUT_MS",
+        ],
+    ),
+];
+
+/// `MQTT__HOST` for `MQTT_HOST` (after the `UNS_` prefix): a section and a
+/// key of it joined by one underscore is almost surely a setting mistyped,
+/// which would otherwise leave the file's value in place without a word.
+/// Anything else is not ours (`UNS_KAFKA_BIN`, Kubernetes service links
+/// such as `UNS_KAFKA_SERVICE_HOST`), except `UNS_MQTT_PORT` holding a
+/// `tcp://` address, the service link of a service named `uns-mqtt`.
 fn one_underscore_typo(rest: &str, value: &str) -> Option<String> {
-    let (section, key) = ["MQTT_", "KAFKA_", "TRANSFORM_", "BRIDGE_"]
-        .iter()
-        .find_map(|s| Some((&s[..s.len() - 1], rest.strip_prefix(s)?)))?;
-    let service_link = key.starts_with("SERVICE_")
-        || key.starts_with("PORT_")
-        || (key == "PORT" && value.contains("://"));
-    (!key.is_empty() && !service_link).then(|| format!("{section}__{key}"))
+    SECTION_KEYS.iter().find_map(|(section, keys)| {
+        let key = rest.strip_prefix(section)?.strip_prefix('_')?;
+        if keys.contains(&key) {
+            return (!value.contains("://")).then(|| format!("{section}__{key}"));
+        }
+        // A nested key: MQTT_TLS_CA_CERTS is MQTT__TLS__CA_CERTS.
+        ["TLS", "CONFIG"].iter().find_map(|nested| {
+            let inner = key.strip_prefix(nested)?.strip_prefix('_')?;
+            (keys.contains(nested) && !inner.is_empty())
+                .then(|| format!("{section}__{nested}__{inner}"))
+        })
+    })
 }
 
 /// The origin recorded for `path` or its nearest parent.
@@ -1258,14 +1321,42 @@ mod tests {
             one_underscore_typo("MQTT_PORT", "1883").as_deref(),
             Some("MQTT__PORT")
         );
+        assert_eq!(
+            one_underscore_typo("KAFKA_CONFIG_BOOTSTRAP_SERVERS", "k:9092").as_deref(),
+            Some("KAFKA__CONFIG__BOOTSTRAP_SERVERS")
+        );
+        assert_eq!(
+            one_underscore_typo("MQTT_TLS_CA_CERTS", "ca.pem").as_deref(),
+            Some("MQTT__TLS__CA_CERTS")
+        );
         for (rest, value) in [
             ("KAFKA_SERVICE_HOST", "10.0.0.1"),
             ("KAFKA_PORT", "tcp://10.0.0.1:8080"),
             ("KAFKA_PORT_8080_TCP_ADDR", "10.0.0.1"),
+            ("KAFKA_METRICS_SERVICE_HOST", "10.0.0.1"),
+            ("MQTT_PORT", "tcp://10.0.0.1:1883"),
+            ("MQTT_BROKER_PORT", "tcp://10.0.0.1:1883"),
+            ("KAFKA_BIN", "/opt/kafka"),
+            ("KAFKA_DATA", "/dev/shm/k"),
             ("PLANT", "x"),
             ("MQTT_", "x"),
+            ("KAFKA_CONFIG_", "x"),
         ] {
             assert_eq!(one_underscore_typo(rest, value), None, "{rest}");
+        }
+    }
+
+    /// Every key the typo check knows is a real one (a key renamed in the
+    /// structs and not here would be suggested wrongly).
+    #[test]
+    fn the_keys_the_typo_check_knows_are_settings() {
+        for (section, keys) in SECTION_KEYS {
+            for key in *keys {
+                let name = format!("UNS_{section}__{key}");
+                if let Err(e) = load_str(MINIMAL, &[(&name, "1")]) {
+                    assert!(!e.message.contains("unknown field"), "{name}: {e}");
+                }
+            }
         }
     }
 
