@@ -917,8 +917,8 @@ mod tests {
     /// in `uns_kafka_component_failures_total`; it was `internal`, which is
     /// not, so the alert stayed quiet) with the reason `init` gave, and
     /// every batch tries once more.
-    #[test]
-    fn messages_without_an_instance_fail_as_start_with_the_reason() {
+    /// The test-faulty component, built.
+    fn test_faulty() -> PathBuf {
         let target = match std::env::var_os("CARGO_TARGET_DIR") {
             Some(dir) if !dir.is_empty() => {
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir)
@@ -931,7 +931,13 @@ mod tests {
             "{} missing; run: cargo build --release --target wasm32-wasip2 -p test-faulty",
             wasm.display()
         );
-        let runtime = Arc::new(TransformRuntime::load(&wasm, RuntimeOptions::default()).unwrap());
+        wasm
+    }
+
+    #[test]
+    fn messages_without_an_instance_fail_as_start_with_the_reason() {
+        let runtime =
+            Arc::new(TransformRuntime::load(&test_faulty(), RuntimeOptions::default()).unwrap());
         let mut t = runtime.instantiate("{}").unwrap();
         let message = |payload: &'static str| MqttMessage {
             topic: "plant/line".into(),
@@ -962,6 +968,32 @@ mod tests {
         // Once `init` works again, so do the messages.
         t.config_json = "{}".into();
         assert!(t.transform_batch(&[message("d")])[0].is_ok());
+    }
+
+    /// A trap's reason quotes the stderr of its own call only: what an
+    /// earlier, successful call on the same instance wrote is not the
+    /// trap's explanation.
+    #[test]
+    fn a_trap_reason_quotes_only_its_own_calls_stderr() {
+        let runtime =
+            Arc::new(TransformRuntime::load(&test_faulty(), RuntimeOptions::default()).unwrap());
+        let mut t = runtime.instantiate("{}").unwrap();
+        let message = |payload: &'static str| MqttMessage {
+            topic: "plant/line".into(),
+            payload: bytes::Bytes::from_static(payload.as_bytes()),
+            qos: 1,
+            retain: false,
+            user_properties: Vec::new(),
+            content_type: None,
+            received_at_ms: 1,
+        };
+        // In one batch: the batch traps, then each message runs alone, the
+        // trap after `noisy` succeeded on the same instance.
+        let out = t.transform_batch(&[message("noisy"), message("trap")]);
+        assert!(out[0].is_ok());
+        let reason = &out[1].as_ref().unwrap_err().message;
+        assert!(reason.contains("asked to trap"), "{reason}");
+        assert!(!reason.contains("noisy line"), "{reason}");
     }
 
     #[test]

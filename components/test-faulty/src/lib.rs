@@ -1,7 +1,8 @@
 //! A transform component that misbehaves on request, so the host's tests can
 //! check that a trap, a runaway loop or a memory hog costs one message, not
 //! the bridge. Payload `trap` traps, `loop` never returns, `alloc` grows
-//! memory until the limit traps; `huge-error` is rejected with a 2 MiB
+//! memory until the limit traps; `noisy` writes a line to stderr and then
+//! is bridged like anything else; `huge-error` is rejected with a 2 MiB
 //! reason; `bad-topic` becomes a record for a Kafka topic with a space in
 //! its name; anything else becomes one record on the
 //! topic with `/` replaced by `_`, keyed by the topic, payload unchanged.
@@ -57,6 +58,16 @@ mod component {
                     hog.push(vec![1u8; 1 << 20]);
                     std::hint::black_box(&hog);
                 }
+            }
+            b"noisy" => {
+                eprintln!("noisy line from {}", m.topic);
+                Ok(vec![KafkaRecord {
+                    topic: m.topic.replace('/', "_"),
+                    key: None,
+                    value: Some(m.payload),
+                    headers: Vec::new(),
+                    timestamp_ms: None,
+                }])
             }
             b"huge-error" => Err(TransformError {
                 kind: ErrorKind::Rejected,

@@ -140,7 +140,10 @@ mod tests {
             "{last}"
         );
         assert!(!last.contains("old line") && !last.contains("line 0 "));
+        // What is held stays bounded, however much is written.
+        assert!(tail.0.lock().unwrap().len() <= 2 * TAIL_BYTES + 64);
         tail.push(&[b'x'; 3 * TAIL_BYTES]);
+        assert_eq!(tail.0.lock().unwrap().len(), TAIL_BYTES);
         assert_eq!(tail.last().unwrap().len(), TAIL_BYTES);
     }
 }
