@@ -149,10 +149,15 @@ fn docker_ignored() -> Vec<String> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| {
             let positive = l.strip_prefix('!').unwrap_or(l);
-            let plain = positive.strip_prefix("**/").unwrap_or(positive);
-            let plain = plain.strip_suffix("/*").unwrap_or(plain);
+            let plain = |p: &str| !p.is_empty() && !p.contains(['*', '?', '[', '!', '\\']);
+            let followed = match positive {
+                p if p.starts_with("*.") => plain(&p[2..]) && !p[2..].contains('/'),
+                p if p.starts_with("**/") => plain(&p[3..]) && !p[3..].contains('/'),
+                p if p.ends_with("/*") => plain(&p[..p.len() - 2]),
+                p => plain(p),
+            };
             assert!(
-                !plain.contains(['*', '?', '[', '!']) || plain.starts_with("*."),
+                followed,
                 ".dockerignore pattern {l} is not followed by this test"
             );
             l.to_string()
