@@ -1192,6 +1192,31 @@ mod tests {
         s
     }
 
+    /// CONNECT in, CONNACK out, SUBSCRIBE in, SUBACK (QoS 1) out.
+    async fn accept_subscribed_311(listener: &TcpListener) -> TcpStream {
+        let mut s = accept_311(listener).await;
+        let sub = until(&mut s, 0x82).await;
+        s.write_all(&[0x90, 0x03, sub[0], sub[1], 0x01])
+            .await
+            .unwrap();
+        s
+    }
+
+    /// UNSUBSCRIBE in, UNSUBACK out.
+    async fn unsubscribe_acked(s: &mut TcpStream) {
+        let unsub = until(s, 0xa2).await;
+        s.write_all(&[0xb0, 0x02, unsub[0], unsub[1]])
+            .await
+            .unwrap();
+    }
+
+    /// Whether the reader says the broker is quiet within `wait`.
+    async fn quiet_within(state: &mut watch::Receiver<State>, wait: Duration) -> bool {
+        tokio::time::timeout(wait, state.wait_for(|s| *s == State::Unsubscribed))
+            .await
+            .is_ok()
+    }
+
     /// Reads packets until one of `kind`; returns its body.
     async fn until(s: &mut TcpStream, kind: u8) -> Vec<u8> {
         loop {
@@ -1215,28 +1240,18 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (mut rx, acker, control, mut state, reader) = clean_reader(port, 2);
-        let mut s = accept_311(&listener).await;
-        let sub = until(&mut s, 0x82).await;
-        s.write_all(&[0x90, 0x03, sub[0], sub[1], 0x01])
-            .await
-            .unwrap();
+        let mut s = accept_subscribed_311(&listener).await;
         s.write_all(&publish_311(1, b'1')).await.unwrap();
         s.write_all(&publish_311(2, b'2')).await.unwrap();
         let first = rx.recv().await.unwrap();
         let second = rx.recv().await.unwrap();
         control.stop_subscriptions().await;
-        let unsub = until(&mut s, 0xa2).await;
-        s.write_all(&[0xb0, 0x02, unsub[0], unsub[1]])
-            .await
-            .unwrap();
+        unsubscribe_acked(&mut s).await;
         // Held for four times the quiet period: still not quiet.
-        let early = tokio::time::timeout(
-            QUIET_AFTER_UNSUBSCRIBE * 4,
-            state.wait_for(|s| *s == State::Unsubscribed),
-        )
-        .await
-        .is_ok();
-        assert!(!early, "called quiet with two messages unacknowledged");
+        assert!(
+            !quiet_within(&mut state, QUIET_AFTER_UNSUBSCRIBE * 4).await,
+            "called quiet with two messages unacknowledged"
+        );
         acker.ack(first.ack).await;
         acker.ack(second.ack).await;
         until(&mut s, 0x40).await;
@@ -1265,28 +1280,18 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (mut rx, acker, control, mut state, reader) = clean_reader(port, 2);
-        let mut s = accept_311(&listener).await;
-        let sub = until(&mut s, 0x82).await;
-        s.write_all(&[0x90, 0x03, sub[0], sub[1], 0x01])
-            .await
-            .unwrap();
+        let mut s = accept_subscribed_311(&listener).await;
         // PUBLISH QoS 0, topic a/b, payload 0.
         s.write_all(&[0x30, 0x06, 0, 3, b'a', b'/', b'b', b'0'])
             .await
             .unwrap();
         let only = rx.recv().await.unwrap();
         control.stop_subscriptions().await;
-        let unsub = until(&mut s, 0xa2).await;
-        s.write_all(&[0xb0, 0x02, unsub[0], unsub[1]])
-            .await
-            .unwrap();
-        let early = tokio::time::timeout(
-            QUIET_AFTER_UNSUBSCRIBE * 4,
-            state.wait_for(|s| *s == State::Unsubscribed),
-        )
-        .await
-        .is_ok();
-        assert!(!early, "called quiet with a message in the pipeline");
+        unsubscribe_acked(&mut s).await;
+        assert!(
+            !quiet_within(&mut state, QUIET_AFTER_UNSUBSCRIBE * 4).await,
+            "called quiet with a message in the pipeline"
+        );
         acker.ack(only.ack).await;
         tokio::time::timeout(
             QUIET_AFTER_UNSUBSCRIBE * 4,
@@ -1306,11 +1311,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (_rx, _acker, control, mut state, reader) = clean_reader(port, 2);
-        let mut s = accept_311(&listener).await;
-        let sub = until(&mut s, 0x82).await;
-        s.write_all(&[0x90, 0x03, sub[0], sub[1], 0x01])
-            .await
-            .unwrap();
+        let mut s = accept_subscribed_311(&listener).await;
         state.wait_for(|s| *s == State::Ready).await.unwrap();
         control.stop_subscriptions().await;
         until(&mut s, 0xa2).await;

@@ -934,12 +934,16 @@ mod tests {
         wasm
     }
 
-    #[test]
-    fn messages_without_an_instance_fail_as_start_with_the_reason() {
+    /// An instance of test-faulty with no configuration.
+    fn faulty_instance() -> Transformer {
         let runtime =
             Arc::new(TransformRuntime::load(&test_faulty(), RuntimeOptions::default()).unwrap());
-        let mut t = runtime.instantiate("{}").unwrap();
-        let message = |payload: &'static str| MqttMessage {
+        runtime.instantiate("{}").unwrap()
+    }
+
+    /// A QoS 1 message on plant/line with `payload`, for test-faulty.
+    fn message(payload: &'static str) -> MqttMessage {
+        MqttMessage {
             topic: "plant/line".into(),
             payload: bytes::Bytes::from_static(payload.as_bytes()),
             qos: 1,
@@ -947,7 +951,12 @@ mod tests {
             user_properties: Vec::new(),
             content_type: None,
             received_at_ms: 1,
-        };
+        }
+    }
+
+    #[test]
+    fn messages_without_an_instance_fail_as_start_with_the_reason() {
+        let mut t = faulty_instance();
         assert!(t.transform_batch(&[message("a")])[0].is_ok());
         // What a loaded machine can do to a fresh instance's `init` (time
         // out), a configuration does here on cue.
@@ -975,18 +984,7 @@ mod tests {
     /// trap's explanation.
     #[test]
     fn a_trap_reason_quotes_only_its_own_calls_stderr() {
-        let runtime =
-            Arc::new(TransformRuntime::load(&test_faulty(), RuntimeOptions::default()).unwrap());
-        let mut t = runtime.instantiate("{}").unwrap();
-        let message = |payload: &'static str| MqttMessage {
-            topic: "plant/line".into(),
-            payload: bytes::Bytes::from_static(payload.as_bytes()),
-            qos: 1,
-            retain: false,
-            user_properties: Vec::new(),
-            content_type: None,
-            received_at_ms: 1,
-        };
+        let mut t = faulty_instance();
         // In one batch: the batch traps, then each message runs alone, the
         // trap after `noisy` succeeded on the same instance.
         let out = t.transform_batch(&[message("noisy"), message("trap")]);
