@@ -300,8 +300,17 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
             if let Ok((mut s, _)) = listener.accept() {
-                let mut request = [0u8; 1024];
-                let _ = s.read(&mut request);
+                // The whole request first: closing with some of it unread
+                // makes the kernel reset the connection, and the probe
+                // then sees a reset, not this answer.
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&chunk[..n]),
+                    }
+                }
                 let _ = s.write_all(response.as_bytes());
             }
         });
