@@ -1036,7 +1036,8 @@ fn clip_reason(reason: &str) -> String {
     if reason.len() <= REASON_MAX_BYTES {
         return reason.to_owned();
     }
-    // Room for the note: " (" + up to 20 digits + " more bytes cut)".
+    // Room for the note: "... (" + up to 19 digits (a usize) + " more
+    // bytes cut)" is at most 40 bytes.
     let mut end = REASON_MAX_BYTES - 40;
     while !reason.is_char_boundary(end) {
         end -= 1;

@@ -912,11 +912,6 @@ mod tests {
         assert!(!state.table_growing(0, 1, None).unwrap());
     }
 
-    /// A component that traps is replaced by a fresh instance; when that
-    /// one cannot start, each message after it fails as `start` (counted
-    /// in `uns_kafka_component_failures_total`; it was `internal`, which is
-    /// not, so the alert stayed quiet) with the reason `init` gave, and
-    /// every batch tries once more.
     /// The test-faulty component, built.
     fn test_faulty() -> PathBuf {
         let target = match std::env::var_os("CARGO_TARGET_DIR") {
@@ -954,6 +949,11 @@ mod tests {
         }
     }
 
+    /// A component that traps is replaced by a fresh instance; when that
+    /// one cannot start, each message after it fails as `start` (counted
+    /// in `uns_kafka_component_failures_total`; it was `internal`, which is
+    /// not, so the alert stayed quiet) with the reason `init` gave, and
+    /// every batch tries once more.
     #[test]
     fn messages_without_an_instance_fail_as_start_with_the_reason() {
         let mut t = faulty_instance();

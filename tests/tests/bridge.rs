@@ -420,7 +420,8 @@ async fn a_record_for_a_topic_kafka_does_not_have_is_dead_lettered_with_the_reme
 /// message (written to the sandbox's stderr) is in the reason; a 2 MiB
 /// error message is cut to a few KiB, where uncut it made the dead-letter
 /// record too large for Kafka and the message was lost; a record for a
-/// topic name Kafka refuses is `invalid-topic`.
+/// topic name Kafka refuses is `invalid-topic`, and none of that
+/// message's records is produced, not even its good ones.
 #[tokio::test(flavor = "multi_thread")]
 async fn component_bugs_are_dead_lettered_with_a_reason_that_says_why_and_fits() {
     let p = unique("authorbugs");
@@ -438,11 +439,16 @@ async fn component_bugs_are_dead_lettered_with_a_reason_that_says_why_and_fits()
             .publish(&format!("{p}/line/{payload}"), payload, 1, false)
             .await;
     }
+    // One good record and one for a bad topic: neither is produced, so
+    // the good topic gets only "fine".
+    publisher
+        .publish(&good_topic, "half-bad-topic", 1, false)
+        .await;
     publisher.publish(&good_topic, "fine", 1, false).await;
     publisher.wait_acked(ARRIVE).await;
 
-    let dead = dlq_consumer.collect(3, ARRIVE).await;
-    assert_eq!(dead.len(), 3, "log:\n{}", bridge.log());
+    let dead = dlq_consumer.collect(4, ARRIVE).await;
+    assert_eq!(dead.len(), 4, "log:\n{}", bridge.log());
     let by_payload: BTreeMap<String, BTreeMap<String, String>> = dead
         .iter()
         .map(|r| (r.value_str().unwrap_or_default(), headers(r)))
@@ -472,9 +478,17 @@ async fn component_bugs_are_dead_lettered_with_a_reason_that_says_why_and_fits()
         "{}",
         bad_topic["dlq_reason"]
     );
+    assert_eq!(
+        by_payload["half-bad-topic"]["dlq_error_kind"],
+        "invalid-topic"
+    );
     let good = good_consumer.collect(1, ARRIVE).await;
     assert_eq!(good.len(), 1, "log:\n{}", bridge.log());
     assert_eq!(good[0].value.as_deref(), Some(&b"fine"[..]));
+    assert!(good_consumer
+        .collect_for(Duration::from_secs(2))
+        .await
+        .is_empty());
     assert!(!bridge.log().contains("is lost"), "{}", bridge.log());
     publisher.disconnect().await;
     assert_eq!(

@@ -4,7 +4,8 @@
 //! memory until the limit traps; `noisy` writes a line to stderr and then
 //! is bridged like anything else; `huge-error` is rejected with a 2 MiB
 //! reason; `bad-topic` becomes a record for a Kafka topic with a space in
-//! its name; anything else becomes one record on the
+//! its name; `half-bad-topic` becomes a good record and then a bad-topic
+//! one; anything else becomes one record on the
 //! topic with `/` replaced by `_`, keyed by the topic, payload unchanged.
 //! `init` fails when its configuration mentions `fail_init`.
 
@@ -73,6 +74,22 @@ mod component {
                 kind: ErrorKind::Rejected,
                 message: format!("rejected: {}", "x".repeat(2 << 20)),
             }),
+            b"half-bad-topic" => Ok(vec![
+                KafkaRecord {
+                    topic: m.topic.replace('/', "_"),
+                    key: None,
+                    value: Some(m.payload.clone()),
+                    headers: Vec::new(),
+                    timestamp_ms: None,
+                },
+                KafkaRecord {
+                    topic: format!("bad topic {}", m.topic),
+                    key: None,
+                    value: Some(m.payload),
+                    headers: Vec::new(),
+                    timestamp_ms: None,
+                },
+            ]),
             b"bad-topic" => Ok(vec![KafkaRecord {
                 topic: format!("bad topic {}", m.topic),
                 key: None,
