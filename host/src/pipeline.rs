@@ -1,12 +1,19 @@
 //! `uns-kafka run`: MQTT in -> component -> Kafka out -> MQTT ack.
 //!
 //! One task owns the flow. It takes what the MQTT reader has received (up
-//! to `bridge.batch_size`), has the component transform it on a dedicated
-//! thread, enqueues the records with the producer in receive order, and
-//! keeps one future per message in a `FuturesOrdered`. That queue yields
-//! messages in the order they arrived, which is the order MQTT requires for
-//! acknowledgements, so a message is acknowledged exactly when it and every
-//! message before it are safely in Kafka (or in the dead-letter topic).
+//! to `bridge.batch_size`) and hands it to the component on a dedicated
+//! thread; when a batch comes back it enqueues the records with the
+//! producer in receive order and keeps one future per message in a
+//! `FuturesOrdered`. That queue yields messages in the order they arrived,
+//! which is the order MQTT requires for acknowledgements, so a message is
+//! acknowledged exactly when it and every message before it are safely in
+//! Kafka (or in the dead-letter topic).
+//!
+//! A batch being transformed is a future the loop waits on beside the
+//! others, never an `await` that holds the loop: while the component works
+//! (or loops until `transform.timeout_ms`), earlier messages are still
+//! acknowledged, the next batch is already received, and SIGTERM's deadline
+//! still holds.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -265,6 +272,13 @@ impl Bridge {
         let batch_size = settings.bridge.batch_size;
         let clean_session = settings.mqtt.clean_session;
         let mut pending = FuturesOrdered::new();
+        // Batches with the component, in receive order, and how many
+        // messages they hold (unacknowledged, for the count at a deadline).
+        let mut transforming: InTransform = FuturesOrdered::new();
+        let mut in_transform = 0usize;
+        // Input is closed but what the reader already handed on is still
+        // bridged (a persistent session's stop, an unsubscribed drain).
+        let mut flush_rx = false;
         // The signal is watched on a task of its own, not only in the loop
         // below: a batch waiting for room in librdkafka's full queue holds
         // the loop, and SIGTERM's deadline must hold even then.
@@ -304,7 +318,12 @@ impl Bridge {
         let mut received_at_deadline = 0;
 
         loop {
-            if draining && !input_open && pending.is_empty() {
+            if draining
+                && !input_open
+                && (!flush_rx || rx.is_empty())
+                && transforming.is_empty()
+                && pending.is_empty()
+            {
                 break;
             }
             if draining && give_up_at.is_none() {
@@ -337,7 +356,7 @@ impl Bridge {
                         let _ = stop_tx.send(true);
                         input_open = false;
                         unconfirmed_at_stop = stats.mqtt_waiting.get() as usize;
-                        drain(&mut rx, batch_size, &worker, &out, &mut pending).await;
+                        flush_rx = true;
                     } else {
                         // A persistent session keeps the rest of QoS 1 and 2
                         // for next time; what the pipeline already holds is
@@ -345,7 +364,7 @@ impl Bridge {
                         // time), as QoS 0 gets no second chance.
                         let _ = stop_tx.send(true);
                         input_open = false;
-                        drain(&mut rx, batch_size, &worker, &out, &mut pending).await;
+                        flush_rx = true;
                     }
                 }
                 done = pending.next(), if !pending.is_empty() => {
@@ -355,9 +374,17 @@ impl Bridge {
                     }
                 }
                 _ = sleep_until_opt(give_up_at), if give_up_at.is_some() => {
-                    unconfirmed = pending.len() + rx.len() + unconfirmed_at_stop;
+                    unconfirmed = pending.len() + in_transform + rx.len() + unconfirmed_at_stop;
                     if clean_session && input_open {
                         unconfirmed += stats.mqtt_waiting.get() as usize;
+                    }
+                    if in_transform > 0 {
+                        tracing::warn!(
+                            messages = in_transform,
+                            "the transform component had not finished with these messages \
+                             (a call may take up to transform.timeout_ms); they are among those \
+                             not acknowledged"
+                        );
                     }
                     if kafka_failed.is_some() {
                         tracing::warn!(unconfirmed, "stopping without acknowledging the messages in flight");
@@ -375,7 +402,7 @@ impl Bridge {
                     let unsubscribed = changed.is_err() || *state.borrow() == State::Unsubscribed;
                     if unsubscribed {
                         input_open = false;
-                        drain(&mut rx, batch_size, &worker, &out, &mut pending).await;
+                        flush_rx = true;
                     }
                 }
                 _ = sleep_until_opt(drain_deadline), if draining && input_open && drain_deadline.is_some() => {
@@ -387,7 +414,10 @@ impl Bridge {
                     // neither, the broker is not answering and waiting
                     // longer gains nothing. `give_up_at` bounds it all.
                     let received = stats.received.get();
-                    if received != received_at_deadline || !pending.is_empty() {
+                    if received != received_at_deadline
+                        || !pending.is_empty()
+                        || !transforming.is_empty()
+                    {
                         received_at_deadline = received;
                         drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                     } else {
@@ -396,7 +426,7 @@ impl Bridge {
                         let _ = stop_tx.send(true);
                         input_open = false;
                         unconfirmed_at_stop = stats.mqtt_waiting.get() as usize;
-                        drain(&mut rx, batch_size, &worker, &out, &mut pending).await;
+                        flush_rx = true;
                     }
                 }
                 why = async {
@@ -461,7 +491,16 @@ impl Bridge {
                         }
                     }
                 }
-                received = rx.recv(), if input_open => {
+                transformed = transforming.next(), if !transforming.is_empty() => {
+                    if let Some(transformed) = transformed {
+                        in_transform -= transformed.tokens.len();
+                        enqueue(transformed, &mut pending).await;
+                    }
+                }
+                received = rx.recv(),
+                    if (input_open || (flush_rx && !rx.is_empty()))
+                        && transforming.len() < TRANSFORM_DEPTH =>
+                {
                     let Some(first) = received else {
                         input_open = false;
                         continue;
@@ -474,7 +513,8 @@ impl Bridge {
                             Err(_) => break,
                         }
                     }
-                    process(batch, &worker, &out, &mut pending).await;
+                    in_transform += batch.len();
+                    transforming.push_back(transform(batch, &worker, &out));
                 }
                 result = &mut reader_task, if reader_result.is_none() => {
                     let result = match result {
@@ -501,6 +541,7 @@ impl Bridge {
                 worker_lost = true;
                 draining = true;
                 input_open = false;
+                flush_rx = false;
                 let _ = stop_tx.send(true);
             }
         }
@@ -510,6 +551,7 @@ impl Bridge {
         // DISCONNECT get written instead of cut off after 5 s.
         let _ = stop_tx.send(true);
         drop(pending);
+        drop(transforming);
         let timeout = give_up_at.map_or(shutdown_timeout, |t| {
             t.saturating_duration_since(tokio::time::Instant::now())
         });
@@ -730,22 +772,34 @@ impl Worker {
         self.gone.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    async fn transform(
+    /// Queues `messages` for the thread at once (batches run in the order
+    /// they were queued) and returns the answer to wait for; an empty
+    /// answer makes the caller leave the batch unacknowledged.
+    fn submit(
         &self,
         messages: Vec<MqttMessage>,
-    ) -> (Vec<MqttMessage>, Vec<TransformOutcome>) {
-        // An empty answer makes the caller leave the batch unacknowledged.
+    ) -> impl Future<Output = (Vec<MqttMessage>, Vec<TransformOutcome>)> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        if let Err(std::sync::mpsc::SendError(Job::Batch(messages, _))) =
-            self.tx.send(Job::Batch(messages, reply))
-        {
-            self.gone.store(true, std::sync::atomic::Ordering::Release);
-            return (messages, Vec::new());
+        let gone = self.gone.clone();
+        let refused = match self.tx.send(Job::Batch(messages, reply)) {
+            Ok(()) => None,
+            Err(std::sync::mpsc::SendError(job)) => {
+                gone.store(true, std::sync::atomic::Ordering::Release);
+                Some(match job {
+                    Job::Batch(messages, _) => messages,
+                    Job::Replace(..) => Vec::new(),
+                })
+            }
+        };
+        async move {
+            if let Some(messages) = refused {
+                return (messages, Vec::new());
+            }
+            answer.await.unwrap_or_else(|_| {
+                gone.store(true, std::sync::atomic::Ordering::Release);
+                Default::default()
+            })
         }
-        answer.await.unwrap_or_else(|_| {
-            self.gone.store(true, std::sync::atomic::Ordering::Release);
-            Default::default()
-        })
     }
 
     /// Batches sent after this run in `transformer`.
@@ -774,34 +828,54 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Bridges everything already received, at shutdown.
-async fn drain(
-    rx: &mut mpsc::UnboundedReceiver<Inbound>,
-    batch_size: usize,
-    worker: &Worker,
-    out: &Arc<Output>,
-    pending: &mut Pending,
-) {
-    loop {
-        let mut batch = Vec::new();
-        while batch.len() < batch_size {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
-        if batch.is_empty() {
-            return;
-        }
-        process(batch, worker, out, pending).await;
-    }
+/// How many batches may be with the component at once: the one it works
+/// on and the next, already received, so the thread never waits for the
+/// loop to enqueue a batch's records before it starts on the next.
+const TRANSFORM_DEPTH: usize = 2;
+
+/// A batch back from the component, with what it needs to go on: the
+/// acknowledgement tokens, and the [`Output`] current when the batch was
+/// received (a reload since then does not relabel its dead letters).
+struct Transformed {
+    messages: Vec<MqttMessage>,
+    outcomes: Vec<TransformOutcome>,
+    tokens: Vec<AckToken>,
+    out: Arc<Output>,
 }
 
-/// Transforms a batch and enqueues its records, in receive order.
-async fn process(batch: Vec<Inbound>, worker: &Worker, out: &Arc<Output>, pending: &mut Pending) {
+/// Batches with the component, in receive order.
+type InTransform = FuturesOrdered<std::pin::Pin<Box<dyn Future<Output = Transformed> + Send>>>;
+
+/// Hands a batch to the component thread; the future resolves when it is
+/// transformed.
+fn transform(
+    batch: Vec<Inbound>,
+    worker: &Worker,
+    out: &Arc<Output>,
+) -> std::pin::Pin<Box<dyn Future<Output = Transformed> + Send>> {
     let (messages, tokens): (Vec<MqttMessage>, Vec<AckToken>) =
         batch.into_iter().map(|i| (i.message, i.ack)).unzip();
-    let (messages, outcomes) = worker.transform(messages).await;
+    let answer = worker.submit(messages);
+    let out = out.clone();
+    Box::pin(async move {
+        let (messages, outcomes) = answer.await;
+        Transformed {
+            messages,
+            outcomes,
+            tokens,
+            out,
+        }
+    })
+}
+
+/// Enqueues a transformed batch's records, in receive order.
+async fn enqueue(transformed: Transformed, pending: &mut Pending) {
+    let Transformed {
+        messages,
+        outcomes,
+        tokens,
+        out,
+    } = transformed;
     if messages.len() != tokens.len() || outcomes.len() != tokens.len() {
         // Cannot happen unless the transform thread died mid-call; the
         // messages are not acknowledged, so a persistent session gets them

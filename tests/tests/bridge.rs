@@ -1104,6 +1104,56 @@ async fn sigterm_with_kafka_away_and_its_queue_full_still_stops_on_time() {
     publisher.disconnect().await;
 }
 
+/// A component that loops until `transform.timeout_ms` does not hold the
+/// bridge: the batch being transformed is waited on beside SIGTERM's
+/// deadline, so the bridge stops at `bridge.shutdown_timeout_ms` (1 s
+/// here) with exit 3 and the messages unacknowledged, where it used to
+/// sit out every call (here 4 s for the batch, then 4 s for each message
+/// retried alone).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_while_the_component_loops_still_stops_on_time() {
+    let p = unique("loopterm");
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write_settings(&format!(
+        "{}transform:\n  timeout_ms: 4000\nbridge:\n  shutdown_timeout_ms: 1000\n  \
+         health_listen: '127.0.0.1:{port}'\n",
+        settings(
+            env().mqtt_port,
+            &[format!("{p}/#")],
+            "",
+            &format!("{p}-dlq")
+        )
+    ));
+    let config = dir.path().to_string_lossy().into_owned();
+    let faulty = component("test-faulty").to_string_lossy().into_owned();
+    let mut bridge = Bridge::start(["run", "--config", &config, "--component", &faulty], &[]);
+    bridge.wait_ready(READY).await;
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    for _ in 0..3 {
+        publisher.publish(&format!("{p}/m"), "loop", 1, false).await;
+    }
+    publisher.wait_acked(ARRIVE).await;
+    metrics_with(port, &["uns_kafka_messages_received_total 3"]).await;
+    // The component is in its first call, with at least 3 s of it to go.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let status = bridge.terminate(Duration::from_secs(60)).await;
+    let took = started.elapsed();
+    let log = bridge.log();
+    assert_eq!(status.code(), Some(3), "log:\n{log}");
+    assert!(
+        took < Duration::from_millis(3500),
+        "took {took:?}; log:\n{log}"
+    );
+    assert!(
+        log.contains("error: stopped with 3 message(s)")
+            && log.contains("the transform component had not finished with these messages"),
+        "log:\n{log}"
+    );
+    publisher.disconnect().await;
+}
+
 /// SIGTERM while the bridge waits to retry an MQTT broker it cannot reach
 /// ends it then, not after the wait (which grows to 30 s, past Docker's
 /// 10 s before SIGKILL): no connection attempt follows the signal.
