@@ -526,11 +526,14 @@ impl Bridge {
                     }
                     reader_result = Some(result);
                     draining = true;
-                    input_open = !rx.is_empty();
+                    // What it handed on before it ended is still bridged;
+                    // input closed for another reason (Kafka failed, the
+                    // transform thread gone) is not opened again.
+                    if input_open {
+                        input_open = false;
+                        flush_rx = true;
+                    }
                 }
-            }
-            if draining && input_open && rx.is_empty() && reader_result.is_some() {
-                input_open = false;
             }
             if worker.is_gone() && !worker_lost {
                 // Not one message more: each would fail. What Kafka has
