@@ -8,14 +8,17 @@
 //! the next BIRTH; until then such metrics show the wire's unsigned value,
 //! as they did before this table existed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::sparkplug::payload::Metric;
 use crate::sparkplug::Payload;
 
 /// Datatypes kept at most, over all nodes and devices: a bound on what a
 /// namespace of publishers can make the component hold (about 100 bytes
-/// each). BIRTHs past it are not learned.
+/// each). A BIRTH that finds the table full makes room by forgetting the
+/// oldest BIRTHs: nodes that have gone quiet never free theirs, and a
+/// table that refused new ones would read every node born after it filled
+/// without signs until the instance is replaced.
 pub const MAX_DECLARED: usize = 200_000;
 
 /// Bytes the table may hold, names and node keys included: the count alone
@@ -37,6 +40,10 @@ pub type AllocScope = fn(&mut dyn FnMut());
 pub struct Births {
     /// `group/edge` for a node, `group/edge/device` for a device.
     scopes: HashMap<String, Declared>,
+    /// The scopes by when they were born, oldest first: what room for a
+    /// new BIRTH is taken from.
+    born: BTreeMap<u64, String>,
+    next_birth: u64,
     declared: usize,
     /// Estimated bytes held, against [`MAX_BYTES`].
     bytes: usize,
@@ -48,6 +55,8 @@ struct Declared {
     by_alias: HashMap<u64, u32>,
     by_name: HashMap<String, u32>,
     bytes: usize,
+    /// Its key in [`Births::born`].
+    birth: u64,
 }
 
 impl Declared {
@@ -85,6 +94,8 @@ impl Births {
     pub fn new(scope: AllocScope) -> Self {
         Self {
             scopes: HashMap::new(),
+            born: BTreeMap::new(),
+            next_birth: 0,
             declared: 0,
             bytes: 0,
             scope,
@@ -102,30 +113,41 @@ impl Births {
             if kind == "NBIRTH" {
                 let devices = format!("{key}/");
                 let (mut freed, mut freed_bytes) = (0, 0);
+                let born = &mut self.born;
                 self.scopes.retain(|k, d| {
                     let keep = k != &key && !k.starts_with(&devices);
                     if !keep {
                         freed += d.len();
                         freed_bytes += d.bytes;
+                        born.remove(&d.birth);
                     }
                     keep
                 });
                 self.declared -= freed;
                 self.bytes -= freed_bytes;
-            } else if let Some(old) = self.scopes.remove(&key) {
-                self.declared -= old.len();
-                self.bytes -= old.bytes;
+            } else {
+                self.forget(&key);
             }
+            // The key twice: in `scopes` and in `born`.
             let mut declared = Declared {
-                bytes: ENTRY_BYTES + key.len(),
+                bytes: 2 * (ENTRY_BYTES + key.len()),
                 ..Declared::default()
             };
             for m in &payload.metrics {
                 let Some(dt) = m.datatype else { continue };
                 let most = 2 * ENTRY_BYTES + m.name.as_ref().map_or(0, String::len);
+                while self.declared + declared.len() + 2 > MAX_DECLARED
+                    || self.bytes + declared.bytes + most > MAX_BYTES
+                {
+                    if !self.forget_oldest() {
+                        break;
+                    }
+                }
                 if self.declared + declared.len() + 2 > MAX_DECLARED
                     || self.bytes + declared.bytes + most > MAX_BYTES
                 {
+                    // Larger than the whole table: the rest of this BIRTH
+                    // is not learned.
                     break;
                 }
                 // Counted as held: a name or alias the BIRTH repeats only
@@ -144,9 +166,35 @@ impl Births {
             if declared.len() > 0 {
                 self.declared += declared.len();
                 self.bytes += declared.bytes;
+                declared.birth = self.next_birth;
+                self.next_birth += 1;
+                self.born.insert(declared.birth, key.clone());
                 self.scopes.insert(key.clone(), declared);
             }
         });
+    }
+
+    /// Drops what `key`'s last BIRTH declared.
+    fn forget(&mut self, key: &str) {
+        if let Some(old) = self.scopes.remove(key) {
+            self.declared -= old.len();
+            self.bytes -= old.bytes;
+            self.born.remove(&old.birth);
+        }
+    }
+
+    /// Drops the oldest BIRTH held; false when none is.
+    fn forget_oldest(&mut self) -> bool {
+        match self.born.pop_first() {
+            Some((_, key)) => {
+                if let Some(old) = self.scopes.remove(&key) {
+                    self.declared -= old.len();
+                    self.bytes -= old.bytes;
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     /// For each top-level metric of a DATA or CMD message that carries no
@@ -214,11 +262,29 @@ mod tests {
         }
     }
 
+    /// A DATA message naming `names` without their datatypes.
+    fn data(names: &[&str]) -> Payload {
+        Payload {
+            metrics: names
+                .iter()
+                .map(|n| Metric {
+                    name: Some((*n).to_owned()),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn knows(births: &Births, topic: &str, name: &str) -> bool {
+        births.datatypes(topic, &data(&[name])) == vec![Some(INT32)]
+    }
+
     /// BIRTHs with huge metric names fill the byte budget, not the
-    /// instance's memory: past it nothing more is learned, and a node born
-    /// again gives its bytes back.
+    /// instance's memory: past it the oldest BIRTHs are forgotten to make
+    /// room for the new, and a node born again gives its bytes back.
     #[test]
-    fn huge_names_stop_at_the_byte_budget_and_a_new_birth_frees_them() {
+    fn huge_names_stop_at_the_byte_budget_and_the_oldest_make_room() {
         let mut births = Births::default();
         let huge = "m".repeat(2 << 20);
         for edge in 0..64 {
@@ -232,14 +298,59 @@ mod tests {
                 births.bytes()
             );
         }
-        // 15 of them fit in 32 MiB with their overheads; the rest were refused.
+        // 15 of them fit in 32 MiB with their overheads: the last 15.
         assert_eq!(births.len(), 15);
-        births.learn("spBv1.0/g/NBIRTH/e0", &birth(&["small".to_owned()]));
+        assert!(knows(&births, "spBv1.0/g/NDATA/e63", &huge));
+        assert!(knows(&births, "spBv1.0/g/NDATA/e49", &huge));
+        assert!(!knows(&births, "spBv1.0/g/NDATA/e48", &huge));
+        assert!(!knows(&births, "spBv1.0/g/NDATA/e0", &huge));
+        // Born again small: its 2 MiB are given back, and nothing else goes.
+        births.learn("spBv1.0/g/NBIRTH/e50", &birth(&["small".to_owned()]));
         assert_eq!(births.len(), 15);
-        assert!(births.bytes() < 15 * (2 << 20));
-        // Room again: the next huge one is learned.
-        births.learn("spBv1.0/g/NBIRTH/e40", &birth(&[huge]));
+        assert!(births.bytes() < 14 * (2 << 20) + (1 << 20));
+        assert!(knows(&births, "spBv1.0/g/NDATA/e50", "small"));
+        assert!(knows(&births, "spBv1.0/g/NDATA/e49", &huge));
+        // Room again: the next huge one is learned without forgetting any.
+        births.learn("spBv1.0/g/NBIRTH/e64", &birth(&[huge]));
         assert_eq!(births.len(), 16);
         assert!(births.bytes() <= MAX_BYTES);
+        assert!(knows(
+            &births,
+            "spBv1.0/g/NDATA/e49",
+            "m".repeat(2 << 20).as_str()
+        ));
+    }
+
+    /// A namespace that fills the table with devices that then go quiet
+    /// does not keep the devices born after it from their signs: the
+    /// oldest BIRTH makes room, a device born again is the newest.
+    #[test]
+    fn a_full_table_forgets_the_oldest_birth_for_a_new_one() {
+        let mut births = Births::default();
+        let names: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+        let devices = MAX_DECLARED / names.len();
+        for d in 0..devices {
+            births.learn(&format!("spBv1.0/g/DBIRTH/e/d{d}"), &birth(&names));
+        }
+        // Room for its last datatype cost the last device the oldest BIRTH
+        // (each datatype is checked against room for two, alias and name).
+        let full = MAX_DECLARED - names.len();
+        assert_eq!(births.len(), full);
+        assert!(!knows(&births, "spBv1.0/g/DDATA/e/d0", "m9"));
+        // d1 born again: now the newest, d2 the oldest.
+        births.learn("spBv1.0/g/DBIRTH/e/d1", &birth(&names));
+        assert_eq!(births.len(), full);
+        births.learn("spBv1.0/g/DBIRTH/e/new", &birth(&names));
+        assert_eq!(births.len(), full);
+        assert!(knows(&births, "spBv1.0/g/DDATA/e/new", "m9"));
+        assert!(knows(&births, "spBv1.0/g/DDATA/e/d1", "m9"));
+        assert!(!knows(&births, "spBv1.0/g/DDATA/e/d2", "m9"));
+        assert!(knows(&births, "spBv1.0/g/DDATA/e/d3", "m9"));
+        // An NBIRTH of the node takes its devices out of the order too.
+        births.learn("spBv1.0/g/NBIRTH/e", &birth(&names));
+        assert_eq!(births.len(), names.len());
+        assert!(knows(&births, "spBv1.0/g/NDATA/e", "m0"));
+        assert!(!knows(&births, "spBv1.0/g/DDATA/e/new", "m0"));
+        assert_eq!(births.born.len(), 1);
     }
 }
