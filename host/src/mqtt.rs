@@ -446,6 +446,9 @@ impl Reader {
     /// good (Err).
     pub async fn run(mut self) -> Result<(), MqttError> {
         let mut backoff = Backoff::new();
+        // When the connection up now was made: one that lasted resets the
+        // backoff when it drops.
+        let mut connected_at: Option<std::time::Instant> = None;
         // Set on the first SUBACK: connected and subscribed at least once.
         let mut connected_once = false;
         let mut unsubscribed = 0;
@@ -560,6 +563,12 @@ impl Reader {
                     }
                     let _ = self.state.send(State::Disconnected);
                     self.stats.mqtt_connected.set(0);
+                    if connected_at
+                        .take()
+                        .is_some_and(|at| at.elapsed() >= Backoff::STABLE)
+                    {
+                        backoff.reset();
+                    }
                     if !self.reconnect {
                         return Err(MqttError::Lost {
                             addr: self.addr.clone(),
@@ -585,7 +594,11 @@ impl Reader {
                     // reconnect and writes them (as harmless acks of
                     // redelivered packet ids); counting restarts here.
                     self.unsent.store(0, Ordering::Release);
-                    backoff.reset();
+                    // Not a reset of the backoff yet: a broker that takes
+                    // the connection and drops it at once (another client
+                    // with our client id taking the session over, a quota)
+                    // would be asked again every 250 ms for ever.
+                    connected_at = Some(std::time::Instant::now());
                     self.stats.mqtt_connected.set(1);
                     self.stats.mqtt_connections.add(1);
                     tracing::info!(broker = %self.addr, session_present, "connected to MQTT broker");
@@ -947,6 +960,9 @@ struct Backoff {
 impl Backoff {
     const MIN: Duration = Duration::from_millis(250);
     const MAX: Duration = Duration::from_secs(30);
+    /// A connection that lasted this long starts the backoff over when it
+    /// drops; one that dropped sooner waits longer each time.
+    const STABLE: Duration = Duration::from_secs(10);
     fn new() -> Self {
         Self { current: Self::MIN }
     }

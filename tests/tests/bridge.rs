@@ -1154,6 +1154,59 @@ async fn sigterm_while_the_component_loops_still_stops_on_time() {
     publisher.disconnect().await;
 }
 
+/// Two bridges with one `mqtt.client_id` take the session from each other:
+/// each connection the broker accepts is dropped at once. The backoff grows
+/// all the same (a connection resets it only once it has lasted), where it
+/// used to start over at every CONNACK and the pair reconnected every
+/// 250 ms for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_taken_over_at_once_backs_off_further_each_time() {
+    let p = unique("takeover");
+    let id = unique("shared-id");
+    let yaml = settings(
+        env().mqtt_port,
+        &[format!("{p}/#")],
+        &format!("  client_id: '{id}'\n"),
+        &format!("{p}-dlq"),
+    );
+    let dirs = [ConfigDir::new(), ConfigDir::new()];
+    let component = component("uns-default").to_string_lossy().into_owned();
+    let mut bridges = Vec::new();
+    for dir in &dirs {
+        dir.write_settings(&yaml);
+        let config = dir.path().to_string_lossy().into_owned();
+        let mut bridge =
+            Bridge::start(["run", "--config", &config, "--component", &component], &[]);
+        if bridges.is_empty() {
+            bridge.wait_ready(READY).await;
+        }
+        bridges.push(bridge);
+    }
+    // 250, 500, 1000: a few seconds of fighting, where the old backoff
+    // never got past 250 ms.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        if bridges.iter().any(|b| b.log().contains("retry_in_ms=1000")) {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let logs: Vec<String> = bridges.iter().map(Bridge::log).collect();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("MQTT connection lost; reconnecting")),
+        "no takeover seen:\n{}",
+        logs.join("\n----\n")
+    );
+    assert!(found, "backoff never grew:\n{}", logs.join("\n----\n"));
+    for mut b in bridges {
+        b.terminate(Duration::from_secs(30)).await;
+    }
+}
+
 /// SIGTERM while the bridge waits to retry an MQTT broker it cannot reach
 /// ends it then, not after the wait (which grows to 30 s, past Docker's
 /// 10 s before SIGKILL): no connection attempt follows the signal.
