@@ -271,11 +271,13 @@ enum EventLoop {
 }
 
 impl EventLoop {
-    /// Forgets the messages rumqttc read before the connection failed but
-    /// has not handed out: it would after the reconnect, and their
-    /// acknowledgements would go out on the new connection, where a
+    /// Forgets the QoS 1 and 2 messages rumqttc read before the connection
+    /// failed but has not handed out: it would after the reconnect, and
+    /// their acknowledgements would go out on the new connection, where a
     /// persistent session's broker has sent them again or given their
-    /// packet ids to other messages. The broker delivers them again.
+    /// packet ids to other messages. The broker delivers them again. QoS 0
+    /// messages stay: nothing acknowledges them, and no broker sends them
+    /// twice.
     fn forget_unread_messages(&mut self) -> usize {
         let before;
         let after;
@@ -283,7 +285,8 @@ impl EventLoop {
             EventLoop::V311(e) => {
                 before = e.state.events.len();
                 e.state.events.retain(|ev| {
-                    !matches!(ev, rumqttc::Event::Incoming(rumqttc::Packet::Publish(_)))
+                    !matches!(ev, rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))
+                        if p.qos != rumqttc::QoS::AtMostOnce)
                 });
                 after = e.state.events.len();
             }
@@ -292,7 +295,8 @@ impl EventLoop {
                 e.state.events.retain(|ev| {
                     !matches!(
                         ev,
-                        v5::Event::Incoming(v5::mqttbytes::v5::Packet::Publish(_))
+                        v5::Event::Incoming(v5::mqttbytes::v5::Packet::Publish(p))
+                            if p.qos != v5::mqttbytes::QoS::AtMostOnce
                     )
                 });
                 after = e.state.events.len();
@@ -535,13 +539,18 @@ impl Reader {
             };
             let event = match polled {
                 Ok(e) => e,
-                Err(Closed::OnPurpose) => {
-                    // Said on purpose, still true: a scrape during the
-                    // drain must not show a connection that is gone.
-                    self.stats.mqtt_connected.set(0);
-                    return Ok(());
-                }
-                Err(Closed::Error(reason)) => {
+                Err(closed) => {
+                    let (reason, completes_pubrel) = match closed {
+                        Closed::OnPurpose => {
+                            // Said on purpose, still true: a scrape during
+                            // the drain must not show a connection that is
+                            // gone.
+                            self.stats.mqtt_connected.set(0);
+                            return Ok(());
+                        }
+                        Closed::Error(reason) => (reason, false),
+                        Closed::Pubrel(reason) => (reason, true),
+                    };
                     // Acknowledgements for messages of the lost connection
                     // would otherwise queue up during the backoff and be
                     // written on the next one, where a broker that lost the
@@ -569,7 +578,11 @@ impl Reader {
                     {
                         backoff.reset();
                     }
-                    if !self.reconnect {
+                    // Dropped by us to complete a QoS 2 handshake: without
+                    // the reconnect `reconnect_on_failure: false` would exit
+                    // on every start, since the broker releases the packet
+                    // again on each.
+                    if !self.reconnect && !completes_pubrel {
                         return Err(MqttError::Lost {
                             addr: self.addr.clone(),
                             reason,
@@ -816,7 +829,7 @@ impl Reader {
                         pkid,
                     ))) => {
                         expect_pubrel_v311(&mut e.state, pkid);
-                        Err(Closed::Error(unsolicited(pkid)))
+                        Err(Closed::Pubrel(unsolicited(pkid)))
                     }
                     Err(e) => Err(Closed::Error(e.to_string())),
                 }
@@ -889,7 +902,7 @@ impl Reader {
                     Err(v5::ConnectionError::RequestsDone) => Err(Closed::OnPurpose),
                     Err(v5::ConnectionError::MqttState(v5::StateError::Unsolicited(pkid))) => {
                         expect_pubrel_v5(&mut e.state, pkid);
-                        Err(Closed::Error(unsolicited(pkid)))
+                        Err(Closed::Pubrel(unsolicited(pkid)))
                     }
                     Err(e) => Err(Closed::Error(e.to_string())),
                 }
@@ -949,6 +962,8 @@ enum Next {
 enum Closed {
     OnPurpose,
     Error(String),
+    /// Broken by us to complete a PUBREL left from an earlier connection.
+    Pubrel(String),
 }
 
 /// Exponential backoff from 250 ms to 30 s, so a restarting broker is
@@ -1043,13 +1058,20 @@ mod tests {
             s.write_all(connack).await.ok()?;
             let mut burst = Vec::new();
             if connection == 1 {
-                // PUBLISH QoS 1, packet 3, topic a/b, payload x.
+                // PUBLISH QoS 1, packet 3, topic a/b, payload x; then
+                // PUBLISH QoS 0, topic a/b, payload z.
                 let publish: &[u8] = if v5 {
                     &[0x32, 0x09, 0, 3, b'a', b'/', b'b', 0, 3, 0x00, b'x']
                 } else {
                     &[0x32, 0x08, 0, 3, b'a', b'/', b'b', 0, 3, b'x']
                 };
                 burst.extend_from_slice(publish);
+                let publish0: &[u8] = if v5 {
+                    &[0x30, 0x07, 0, 3, b'a', b'/', b'b', 0x00, b'z']
+                } else {
+                    &[0x30, 0x06, 0, 3, b'a', b'/', b'b', b'z']
+                };
+                burst.extend_from_slice(publish0);
             }
             burst.extend_from_slice(&[0x62, 0x02, 0x00, 0x07]);
             s.write_all(&burst).await.ok()?;
@@ -1062,13 +1084,17 @@ mod tests {
         None
     }
 
-    async fn pending_pubrel_is_completed(version: &str) {
+    /// With `reconnect_on_failure: false` too: the reconnect that completes
+    /// the PUBREL is the bridge's own doing, and without it the broker
+    /// releases the packet again on every start and the bridge never runs.
+    async fn pending_pubrel_is_completed(version: &str, reconnect: bool) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (mut rx, _acker, _control, _state, bridge) = start_reader(
             &format!(
                 "host: 127.0.0.1, port: {port}, version: {version}, qos: 2, \
-                 clean_session: false, client_id: pubrel-test, session_expiry: 60"
+                 clean_session: false, client_id: pubrel-test, session_expiry: 60, \
+                 reconnect_on_failure: {reconnect}"
             ),
             100,
         );
@@ -1083,21 +1109,38 @@ mod tests {
         // One reconnect: the first connection finds out which packet id the
         // broker releases, the second completes it.
         assert_eq!(completed, Some(2), "MQTT version {version}");
-        // Neither the marking nor the message the failed connection had
-        // read reached the pipeline: the persistent session's broker sends
-        // that one again, and an ack of it on the new connection would
-        // acknowledge whatever now has its packet id.
+        // Neither the marking nor the QoS 1 message the failed connection
+        // had read reached the pipeline: the persistent session's broker
+        // sends that one again, and an ack of it on the new connection
+        // would acknowledge whatever now has its packet id. The QoS 0 one
+        // did: no broker sends it again.
+        let got = rx.try_recv().expect("the QoS 0 message");
+        assert_eq!(
+            (got.message.qos, &got.message.payload[..]),
+            (0, &b"z"[..]),
+            "MQTT version {version}"
+        );
         assert!(rx.try_recv().is_err(), "MQTT version {version}");
     }
 
     #[tokio::test]
     async fn a_pubrel_left_from_an_earlier_connection_is_completed_mqtt5() {
-        pending_pubrel_is_completed("5").await;
+        pending_pubrel_is_completed("5", true).await;
     }
 
     #[tokio::test]
     async fn a_pubrel_left_from_an_earlier_connection_is_completed_mqtt311() {
-        pending_pubrel_is_completed("4").await;
+        pending_pubrel_is_completed("4", true).await;
+    }
+
+    #[tokio::test]
+    async fn a_pubrel_left_from_an_earlier_connection_is_completed_without_reconnects_mqtt5() {
+        pending_pubrel_is_completed("5", false).await;
+    }
+
+    #[tokio::test]
+    async fn a_pubrel_left_from_an_earlier_connection_is_completed_without_reconnects_mqtt311() {
+        pending_pubrel_is_completed("4", false).await;
     }
 
     /// A broker that grants QoS 0 (Mosquitto's `max_qos 0`) to a bridge
