@@ -319,8 +319,12 @@ pub mod payload {
 use payload::{data_set, metric, property_value, template, DataSet, MetaData, Metric};
 use payload::{PropertySet, PropertySetList, PropertyValue, Template};
 
-/// Decodes a Sparkplug B protobuf payload.
+mod budget;
+
+/// Decodes a Sparkplug B protobuf payload, refusing one that would take
+/// more memory decoded than one message may ([`budget`]).
 pub fn decode(bytes: &[u8]) -> Result<Payload, TransformError> {
+    budget::check(bytes).map_err(TransformError::decode)?;
     Payload::decode(bytes)
         .map_err(|e| TransformError::decode(format!("payload is not a Sparkplug B protobuf: {e}")))
 }

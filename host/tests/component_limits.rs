@@ -1,0 +1,79 @@
+//! The compiled default component at the host's default limits
+//! (`transform.max_memory_mb` 128): a Sparkplug payload built to take more
+//! memory decoded than the instance has is refused by the component with a
+//! reason, and the instance, not replaced, keeps the BIRTHs it learned.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message as _;
+use uns_default::sparkplug::{payload::metric, payload::Metric, Payload};
+use uns_kafka::message::{MqttMessage, TransformOutcome};
+use uns_kafka::transform::{RuntimeOptions, TransformRuntime};
+
+mod common;
+use common::component;
+
+fn message(topic: &str, payload: Vec<u8>) -> MqttMessage {
+    MqttMessage {
+        topic: topic.to_owned(),
+        payload: Bytes::from(payload),
+        qos: 1,
+        retain: false,
+        user_properties: Vec::new(),
+        content_type: None,
+        received_at_ms: 1_700_000_000_000,
+    }
+}
+
+fn one(outcomes: Vec<TransformOutcome>) -> TransformOutcome {
+    assert_eq!(outcomes.len(), 1);
+    outcomes.into_iter().next().unwrap()
+}
+
+#[test]
+fn a_flood_of_empty_metrics_is_a_decode_error_and_the_births_survive() {
+    let runtime = Arc::new(
+        TransformRuntime::load(&component("uns_default"), RuntimeOptions::default())
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let mut wasm = runtime.instantiate("{}").unwrap_or_else(|e| panic!("{e}"));
+    let birth = Payload {
+        metrics: vec![Metric {
+            name: Some("t".into()),
+            alias: Some(1),
+            datatype: Some(3), // Int32
+            value: Some(metric::Value::IntValue(0)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    one(wasm.transform_batch(&[message("spBv1.0/g/NBIRTH/e", birth.encode_to_vec())]))
+        .expect("BIRTH bridged");
+
+    // 600,000 empty metrics: 1.2 MB on the wire, well over 128 MiB decoded.
+    let flood = [0x12u8, 0x00].repeat(600_000);
+    let error =
+        one(wasm.transform_batch(&[message("spBv1.0/g/NDATA/e", flood)])).expect_err("refused");
+    assert_eq!(error.kind, "decode", "{}", error.message);
+    assert!(
+        error.message.contains("would take about"),
+        "{}",
+        error.message
+    );
+
+    // The same instance still knows that alias 1 is an Int32.
+    let data = Payload {
+        metrics: vec![Metric {
+            alias: Some(1),
+            value: Some(metric::Value::IntValue(-5i32 as u32)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let records = one(wasm.transform_batch(&[message("spBv1.0/g/NDATA/e", data.encode_to_vec())]))
+        .expect("DATA bridged");
+    let value: serde_json::Value =
+        serde_json::from_slice(records[0].value.as_deref().unwrap()).unwrap();
+    assert_eq!(value["metrics"][0]["value"], -5, "{value}");
+}
