@@ -9,8 +9,9 @@
 //! as they did before this table existed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
-use crate::sparkplug::payload::Metric;
+use crate::sparkplug::payload::{metric, Metric};
 use crate::sparkplug::Payload;
 
 /// Datatypes kept at most, over all nodes and devices: a bound on what a
@@ -39,7 +40,7 @@ pub type AllocScope = fn(&mut dyn FnMut());
 
 pub struct Births {
     /// `group/edge` for a node, `group/edge/device` for a device.
-    scopes: HashMap<String, Declared>,
+    scopes: HashMap<String, Scope>,
     /// The scopes by when they were born, oldest first: what room for a
     /// new BIRTH is taken from.
     born: BTreeMap<u64, String>,
@@ -51,18 +52,85 @@ pub struct Births {
 }
 
 #[derive(Default)]
-struct Declared {
-    by_alias: HashMap<u64, u32>,
-    by_name: HashMap<String, u32>,
+struct Scope {
+    by_alias: HashMap<u64, Decl>,
+    by_name: HashMap<String, Decl>,
     bytes: usize,
     /// Its key in [`Births::born`].
     birth: u64,
 }
 
-impl Declared {
+impl Scope {
     fn len(&self) -> usize {
         self.by_alias.len() + self.by_name.len()
     }
+}
+
+/// What a BIRTH declared for one metric: its datatype and, for a template
+/// instance, its members' (a DATA message leaves those out too).
+#[derive(Clone)]
+struct Decl {
+    datatype: u32,
+    members: Option<Rc<Members>>,
+}
+
+/// The datatypes a BIRTH declared for a template's members, by name,
+/// nested templates within.
+#[derive(Default)]
+pub struct Members(HashMap<String, Decl>);
+
+impl Members {
+    /// What the BIRTH declared for member `name`.
+    pub fn get(&self, name: &str) -> Option<Declared<'_>> {
+        self.0.get(name).map(Decl::as_declared)
+    }
+
+    /// The members of `metrics` that declare a datatype, and the bytes
+    /// they take; `None` when none does.
+    fn of(metrics: &[Metric]) -> Option<(Members, usize)> {
+        let mut members = Members::default();
+        let mut bytes = 0;
+        for m in metrics {
+            let (Some(name), Some(dt)) = (&m.name, m.datatype) else {
+                continue;
+            };
+            let nested = template_members(m);
+            bytes += ENTRY_BYTES + name.len() + nested.as_ref().map_or(0, |n| n.1);
+            members.0.insert(
+                name.clone(),
+                Decl {
+                    datatype: dt,
+                    members: nested.map(|n| Rc::new(n.0)),
+                },
+            );
+        }
+        (!members.0.is_empty()).then_some((members, bytes))
+    }
+}
+
+/// The members a template instance's metrics declare, if `m` is one.
+fn template_members(m: &Metric) -> Option<(Members, usize)> {
+    match &m.value {
+        Some(metric::Value::TemplateValue(t)) => Members::of(&t.metrics),
+        _ => None,
+    }
+}
+
+impl Decl {
+    fn as_declared(&self) -> Declared<'_> {
+        Declared {
+            datatype: self.datatype,
+            members: self.members.as_deref(),
+        }
+    }
+}
+
+/// What a BIRTH declared for a metric that carries no datatype: how to
+/// read its value, and for a template its members'.
+#[derive(Clone, Copy)]
+pub struct Declared<'a> {
+    pub datatype: u32,
+    pub members: Option<&'a Members>,
 }
 
 /// A Sparkplug topic's message type, and the node or device it is about
@@ -129,13 +197,19 @@ impl Births {
                 self.forget(&key);
             }
             // The key twice: in `scopes` and in `born`.
-            let mut declared = Declared {
+            let mut declared = Scope {
                 bytes: 2 * (ENTRY_BYTES + key.len()),
-                ..Declared::default()
+                ..Scope::default()
             };
             for m in &payload.metrics {
                 let Some(dt) = m.datatype else { continue };
-                let most = 2 * ENTRY_BYTES + m.name.as_ref().map_or(0, String::len);
+                let members = template_members(m);
+                let members_bytes = members.as_ref().map_or(0, |m| m.1);
+                let decl = Decl {
+                    datatype: dt,
+                    members: members.map(|m| Rc::new(m.0)),
+                };
+                let most = 2 * ENTRY_BYTES + m.name.as_ref().map_or(0, String::len) + members_bytes;
                 while self.declared + declared.len() + 2 > MAX_DECLARED
                     || self.bytes + declared.bytes + most > MAX_BYTES
                 {
@@ -151,14 +225,16 @@ impl Births {
                     break;
                 }
                 // Counted as held: a name or alias the BIRTH repeats only
-                // replaces its datatype.
+                // replaces its datatype (its members, counted once more,
+                // are an overestimate).
+                declared.bytes += members_bytes;
                 if let Some(alias) = m.alias {
-                    if declared.by_alias.insert(alias, dt).is_none() {
+                    if declared.by_alias.insert(alias, decl.clone()).is_none() {
                         declared.bytes += ENTRY_BYTES;
                     }
                 }
                 if let Some(name) = &m.name {
-                    if declared.by_name.insert(name.clone(), dt).is_none() {
+                    if declared.by_name.insert(name.clone(), decl).is_none() {
                         declared.bytes += ENTRY_BYTES + name.len();
                     }
                 }
@@ -197,10 +273,11 @@ impl Births {
         }
     }
 
-    /// For each top-level metric of a DATA or CMD message that carries no
-    /// datatype, the one its BIRTH declared (by alias, else by name);
-    /// empty when there is nothing to add.
-    pub fn datatypes(&self, topic: &str, payload: &Payload) -> Vec<Option<u32>> {
+    /// For each top-level metric of a DATA or CMD message, what its BIRTH
+    /// declared (by alias, else by name): the datatype where the metric
+    /// carries none, and a template's members'; empty when there is
+    /// nothing to add.
+    pub fn datatypes(&self, topic: &str, payload: &Payload) -> Vec<Option<Declared<'_>>> {
         if self.scopes.is_empty() {
             return Vec::new();
         }
@@ -212,15 +289,17 @@ impl Births {
             return Vec::new();
         };
         let lookup = |m: &Metric| {
-            if m.datatype.is_some() {
+            let decl = m
+                .alias
+                .and_then(|a| declared.by_alias.get(&a))
+                .or_else(|| m.name.as_ref().and_then(|n| declared.by_name.get(n)))?;
+            // A metric that says its datatype needs only the members.
+            if m.datatype.is_some() && decl.members.is_none() {
                 return None;
             }
-            m.alias
-                .and_then(|a| declared.by_alias.get(&a))
-                .or_else(|| m.name.as_ref().and_then(|n| declared.by_name.get(n)))
-                .copied()
+            Some(decl.as_declared())
         };
-        let found: Vec<Option<u32>> = payload.metrics.iter().map(lookup).collect();
+        let found: Vec<Option<Declared<'_>>> = payload.metrics.iter().map(lookup).collect();
         if found.iter().all(Option::is_none) {
             Vec::new()
         } else {
@@ -277,7 +356,8 @@ mod tests {
     }
 
     fn knows(births: &Births, topic: &str, name: &str) -> bool {
-        births.datatypes(topic, &data(&[name])) == vec![Some(INT32)]
+        let found = births.datatypes(topic, &data(&[name]));
+        found.len() == 1 && found[0].is_some_and(|d| d.datatype == INT32)
     }
 
     /// BIRTHs with huge metric names fill the byte budget, not the

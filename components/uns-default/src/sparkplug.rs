@@ -32,6 +32,7 @@ use prost::Message as _;
 use serde::ser::{self, Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
+use crate::births::{Declared, Members};
 use crate::error::TransformError;
 
 /// Sparkplug 3.0 `DataType` numbers.
@@ -340,7 +341,7 @@ pub fn to_json_bytes(p: &Payload) -> Result<Vec<u8>, TransformError> {
 /// output still has no `datatype` key where the message had none.
 pub fn to_json_bytes_with(
     p: &Payload,
-    declared: &[Option<u32>],
+    declared: &[Option<Declared<'_>>],
 ) -> Result<Vec<u8>, TransformError> {
     let mut out = Vec::with_capacity(64 + 48 * p.metrics.len());
     serde_json::to_writer(&mut out, &WithDeclared(p, declared))
@@ -355,18 +356,22 @@ pub fn to_value(p: &Payload) -> Result<Value, TransformError> {
 }
 
 /// [`to_value`] with the datatypes BIRTH declared, as [`to_json_bytes_with`].
-pub fn to_value_with(p: &Payload, declared: &[Option<u32>]) -> Result<Value, TransformError> {
+pub fn to_value_with(
+    p: &Payload,
+    declared: &[Option<Declared<'_>>],
+) -> Result<Value, TransformError> {
     serde_json::to_value(WithDeclared(p, declared))
         .map_err(|e| TransformError::decode(e.to_string()))
 }
 
 /// A payload in its JSON form, its top-level metrics read with `.1`.
-struct WithDeclared<'a>(&'a Payload, &'a [Option<u32>]);
+struct WithDeclared<'a>(&'a Payload, &'a [Option<Declared<'a>>]);
 
-/// A metric in its JSON form, read as `.1` says when it carries no datatype.
-struct MetricAs<'a>(&'a Metric, Option<u32>);
+/// A metric in its JSON form, read as `.1` says when it carries no datatype
+/// (and its template members as `.1` says of them).
+struct MetricAs<'a>(&'a Metric, Option<Declared<'a>>);
 
-struct MetricsAs<'a>(&'a [Metric], &'a [Option<u32>]);
+struct MetricsAs<'a>(&'a [Metric], &'a [Option<Declared<'a>>]);
 
 impl Serialize for MetricsAs<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -474,6 +479,8 @@ struct Typed<'a> {
     datatype: Option<u32>,
     raw: Raw<'a>,
     origin: Origin<'a>,
+    /// For a template instance: what its BIRTH declared of its members.
+    members: Option<&'a Members>,
 }
 
 fn opt<M: SerializeMap, T: Serialize>(m: &mut M, key: &str, v: &Option<T>) -> Result<(), M::Error> {
@@ -579,9 +586,10 @@ impl Serialize for MetricAs<'_> {
             m.serialize_entry(
                 "value",
                 &Typed {
-                    datatype: x.datatype.or(self.1),
+                    datatype: x.datatype.or(self.1.map(|d| d.datatype)),
                     raw,
                     origin,
+                    members: self.1.and_then(|d| d.members),
                 },
             )?;
         }
@@ -679,6 +687,7 @@ impl Serialize for Cells<'_, '_> {
                         datatype: types.get(column).copied(),
                         raw,
                         origin: Origin::Column(column),
+                        members: None,
                     }))
                 }),
         )
@@ -700,10 +709,32 @@ impl Serialize for ValueOnly<'_> {
 
 impl Serialize for Json<'_, Template> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        TemplateAs(self.0, None).serialize(s)
+    }
+}
+
+/// A template in its JSON form, its members that carry no datatype read as
+/// `.1` (its BIRTH) declared them.
+struct TemplateAs<'a>(&'a Template, Option<&'a Members>);
+
+/// A template's members, each with what its BIRTH declared.
+struct MembersAs<'a>(&'a [Metric], Option<&'a Members>);
+
+impl Serialize for MembersAs<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let declared = |m: &Metric| self.1?.get(m.name.as_deref()?);
+        s.collect_seq(self.0.iter().map(|m| MetricAs(m, declared(m))))
+    }
+}
+
+impl Serialize for TemplateAs<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let x = self.0;
         let mut m = s.serialize_map(None)?;
         opt(&mut m, "version", &x.version)?;
-        many_json(&mut m, "metrics", &x.metrics)?;
+        if !x.metrics.is_empty() {
+            m.serialize_entry("metrics", &MembersAs(&x.metrics, self.1))?;
+        }
         many_json(&mut m, "parameters", &x.parameters)?;
         opt(&mut m, "template_ref", &x.template_ref)?;
         opt(&mut m, "is_definition", &x.is_definition)?;
@@ -734,6 +765,7 @@ impl Serialize for Json<'_, template::Parameter> {
                     datatype: x.r#type,
                     raw,
                     origin: Origin::Other,
+                    members: None,
                 },
             )?;
         }
@@ -766,6 +798,7 @@ impl Serialize for Json<'_, PropertyValue> {
                     datatype: x.r#type,
                     raw,
                     origin: Origin::Other,
+                    members: None,
                 },
             )?;
         }
@@ -836,7 +869,7 @@ impl Serialize for Typed<'_> {
                 _ => Base64(b).serialize(s),
             },
             Raw::DataSet(x) => Json(x).serialize(s),
-            Raw::Template(x) => Json(x).serialize(s),
+            Raw::Template(x) => TemplateAs(x, self.members).serialize(s),
             Raw::PropertySet(x) => Json(x).serialize(s),
             Raw::PropertySets(x) => Json(x).serialize(s),
             Raw::Extension => s.serialize_map(Some(0))?.end(),

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::births::Births;
+use crate::births::{Births, Declared};
 use crate::config::Config;
 use crate::decode::{self, Encoding};
 use crate::error::TransformError;
@@ -130,14 +130,15 @@ pub fn transform_with(
 
 /// Learns from a BIRTH, and for a DATA message the datatypes its BIRTH
 /// declared for metrics that carry none.
-fn declared(
-    births: Option<&mut Births>,
+fn declared<'b>(
+    births: Option<&'b mut Births>,
     topic: &str,
     payload: &sparkplug::Payload,
-) -> Vec<Option<u32>> {
+) -> Vec<Option<Declared<'b>>> {
     match births {
         Some(births) => {
             births.learn(topic, payload);
+            let births: &'b Births = births;
             births.datatypes(topic, payload)
         }
         None => Vec::new(),

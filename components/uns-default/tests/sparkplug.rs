@@ -599,3 +599,96 @@ fn data_metrics_take_their_sign_from_the_birth() {
         json!(4_294_967_291u32)
     );
 }
+
+/// A template instance's members in DATA leave their datatypes out too
+/// (Sparkplug 3.0): they are read as the instance in the BIRTH declared
+/// them, by member name, nested templates within, on both output paths.
+#[test]
+fn template_members_take_their_sign_from_the_birth() {
+    use uns_default::{transform_with, Births, Config, Message};
+    let run = |config: &Config, births: &mut Births, topic: &str, p: Payload| -> Value {
+        let bytes = p.encode_to_vec();
+        let m = Message {
+            topic,
+            payload: &bytes,
+            qos: 0,
+            retain: false,
+            user_properties: &[],
+            content_type: None,
+            received_at_ms: 1,
+        };
+        let r = transform_with(config, Some(births), &m).unwrap().remove(0);
+        serde_json::from_slice(r.value.as_deref().unwrap()).unwrap()
+    };
+    let member = |name: &str, datatype: Option<u32>, value: metric::Value| Metric {
+        name: Some(name.to_owned()),
+        datatype,
+        value: Some(value),
+        ..Default::default()
+    };
+    let template = |metrics: Vec<Metric>| {
+        metric::Value::TemplateValue(Template {
+            template_ref: Some("Motor".into()),
+            metrics,
+            ..Default::default()
+        })
+    };
+    let birth = Payload {
+        metrics: vec![Metric {
+            name: Some("motor".into()),
+            alias: Some(5),
+            datatype: Some(TEMPLATE),
+            value: Some(template(vec![
+                member("rpm", Some(INT32), metric::Value::IntValue(0)),
+                member(
+                    "gear",
+                    Some(TEMPLATE),
+                    metric::Value::TemplateValue(Template {
+                        metrics: vec![member("t", Some(INT16), metric::Value::IntValue(0))],
+                        ..Default::default()
+                    }),
+                ),
+            ])),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let data = Payload {
+        metrics: vec![Metric {
+            alias: Some(5),
+            value: Some(template(vec![
+                member("rpm", None, metric::Value::IntValue(-5i32 as u32)),
+                member(
+                    "gear",
+                    None,
+                    metric::Value::TemplateValue(Template {
+                        metrics: vec![member("t", None, metric::Value::IntValue(0xFFFD))],
+                        ..Default::default()
+                    }),
+                ),
+                member("unknown", None, metric::Value::IntValue(-5i32 as u32)),
+            ])),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let filtering = Config::from_json(r##"{"ignored_attributes": {"spBv1.0/#": "seq"}}"##).unwrap();
+    for config in [Config::default(), filtering] {
+        let mut births = Births::default();
+        // Before the BIRTH: the wire's unsigned values.
+        let json = run(&config, &mut births, "spBv1.0/g/NDATA/e", data.clone());
+        assert_eq!(
+            json["metrics"][0]["value"]["metrics"][0]["value"],
+            4294967291u64
+        );
+        run(&config, &mut births, "spBv1.0/g/NBIRTH/e", birth.clone());
+        let json = run(&config, &mut births, "spBv1.0/g/NDATA/e", data.clone());
+        let members = &json["metrics"][0]["value"]["metrics"];
+        assert_eq!(members[0]["value"], -5, "{json}");
+        assert_eq!(members[1]["value"]["metrics"][0]["value"], -3, "{json}");
+        // A member the BIRTH did not declare keeps the wire's value.
+        assert_eq!(members[2]["value"], 4294967291u64, "{json}");
+        assert!(members[0].get("datatype").is_none(), "{json}");
+        assert!(json["metrics"][0].get("datatype").is_none(), "{json}");
+    }
+}
