@@ -453,6 +453,9 @@ impl Reader {
         // When the connection up now was made: one that lasted resets the
         // backoff when it drops.
         let mut connected_at: Option<std::time::Instant> = None;
+        // Between a drop and the next CONNACK, a poll is a connection
+        // attempt: nothing may cut it short.
+        let mut connected = false;
         // Set on the first SUBACK: connected and subscribed at least once.
         let mut connected_once = false;
         let mut unsubscribed = 0;
@@ -512,7 +515,7 @@ impl Reader {
                         event = self.poll() => Next::Event(event),
                     }
                 }
-            } else if !self.waiting.is_empty() && unsent == 0 {
+            } else if !self.waiting.is_empty() && unsent == 0 && connected {
                 let permits = self.permits.clone();
                 tokio::select! {
                     biased;
@@ -540,6 +543,7 @@ impl Reader {
             let event = match polled {
                 Ok(e) => e,
                 Err(closed) => {
+                    connected = false;
                     let (reason, completes_pubrel) = match closed {
                         Closed::OnPurpose => {
                             // Said on purpose, still true: a scrape during
@@ -612,6 +616,7 @@ impl Reader {
                     // with our client id taking the session over, a quota)
                     // would be asked again every 250 ms for ever.
                     connected_at = Some(std::time::Instant::now());
+                    connected = true;
                     self.stats.mqtt_connected.set(1);
                     self.stats.mqtt_connections.add(1);
                     tracing::info!(broker = %self.addr, session_present, "connected to MQTT broker");
@@ -639,6 +644,7 @@ impl Reader {
                     subscribe(&self.client, &self.topics, self.qos).await;
                 }
                 Event::Refused(reason) => {
+                    connected = false;
                     let _ = self.state.send(State::Disconnected);
                     self.stats.mqtt_connected.set(0);
                     if !connected_once || !self.reconnect {
@@ -1289,6 +1295,41 @@ mod tests {
     /// QoS 1 PUBLISH of `payload` on a/b with packet id `pkid`.
     fn publish_311(pkid: u8, payload: u8) -> [u8; 10] {
         [0x32, 0x08, 0, 3, b'a', b'/', b'b', 0, pkid, payload]
+    }
+
+    /// After a drop, with messages waiting for room, a permit coming back
+    /// while the reader connects again must not cut the attempt short: it
+    /// used to, and each acknowledgement of the old connection's messages
+    /// abandoned another handshake.
+    #[tokio::test]
+    async fn a_permit_coming_back_does_not_abandon_a_connection_attempt() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (mut rx, acker, _control, _state, reader) = clean_reader(port, 1);
+        let mut s = accept_subscribed_311(&listener).await;
+        for pkid in 1..=3 {
+            s.write_all(&publish_311(pkid, b'0' + pkid)).await.unwrap();
+        }
+        // One in the window, two waiting for room; then the connection drops.
+        let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        drop(s);
+        // The next attempt: CONNECT read, CONNACK held back for a second,
+        // while the first message's permit comes back.
+        let (mut s, _) = listener.accept().await.unwrap();
+        let (connect, _) = read_packet(&mut s).await.unwrap();
+        assert_eq!(connect, 0x10, "CONNECT first");
+        acker.ack(first.ack).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        s.write_all(&[0x20, 0x02, 0x00, 0x00]).await.unwrap();
+        // Still the same attempt: it subscribes on this connection.
+        let sub = tokio::time::timeout(Duration::from_secs(5), until(&mut s, 0x82))
+            .await
+            .expect("SUBSCRIBE on the connection the permit found connecting");
+        assert!(!sub.is_empty());
+        reader.abort();
     }
 
     /// A broker at its flow-control limit is silent with more to send: the
