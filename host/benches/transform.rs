@@ -14,7 +14,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use uns_default::sparkplug::sample_ndata;
 use uns_kafka::message::MqttMessage;
 use uns_kafka::transform::{RuntimeOptions, TransformRuntime};
@@ -22,7 +21,7 @@ use uns_kafka::transform::{RuntimeOptions, TransformRuntime};
 // The native side, shared with the test that holds wasm and native equal.
 #[path = "../tests/common/mod.rs"]
 mod common;
-use common::native_batch;
+use common::{message, native_batch};
 
 const BATCH: usize = 256;
 const ROUNDS: usize = 11;
@@ -154,18 +153,6 @@ fn rate(mut one_batch: impl FnMut()) -> f64 {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-fn message(topic: &str, payload: Vec<u8>) -> MqttMessage {
-    MqttMessage {
-        topic: topic.to_owned(),
-        payload: Bytes::from(payload),
-        qos: 1,
-        retain: false,
-        user_properties: Vec::new(),
-        content_type: None,
-        received_at_ms: 1_700_000_000_000,
-    }
 }
 
 /// About 200 bytes: a timestamp and six fields, as UNS publishers send.

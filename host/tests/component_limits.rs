@@ -5,26 +5,13 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use prost::Message as _;
 use uns_default::sparkplug::{payload::metric, payload::Metric, Payload};
-use uns_kafka::message::{MqttMessage, TransformOutcome};
+use uns_kafka::message::TransformOutcome;
 use uns_kafka::transform::{RuntimeOptions, TransformRuntime};
 
 mod common;
-use common::component;
-
-fn message(topic: &str, payload: Vec<u8>) -> MqttMessage {
-    MqttMessage {
-        topic: topic.to_owned(),
-        payload: Bytes::from(payload),
-        qos: 1,
-        retain: false,
-        user_properties: Vec::new(),
-        content_type: None,
-        received_at_ms: 1_700_000_000_000,
-    }
-}
+use common::{component, message};
 
 fn one(outcomes: Vec<TransformOutcome>) -> TransformOutcome {
     assert_eq!(outcomes.len(), 1);

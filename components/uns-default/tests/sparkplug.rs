@@ -489,30 +489,39 @@ fn state_messages_are_json_not_protobuf() {
     );
 }
 
+/// `p` on `topic` through the transform with `births`; the record's JSON.
+fn bridged(
+    config: &uns_default::Config,
+    births: &mut uns_default::Births,
+    topic: &str,
+    p: Payload,
+) -> Value {
+    let bytes = p.encode_to_vec();
+    let m = uns_default::Message {
+        topic,
+        payload: &bytes,
+        qos: 0,
+        retain: false,
+        user_properties: &[],
+        content_type: None,
+        received_at_ms: 1,
+    };
+    let r = uns_default::transform_with(config, Some(births), &m)
+        .unwrap()
+        .remove(0);
+    serde_json::from_slice(r.value.as_deref().unwrap()).unwrap()
+}
+
 /// A DATA metric without a datatype (as Sparkplug 3.0 would have it) keeps
 /// its sign when the BIRTH of its node or device declared one: by alias,
 /// else by name. An NBIRTH starts the node over, its devices included; a
 /// message never gains a `datatype` key it did not carry.
 #[test]
 fn data_metrics_take_their_sign_from_the_birth() {
-    use uns_default::{transform_with, Births, Config, Message};
+    use uns_default::{Births, Config};
     let plain = Config::default();
     let filtering = Config::from_json(r##"{"ignored_attributes": {"spBv1.0/#": "seq"}}"##).unwrap();
     let mut births = Births::default();
-    let run = |config: &Config, births: &mut Births, topic: &str, p: Payload| -> Value {
-        let bytes = p.encode_to_vec();
-        let m = Message {
-            topic,
-            payload: &bytes,
-            qos: 0,
-            retain: false,
-            user_properties: &[],
-            content_type: None,
-            received_at_ms: 1,
-        };
-        let r = transform_with(config, Some(births), &m).unwrap().remove(0);
-        serde_json::from_slice(r.value.as_deref().unwrap()).unwrap()
-    };
     let declare = |name: &str, alias: u64, dt: u32, v: metric::Value| Metric {
         name: Some(name.to_owned()),
         alias: Some(alias),
@@ -531,7 +540,7 @@ fn data_metrics_take_their_sign_from_the_birth() {
             }],
             ..Default::default()
         };
-        let json = run(&plain, births, &format!("spBv1.0/g/DDATA/e/{device}"), p);
+        let json = bridged(&plain, births, &format!("spBv1.0/g/DDATA/e/{device}"), p);
         assert!(json["metrics"][0].get("datatype").is_none(), "{json}");
         json["metrics"][0]["value"].clone()
     };
@@ -552,7 +561,7 @@ fn data_metrics_take_their_sign_from_the_birth() {
         ],
         ..Default::default()
     };
-    run(&plain, &mut births, "spBv1.0/g/DBIRTH/e/d", dbirth);
+    bridged(&plain, &mut births, "spBv1.0/g/DBIRTH/e/d", dbirth);
     assert_eq!(births.len(), 8);
     assert_eq!(
         data(&mut births, "d", (Some(3), None), minus_5.clone()),
@@ -584,7 +593,7 @@ fn data_metrics_take_their_sign_from_the_birth() {
         }],
         ..Default::default()
     };
-    let filtered = run(&filtering, &mut births, "spBv1.0/g/DDATA/e/d", p);
+    let filtered = bridged(&filtering, &mut births, "spBv1.0/g/DDATA/e/d", p);
     assert_eq!(filtered["metrics"][0]["value"], json!(-5));
 
     // The node is born again: its devices must be born again too.
@@ -592,7 +601,7 @@ fn data_metrics_take_their_sign_from_the_birth() {
         seq: Some(0),
         ..Default::default()
     };
-    run(&plain, &mut births, "spBv1.0/g/NBIRTH/e", nbirth);
+    bridged(&plain, &mut births, "spBv1.0/g/NBIRTH/e", nbirth);
     assert!(births.is_empty());
     assert_eq!(
         data(&mut births, "d", (Some(3), None), minus_5),
@@ -605,21 +614,7 @@ fn data_metrics_take_their_sign_from_the_birth() {
 /// them, by member name, nested templates within, on both output paths.
 #[test]
 fn template_members_take_their_sign_from_the_birth() {
-    use uns_default::{transform_with, Births, Config, Message};
-    let run = |config: &Config, births: &mut Births, topic: &str, p: Payload| -> Value {
-        let bytes = p.encode_to_vec();
-        let m = Message {
-            topic,
-            payload: &bytes,
-            qos: 0,
-            retain: false,
-            user_properties: &[],
-            content_type: None,
-            received_at_ms: 1,
-        };
-        let r = transform_with(config, Some(births), &m).unwrap().remove(0);
-        serde_json::from_slice(r.value.as_deref().unwrap()).unwrap()
-    };
+    use uns_default::{Births, Config};
     let member = |name: &str, datatype: Option<u32>, value: metric::Value| Metric {
         name: Some(name.to_owned()),
         datatype,
@@ -676,13 +671,13 @@ fn template_members_take_their_sign_from_the_birth() {
     for config in [Config::default(), filtering] {
         let mut births = Births::default();
         // Before the BIRTH: the wire's unsigned values.
-        let json = run(&config, &mut births, "spBv1.0/g/NDATA/e", data.clone());
+        let json = bridged(&config, &mut births, "spBv1.0/g/NDATA/e", data.clone());
         assert_eq!(
             json["metrics"][0]["value"]["metrics"][0]["value"],
             4294967291u64
         );
-        run(&config, &mut births, "spBv1.0/g/NBIRTH/e", birth.clone());
-        let json = run(&config, &mut births, "spBv1.0/g/NDATA/e", data.clone());
+        bridged(&config, &mut births, "spBv1.0/g/NBIRTH/e", birth.clone());
+        let json = bridged(&config, &mut births, "spBv1.0/g/NDATA/e", data.clone());
         let members = &json["metrics"][0]["value"]["metrics"];
         assert_eq!(members[0]["value"], -5, "{json}");
         assert_eq!(members[1]["value"]["metrics"][0]["value"], -3, "{json}");

@@ -61,6 +61,19 @@ pub fn component(name: &str) -> PathBuf {
     path
 }
 
+/// A QoS 1 message on `topic`, received at a fixed time.
+pub fn message(topic: &str, payload: Vec<u8>) -> MqttMessage {
+    MqttMessage {
+        topic: topic.to_owned(),
+        payload: bytes::Bytes::from(payload),
+        qos: 1,
+        retain: false,
+        user_properties: Vec::new(),
+        content_type: None,
+        received_at_ms: 1_700_000_000_000,
+    }
+}
+
 /// The same transform as the default component, called natively and shaped
 /// like `Transformer::transform_batch`'s answer, so the two can be compared
 /// (and timed) on equal terms.
