@@ -12,10 +12,10 @@ use super::payload::{data_set, template, DataSet, MetaData, Metric, Template};
 use super::payload::{PropertySet, PropertySetList, PropertyValue};
 use super::Payload;
 
-/// Decoded bytes one payload may take, estimated: a quarter of the default
-/// memory limit, far above any payload seen in practice (a dataset of
-/// 100,000 cells takes about 5 MB).
-pub const MAX_DECODED_BYTES: usize = 32 << 20;
+/// Decoded bytes one payload may take, estimated: three eighths of the
+/// default memory limit, which leaves room for the JSON written from it.
+/// An NBIRTH of 100,000 ordinary metrics takes about a third of it.
+pub const MAX_DECODED_BYTES: usize = 48 << 20;
 
 /// Nesting followed at most; prost refuses deeper payloads anyway (its
 /// recursion limit is 100).
@@ -53,22 +53,24 @@ impl Msg {
         }
     }
 
-    /// The message a length-delimited field holds, if it is one.
-    fn child(self, field: u64) -> Option<Msg> {
+    /// The message a length-delimited field holds, if it is one, and
+    /// whether it is repeated (each one a struct in a `Vec`; a singular one
+    /// sits inside its parent's struct, already counted).
+    fn child(self, field: u64) -> Option<(Msg, bool)> {
         Some(match (self, field) {
-            (Msg::Payload, 2) => Msg::Metric,
-            (Msg::Metric, 8) => Msg::MetaData,
-            (Msg::Metric, 9) => Msg::PropertySet,
-            (Msg::Metric, 17) => Msg::DataSet,
-            (Msg::Metric, 18) => Msg::Template,
-            (Msg::Template, 2) => Msg::Metric,
-            (Msg::Template, 3) => Msg::Parameter,
-            (Msg::DataSet, 4) => Msg::Row,
-            (Msg::Row, 1) => Msg::DataSetValue,
-            (Msg::PropertySet, 2) => Msg::PropertyValue,
-            (Msg::PropertyValue, 9) => Msg::PropertySet,
-            (Msg::PropertyValue, 10) => Msg::PropertySetList,
-            (Msg::PropertySetList, 1) => Msg::PropertySet,
+            (Msg::Payload, 2) => (Msg::Metric, true),
+            (Msg::Metric, 8) => (Msg::MetaData, false),
+            (Msg::Metric, 9) => (Msg::PropertySet, false),
+            (Msg::Metric, 17) => (Msg::DataSet, false),
+            (Msg::Metric, 18) => (Msg::Template, false),
+            (Msg::Template, 2) => (Msg::Metric, true),
+            (Msg::Template, 3) => (Msg::Parameter, true),
+            (Msg::DataSet, 4) => (Msg::Row, true),
+            (Msg::Row, 1) => (Msg::DataSetValue, true),
+            (Msg::PropertySet, 2) => (Msg::PropertyValue, true),
+            (Msg::PropertyValue, 9) => (Msg::PropertySet, false),
+            (Msg::PropertyValue, 10) => (Msg::PropertySetList, false),
+            (Msg::PropertySetList, 1) => (Msg::PropertySet, true),
             _ => return None,
         })
     }
@@ -99,32 +101,37 @@ fn worst_per_wire_byte() -> usize {
 
 /// Refuses a payload whose decoded structs would take more than
 /// [`MAX_DECODED_BYTES`]. Payloads too small to get there are not read.
-/// A malformed one is left to prost, which says what is wrong with it.
+/// One that is malformed is left to prost, which says what is wrong with
+/// it, unless what comes before the fault is already too much: prost
+/// builds that much before it finds the fault.
 pub fn check(bytes: &[u8]) -> Result<(), String> {
     if bytes.len().saturating_mul(worst_per_wire_byte()) <= MAX_DECODED_BYTES {
         return Ok(());
     }
-    let estimate = estimate(bytes, Msg::Payload, 0).unwrap_or(0) + Msg::Payload.size();
-    if estimate > MAX_DECODED_BYTES {
+    let mut total = Msg::Payload.size();
+    // Malformed or not, the total so far is what counts.
+    let _ = estimate(bytes, Msg::Payload, 0, &mut total);
+    if total > MAX_DECODED_BYTES {
         return Err(format!(
             "payload of {} bytes would take about {} MiB decoded, over the {} MiB one message may \
              take (so many metrics, rows or properties that decoding it would exhaust the \
              component's memory)",
             bytes.len(),
-            estimate >> 20,
+            total >> 20,
             MAX_DECODED_BYTES >> 20
         ));
     }
     Ok(())
 }
 
-/// Bytes the fields of one `msg` in `bytes` take decoded, beyond the
-/// struct itself (which its parent counted); `None` for a wire error.
-fn estimate(mut bytes: &[u8], msg: Msg, depth: usize) -> Option<usize> {
+/// Adds to `total` the bytes the fields of one `msg` in `bytes` take
+/// decoded, beyond the struct itself (which its parent counted). `None`
+/// at a wire error, or once `total` is over the limit (no need to read
+/// on).
+fn estimate(mut bytes: &[u8], msg: Msg, depth: usize, total: &mut usize) -> Option<()> {
     if depth > MAX_DEPTH {
         return None;
     }
-    let mut total = 0usize;
     while !bytes.is_empty() {
         let key = varint(&mut bytes)?;
         let (field, wire) = (key >> 3, key & 7);
@@ -133,7 +140,7 @@ fn estimate(mut bytes: &[u8], msg: Msg, depth: usize) -> Option<usize> {
                 varint(&mut bytes)?;
                 // Repeated `types` unpacked: one u32 each.
                 if let (Msg::DataSet, 3) = (msg, field) {
-                    total += 2 * size_of::<u32>();
+                    *total += 2 * size_of::<u32>();
                 }
             }
             1 => bytes = bytes.get(8..)?,
@@ -142,23 +149,57 @@ fn estimate(mut bytes: &[u8], msg: Msg, depth: usize) -> Option<usize> {
                 let len = usize::try_from(varint(&mut bytes)?).ok()?;
                 let body = bytes.get(..len)?;
                 bytes = &bytes[len..];
-                total += match msg.child(field) {
-                    Some(child) => 2 * child.size() + estimate(body, child, depth + 1)?,
+                match msg.child(field) {
+                    Some((child, repeated)) => {
+                        if repeated {
+                            *total += 2 * child.size();
+                        }
+                        estimate(body, child, depth + 1, total)?;
+                    }
                     // Packed `types`: at least one byte each on the wire.
-                    None if matches!((msg, field), (Msg::DataSet, 3)) => 2 * len * size_of::<u32>(),
+                    None if matches!((msg, field), (Msg::DataSet, 3)) => {
+                        *total += 2 * len * size_of::<u32>();
+                    }
                     // A string or bytes (its own allocation), in a `Vec`
                     // of them where repeated.
-                    None => 2 * size_of::<String>() + len,
-                };
+                    None => *total += 2 * size_of::<String>() + len,
+                }
             }
+            // A group (proto2's, long deprecated): prost skips it, and so
+            // does this, whatever it holds.
+            3 => skip_group(&mut bytes, field, depth + 1)?,
             _ => return None,
         }
-        if total > MAX_DECODED_BYTES {
-            // Enough to refuse it: no need to read the rest.
-            return Some(total);
+        if *total > MAX_DECODED_BYTES {
+            return None;
         }
     }
-    Some(total)
+    Some(())
+}
+
+/// Reads past a group's fields and the end of group `field`.
+fn skip_group(bytes: &mut &[u8], field: u64, depth: usize) -> Option<()> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    loop {
+        let key = varint(bytes)?;
+        let (inner, wire) = (key >> 3, key & 7);
+        match wire {
+            0 => {
+                varint(bytes)?;
+            }
+            1 => *bytes = bytes.get(8..)?,
+            5 => *bytes = bytes.get(4..)?,
+            2 => {
+                let len = usize::try_from(varint(bytes)?).ok()?;
+                *bytes = bytes.get(len..)?;
+            }
+            3 => skip_group(bytes, inner, depth + 1)?,
+            4 if inner == field => return Some(()),
+            _ => return None,
+        }
+    }
 }
 
 fn varint(bytes: &mut &[u8]) -> Option<u64> {
@@ -187,6 +228,9 @@ mod tests {
     #[test]
     fn a_flood_of_empty_metrics_is_refused_before_it_is_decoded() {
         let bytes = empty_metrics(600_000);
+        let mut total = 0;
+        let _ = estimate(&bytes, Msg::Payload, 0, &mut total);
+        assert!(total > MAX_DECODED_BYTES, "{total}");
         let why = check(&bytes).unwrap_err();
         assert!(
             why.starts_with("payload of 1200000 bytes would take about "),
@@ -247,8 +291,23 @@ mod tests {
         let mut bytes = empty_metrics(10);
         bytes.push(0x12);
         bytes.push(0x7f); // a length past the end
-        assert!(estimate(&bytes, Msg::Payload, 0).is_none());
+        assert!(estimate(&bytes, Msg::Payload, 0, &mut 0).is_none());
         assert_eq!(check(&[0x12, 0x7f]), Ok(()));
+        // Malformed only after more than the limit: prost would build that
+        // much before it found the fault.
+        let mut bytes = empty_metrics(600_000);
+        bytes.extend_from_slice(&[0x12, 0x7f]);
+        assert!(check(&bytes).is_err());
+    }
+
+    /// prost skips groups (proto2) on unknown fields; a group in front of
+    /// the flood must not end the estimate early.
+    #[test]
+    fn a_group_in_front_does_not_hide_the_flood() {
+        let mut bytes = vec![0x33, 0x08, 0x01, 0x34]; // field 6: a group holding a varint
+        bytes.extend(empty_metrics(600_000));
+        assert!(Payload::decode(&bytes[..]).is_ok(), "prost takes it");
+        assert!(check(&bytes).is_err());
     }
 
     fn push_varint(out: &mut Vec<u8>, mut n: usize) {
