@@ -64,3 +64,51 @@ fn a_flood_of_empty_metrics_is_a_decode_error_and_the_births_survive() {
         serde_json::from_slice(records[0].value.as_deref().unwrap()).unwrap();
     assert_eq!(value["metrics"][0]["value"], -5, "{value}");
 }
+
+/// The size check refuses floods, not large gateways: an NBIRTH of 100,000
+/// ordinary metrics is bridged by the compiled component at the default
+/// limits, and learned.
+#[test]
+fn an_nbirth_of_a_hundred_thousand_metrics_is_bridged() {
+    let runtime = Arc::new(
+        TransformRuntime::load(&component("uns_default"), RuntimeOptions::default())
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let mut wasm = runtime.instantiate("{}").unwrap_or_else(|e| panic!("{e}"));
+    let birth = Payload {
+        metrics: (0..100_000u64)
+            .map(|i| Metric {
+                name: Some(format!("line/{i}/temperature")),
+                alias: Some(i),
+                datatype: Some(if i == 7 { 3 } else { 10 }), // Int32, else Double
+                value: Some(if i == 7 {
+                    metric::Value::IntValue(0)
+                } else {
+                    metric::Value::DoubleValue(1.5)
+                }),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let records =
+        one(wasm.transform_batch(&[message("spBv1.0/g/NBIRTH/big", birth.encode_to_vec())]))
+            .unwrap_or_else(|e| panic!("{}: {}", e.kind, e.message));
+    let value: serde_json::Value =
+        serde_json::from_slice(records[0].value.as_deref().unwrap()).unwrap();
+    assert_eq!(value["metrics"].as_array().map(Vec::len), Some(100_000));
+    let data = Payload {
+        metrics: vec![Metric {
+            alias: Some(7),
+            value: Some(metric::Value::IntValue(-5i32 as u32)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let records =
+        one(wasm.transform_batch(&[message("spBv1.0/g/NDATA/big", data.encode_to_vec())]))
+            .expect("DATA bridged");
+    let value: serde_json::Value =
+        serde_json::from_slice(records[0].value.as_deref().unwrap()).unwrap();
+    assert_eq!(value["metrics"][0]["value"], -5, "{value}");
+}
