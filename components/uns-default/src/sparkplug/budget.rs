@@ -12,12 +12,21 @@ use super::payload::{data_set, template, DataSet, MetaData, Metric, Template};
 use super::payload::{PropertySet, PropertySetList, PropertyValue};
 use super::Payload;
 
-/// Decoded bytes one payload may take, estimated (the estimate is about
-/// the peak while prost grows its vectors): half the default memory limit,
-/// which leaves room for the JSON written from it and the BIRTH table. An
-/// NBIRTH of 100,000 ordinary metrics is estimated at about 48 MiB (the
-/// host's `component_limits` test bridges one through the component).
+/// Bytes one payload may take decoded and written out, estimated: half the
+/// default memory limit. The estimate counts each struct in a `Vec` twice
+/// (its spare capacity; while the `Vec` grows, old and new blocks together
+/// take about a half more) and each string or bytes field four times its
+/// length (the decoded copy, and the JSON written from it, base64 for
+/// bytes, in a growing buffer), so the real peak stays within about 96 MiB.
+/// An NBIRTH of 100,000 ordinary metrics is estimated at about 48 MiB (the
+/// host's `component_limits` test bridges one through the component); a
+/// single bytes value may be up to 16 MiB.
 pub const MAX_DECODED_BYTES: usize = 64 << 20;
+
+/// What a string or bytes field costs per byte on the wire: the decoded
+/// copy, and up to three more in the JSON written from it (base64 makes
+/// four bytes of three, and the output buffer grows by doubling).
+const BYTES_FACTOR: usize = 4;
 
 /// Nesting followed at most; prost refuses deeper payloads anyway (its
 /// recursion limit is 100).
@@ -162,9 +171,9 @@ fn estimate(mut bytes: &[u8], msg: Msg, depth: usize, total: &mut usize) -> Opti
                     None if matches!((msg, field), (Msg::DataSet, 3)) => {
                         *total += 2 * len * size_of::<u32>();
                     }
-                    // A string or bytes (its own allocation), in a `Vec`
-                    // of them where repeated.
-                    None => *total += 2 * size_of::<String>() + len,
+                    // A string or bytes (its own allocation, and the JSON
+                    // written from it), in a `Vec` of them where repeated.
+                    None => *total += 2 * size_of::<String>() + BYTES_FACTOR * len,
                 }
             }
             // A group (proto2's, long deprecated): prost skips it, and so
@@ -267,6 +276,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(check(&big.encode_to_vec()), Ok(()));
+        // 20 MB of bytes: with its base64 and the JSON buffer around it,
+        // more than the instance has room for.
+        let mut huge = big.clone();
+        let twenty_mb = vec![7u8; 20 << 20];
+        huge.metrics[0].value = Some(super::super::payload::metric::Value::BytesValue(twenty_mb));
+        assert!(check(&huge.encode_to_vec()).is_err());
         // 60,000 ordinary metrics (name, alias, datatype, a value); the
         // host's test takes 100,000 through the component, where structs
         // are smaller.
