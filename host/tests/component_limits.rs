@@ -8,10 +8,19 @@ use std::sync::Arc;
 use prost::Message as _;
 use uns_default::sparkplug::{payload::metric, payload::Metric, Payload};
 use uns_kafka::message::TransformOutcome;
-use uns_kafka::transform::{RuntimeOptions, TransformRuntime};
+use uns_kafka::transform::{RuntimeOptions, TransformRuntime, Transformer};
 
 mod common;
 use common::{component, message};
+
+/// The compiled default component at the host's default limits.
+fn instance() -> Transformer {
+    let runtime = Arc::new(
+        TransformRuntime::load(&component("uns_default"), RuntimeOptions::default())
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    runtime.instantiate("{}").unwrap_or_else(|e| panic!("{e}"))
+}
 
 fn one(outcomes: Vec<TransformOutcome>) -> TransformOutcome {
     assert_eq!(outcomes.len(), 1);
@@ -20,11 +29,7 @@ fn one(outcomes: Vec<TransformOutcome>) -> TransformOutcome {
 
 #[test]
 fn a_flood_of_empty_metrics_is_a_decode_error_and_the_births_survive() {
-    let runtime = Arc::new(
-        TransformRuntime::load(&component("uns_default"), RuntimeOptions::default())
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
-    let mut wasm = runtime.instantiate("{}").unwrap_or_else(|e| panic!("{e}"));
+    let mut wasm = instance();
     let birth = Payload {
         metrics: vec![Metric {
             name: Some("t".into()),
@@ -70,11 +75,7 @@ fn a_flood_of_empty_metrics_is_a_decode_error_and_the_births_survive() {
 /// limits, and learned.
 #[test]
 fn an_nbirth_of_a_hundred_thousand_metrics_is_bridged() {
-    let runtime = Arc::new(
-        TransformRuntime::load(&component("uns_default"), RuntimeOptions::default())
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
-    let mut wasm = runtime.instantiate("{}").unwrap_or_else(|e| panic!("{e}"));
+    let mut wasm = instance();
     let birth = Payload {
         metrics: (0..100_000u64)
             .map(|i| Metric {

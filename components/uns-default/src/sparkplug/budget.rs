@@ -110,8 +110,8 @@ fn worst_per_wire_byte() -> usize {
     .max(4 * size_of::<u32>())
 }
 
-/// Refuses a payload whose decoded structs would take more than
-/// [`MAX_DECODED_BYTES`]. Payloads too small to get there are not read.
+/// Refuses a payload that would take more than [`MAX_DECODED_BYTES`]
+/// decoded and written out. Payloads too small to get there are not read.
 /// One that is malformed is left to prost, which says what is wrong with
 /// it, unless what comes before the fault is already too much: prost
 /// builds that much before it finds the fault.
