@@ -80,12 +80,8 @@ fn summary(s: &Settings, component: &str) -> String {
         Some(t) if t.insecure_cert => ", broker host name not checked (tls.insecure_cert)",
         _ => "",
     };
-    let bootstrap = s
-        .kafka
-        .config
-        .get("bootstrap.servers")
-        .map(String::as_str)
-        .unwrap_or_default();
+    let bootstrap =
+        crate::config::kafka_property(&s.kafka.config, "bootstrap.servers").unwrap_or_default();
     let protocol = s
         .kafka
         .config

@@ -340,6 +340,41 @@ pub const KAFKA_DEFAULTS: &[(&str, &str)] = &[
     ("max.in.flight.requests.per.connection", "1"),
 ];
 
+/// Properties librdkafka knows by two names (its `_RK_C_ALIAS` entries
+/// for producers), the spelling this bridge uses first. Both spellings of
+/// one property in `kafka.config` reach librdkafka through a hash map, so
+/// which one wins would change from one start to the next: setting both is
+/// an error, and a default is left out when either spelling is set.
+pub const KAFKA_ALIASES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "metadata.broker.list"),
+    ("acks", "request.required.acks"),
+    ("message.timeout.ms", "delivery.timeout.ms"),
+    ("max.in.flight.requests.per.connection", "max.in.flight"),
+    ("linger.ms", "queue.buffering.max.ms"),
+    ("retries", "message.send.max.retries"),
+    ("compression.type", "compression.codec"),
+    ("sasl.mechanism", "sasl.mechanisms"),
+    (
+        "sasl.oauthbearer.client.id",
+        "sasl.oauthbearer.client.credentials.client.id",
+    ),
+    (
+        "sasl.oauthbearer.client.secret",
+        "sasl.oauthbearer.client.credentials.client.secret",
+    ),
+];
+
+/// `key` of `kafka.config` under either of its names.
+pub fn kafka_property<'a>(config: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
+    config.get(key).map(String::as_str).or_else(|| {
+        KAFKA_ALIASES
+            .iter()
+            .find(|(ours, other)| *ours == key || *other == key)
+            .and_then(|(ours, other)| config.get(*ours).or_else(|| config.get(*other)))
+            .map(String::as_str)
+    })
+}
+
 impl Settings {
     /// The JSON object the component's `init` receives: the seed's
     /// transform settings from `mqtt.*` and `transform.topic_separator`,
@@ -763,16 +798,30 @@ impl Layers {
         }
 
         // --- kafka
+        for (ours, other) in KAFKA_ALIASES {
+            if kafka.config.contains_key(*ours) && kafka.config.contains_key(*other) {
+                let (key, also) = (
+                    format!("kafka.config.{other}"),
+                    format!("kafka.config.{ours}"),
+                );
+                return Err(ConfigError {
+                    file: self.origin_of(&key, settings_file),
+                    message: format!(
+                        "is librdkafka's other name for {ours}, which is set too ({}); \
+                         keep one of them",
+                        self.origin_of(&also, settings_file)
+                    ),
+                    key,
+                });
+            }
+        }
         for (key, value) in KAFKA_DEFAULTS {
-            kafka
-                .config
-                .entry((*key).to_owned())
-                .or_insert_with(|| (*value).to_owned());
+            if kafka_property(&kafka.config, key).is_none() {
+                kafka.config.insert((*key).to_owned(), (*value).to_owned());
+            }
         }
         if mode == Mode::Bridge
-            && kafka
-                .config
-                .get("bootstrap.servers")
+            && kafka_property(&kafka.config, "bootstrap.servers")
                 .is_none_or(|s| s.trim().is_empty())
         {
             return Err(err(
@@ -1421,6 +1470,35 @@ mod tests {
         assert_eq!(s.kafka.config["max.in.flight.requests.per.connection"], "1");
         assert_eq!(s.kafka.dead_letter_topic, "uns_kafka_dlq");
         assert_eq!(s.kafka.producers, 4);
+    }
+
+    /// A default added beside the user's other spelling of the same
+    /// property would reach librdkafka as two settings, and which one won
+    /// would change from one start to the next.
+    #[test]
+    fn a_property_set_by_its_other_name_gets_no_default_beside_it() {
+        let s = load_str(
+            "mqtt: {host: broker}\nkafka: {config: {metadata.broker.list: 'k:9092', \
+             delivery.timeout.ms: '300000', request.required.acks: '1', max.in.flight: '5'}}\n",
+            &[],
+        )
+        .unwrap();
+        let keys: Vec<&str> = s.kafka.config.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "delivery.timeout.ms",
+                "enable.idempotence",
+                "max.in.flight",
+                "metadata.broker.list",
+                "request.required.acks"
+            ]
+        );
+        assert_eq!(
+            kafka_property(&s.kafka.config, "bootstrap.servers"),
+            Some("k:9092")
+        );
+        assert_eq!(kafka_property(&s.kafka.config, "acks"), Some("1"));
     }
 
     #[test]

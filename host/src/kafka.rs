@@ -581,7 +581,9 @@ impl Sink {
             })
             .collect::<Result<Vec<Out>, _>>()?;
         let producers: Arc<[Out]> = producers.into();
-        if let Some(bootstrap) = config.get("bootstrap.servers").filter(|b| !b.is_empty()) {
+        if let Some(bootstrap) =
+            crate::config::kafka_property(config, "bootstrap.servers").filter(|b| !b.is_empty())
+        {
             // A refusing or absent Kafka fails again within the longest
             // reconnect backoff; give it that and a margin.
             let backoff_ms = config
