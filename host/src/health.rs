@@ -28,37 +28,74 @@ struct Shared {
 /// second probe on.
 #[derive(Debug, Clone, Copy)]
 struct Progress {
-    acked: u64,
-    /// The first look that saw messages waiting at this `acked`.
+    /// Messages done and not lost: in Kafka or in the dead-letter topic.
+    delivered: u64,
+    lost: u64,
+    /// The first look that saw messages waiting (or lost) at this
+    /// `delivered`.
     waiting_since: Option<Instant>,
+    /// `lost` when that clock started, so a stall says how many it lost.
+    lost_before: u64,
 }
 
-/// Messages have waited and none has been delivered for at least
-/// `timeout`: the MQTT side looks fine while nothing reaches Kafka (down,
-/// or refusing the bridge), which an operator's probe must see. Only
-/// evidence counts: the clock starts at a look that saw messages waiting,
-/// never earlier, so the first message after an idle spell is not taken
-/// for a stall, and an idle bridge (nothing waiting) is never stalled,
-/// whatever Kafka's state: no data waits on it.
+impl Progress {
+    fn new(delivered: u64, lost: u64) -> Self {
+        Self {
+            delivered,
+            lost,
+            waiting_since: None,
+            lost_before: lost,
+        }
+    }
+}
+
+/// Why `/health` says the bridge is not delivering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stall {
+    waiting: u64,
+    /// Lost since the stall began: neither their topic nor the dead-letter
+    /// topic took them, so they count as done without reaching Kafka.
+    lost: u64,
+    since: Duration,
+}
+
+/// Messages have waited (or been lost) and none has been delivered for at
+/// least `timeout`: the MQTT side looks fine while nothing reaches Kafka
+/// (down, or refusing the bridge), which an operator's probe must see. A
+/// lost message is acknowledged like a delivered one, so it is taken out
+/// of what counts as delivery: a bridge whose every record and dead letter
+/// Kafka refuses (no write permission, say) is stalled, not ready. Only
+/// evidence counts: the clock starts at a look that saw messages waiting
+/// or lost, never earlier, so the first message after an idle spell is not
+/// taken for a stall, and an idle bridge (nothing waiting, nothing lost)
+/// is never stalled, whatever Kafka's state: no data waits on it.
 fn stalled(
     progress: &mut Progress,
     received: u64,
     acked: u64,
+    lost: u64,
     now: Instant,
     timeout: Duration,
-) -> Option<(u64, Duration)> {
+) -> Option<Stall> {
     let waiting = received.saturating_sub(acked);
-    if acked != progress.acked || waiting == 0 {
-        *progress = Progress {
-            acked,
-            waiting_since: None,
-        };
+    let delivered = acked.saturating_sub(lost);
+    let losing = lost != progress.lost;
+    // A loss is counted before its acknowledgement, so between the two
+    // `delivered` can dip for a moment: only a rise is a delivery.
+    if delivered > progress.delivered || (waiting == 0 && !losing) {
+        *progress = Progress::new(delivered.max(progress.delivered), lost);
     }
-    if waiting > 0 && progress.waiting_since.is_none() {
+    if (waiting > 0 || losing) && progress.waiting_since.is_none() {
         progress.waiting_since = Some(now);
+        progress.lost_before = progress.lost;
     }
+    progress.lost = lost;
     let since = now.saturating_duration_since(progress.waiting_since?);
-    (since >= timeout).then_some((waiting, since))
+    (since >= timeout).then_some(Stall {
+        waiting,
+        lost: lost.saturating_sub(progress.lost_before),
+        since,
+    })
 }
 
 /// Reads the counters each second; ends only when the server's task is
@@ -73,13 +110,24 @@ async fn sample(s: Shared) {
 }
 
 impl Shared {
-    fn look(&self) -> Option<(u64, Duration)> {
-        // Not one snapshot, and need not be: in a stall `acked` stands
-        // still, so the order of the two reads cannot hide one.
+    fn look(&self) -> Option<Stall> {
+        // Not one snapshot, and need not be: in a stall deliveries stand
+        // still, so the order of the reads cannot hide one. `lost` is read
+        // after `acked`: a lost message is counted in `lost` before
+        // `acked`, so whatever `acked` holds, `lost` then holds its losses,
+        // and a loss is never taken for a delivery.
         let received = self.stats.received.get();
         let acked = self.stats.acked.get();
+        let lost = self.stats.lost.get();
         let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-        stalled(&mut p, received, acked, Instant::now(), self.stall_timeout)
+        stalled(
+            &mut p,
+            received,
+            acked,
+            lost,
+            Instant::now(),
+            self.stall_timeout,
+        )
     }
 }
 
@@ -106,10 +154,10 @@ pub async fn serve(
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let shared = Shared {
-        progress: Arc::new(Mutex::new(Progress {
-            acked: stats.acked.get(),
-            waiting_since: None,
-        })),
+        progress: Arc::new(Mutex::new(Progress::new(
+            stats.acked.get().saturating_sub(stats.lost.get()),
+            stats.lost.get(),
+        ))),
         state,
         stats,
         stall_timeout,
@@ -196,14 +244,25 @@ async fn health(AxumState(s): AxumState<Shared>) -> (StatusCode, String) {
         );
     }
     match s.look() {
-        Some((waiting, since)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "stalled: no message delivered to Kafka for {} s, {waiting} waiting \
-                 (bridge.health_stall_timeout_ms)\n",
-                since.as_secs()
-            ),
-        ),
+        Some(Stall {
+            waiting,
+            lost,
+            since,
+        }) => {
+            let lost = if lost > 0 {
+                format!(", {lost} lost (Kafka refused their records and their dead letters)")
+            } else {
+                String::new()
+            };
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "stalled: no message delivered to Kafka for {} s, {waiting} waiting{lost} \
+                     (bridge.health_stall_timeout_ms)\n",
+                    since.as_secs()
+                ),
+            )
+        }
         None => (StatusCode::OK, "ready\n".to_owned()),
     }
 }
@@ -287,10 +346,15 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn fresh() -> Progress {
-        Progress {
-            acked: 0,
-            waiting_since: None,
-        }
+        Progress::new(0, 0)
+    }
+
+    fn stall(waiting: u64, lost: u64, since: Duration) -> Option<Stall> {
+        Some(Stall {
+            waiting,
+            lost,
+            since,
+        })
     }
 
     /// One canned HTTP answer on 127.0.0.1; returns the port.
@@ -371,28 +435,59 @@ mod tests {
     fn a_stall_is_messages_waiting_with_no_delivery_for_the_timeout() {
         let t0 = Instant::now();
         let mut p = fresh();
-        assert_eq!(stalled(&mut p, 5, 0, t0, T), None);
-        assert_eq!(stalled(&mut p, 5, 0, t0 + T - MS, T), None);
-        assert_eq!(stalled(&mut p, 5, 0, t0 + T, T), Some((5, T)));
+        assert_eq!(stalled(&mut p, 5, 0, 0, t0, T), None);
+        assert_eq!(stalled(&mut p, 5, 0, 0, t0 + T - MS, T), None);
+        assert_eq!(stalled(&mut p, 5, 0, 0, t0 + T, T), stall(5, 0, T));
         // More arriving does not restart the clock; a delivery does.
-        assert_eq!(stalled(&mut p, 9, 0, t0 + T + MS, T), Some((9, T + MS)));
-        assert_eq!(stalled(&mut p, 9, 1, t0 + 2 * T, T), None);
-        assert_eq!(stalled(&mut p, 9, 1, t0 + 3 * T - MS, T), None);
-        assert_eq!(stalled(&mut p, 9, 1, t0 + 3 * T, T), Some((8, T)));
+        assert_eq!(
+            stalled(&mut p, 9, 0, 0, t0 + T + MS, T),
+            stall(9, 0, T + MS)
+        );
+        assert_eq!(stalled(&mut p, 9, 1, 0, t0 + 2 * T, T), None);
+        assert_eq!(stalled(&mut p, 9, 1, 0, t0 + 3 * T - MS, T), None);
+        assert_eq!(stalled(&mut p, 9, 1, 0, t0 + 3 * T, T), stall(8, 0, T));
+    }
+
+    /// A lost message is acknowledged as done, but it did not reach
+    /// Kafka: a bridge that loses everything (no write permission on its
+    /// topics or on the dead-letter topic) must not look ready.
+    #[test]
+    fn losing_every_message_is_a_stall_and_a_delivery_ends_it() {
+        let t0 = Instant::now();
+        let mut p = fresh();
+        // received, acked, lost: each look finds the last messages lost,
+        // none waiting.
+        assert_eq!(stalled(&mut p, 2, 2, 2, t0, T), None);
+        assert_eq!(stalled(&mut p, 4, 4, 4, t0 + T - MS, T), None);
+        assert_eq!(stalled(&mut p, 6, 6, 6, t0 + T, T), stall(0, 6, T));
+        // A loss counted before its acknowledgement is no delivery.
+        assert_eq!(
+            stalled(&mut p, 7, 6, 7, t0 + T + MS, T),
+            stall(1, 7, T + MS)
+        );
+        // One message delivered: not stalled, and the count starts over.
+        assert_eq!(stalled(&mut p, 8, 8, 7, t0 + 2 * T, T), None);
+        assert_eq!(stalled(&mut p, 9, 9, 8, t0 + 3 * T, T), None);
+        assert_eq!(stalled(&mut p, 10, 10, 9, t0 + 4 * T, T), stall(0, 2, T));
+        // Losses stop and nothing waits: idle, not stalled.
+        assert_eq!(stalled(&mut p, 10, 10, 9, t0 + 5 * T, T), None);
     }
 
     #[test]
     fn an_idle_bridge_is_not_stalled_and_its_next_message_gets_the_full_timeout() {
         let t0 = Instant::now();
         let mut p = fresh();
-        assert_eq!(stalled(&mut p, 7, 7, t0, T), None);
-        assert_eq!(stalled(&mut p, 7, 7, t0 + 10 * T, T), None);
+        assert_eq!(stalled(&mut p, 7, 7, 0, t0, T), None);
+        assert_eq!(stalled(&mut p, 7, 7, 0, t0 + 10 * T, T), None);
         // A message after ten idle timeouts: the clock starts when a look
         // first sees it waiting, not at the last look that saw none.
-        assert_eq!(stalled(&mut p, 8, 7, t0 + 10 * T + MS, T), None);
-        assert_eq!(stalled(&mut p, 8, 7, t0 + 11 * T, T), None);
-        assert_eq!(stalled(&mut p, 8, 7, t0 + 11 * T + MS, T), Some((1, T)));
+        assert_eq!(stalled(&mut p, 8, 7, 0, t0 + 10 * T + MS, T), None);
+        assert_eq!(stalled(&mut p, 8, 7, 0, t0 + 11 * T, T), None);
+        assert_eq!(
+            stalled(&mut p, 8, 7, 0, t0 + 11 * T + MS, T),
+            stall(1, 0, T)
+        );
         // Delivered: idle again.
-        assert_eq!(stalled(&mut p, 8, 8, t0 + 12 * T, T), None);
+        assert_eq!(stalled(&mut p, 8, 8, 0, t0 + 12 * T, T), None);
     }
 }

@@ -927,8 +927,9 @@ async fn enqueue(transformed: Transformed, pending: &mut Pending) {
                 let out = out.clone();
                 out.stats.count_component_failure(&reason.kind);
                 pending.push_back(Box::pin(async move {
-                    out.dead_letter(&message, &reason, "transform").await;
-                    observe_delivery(&out.stats, &message);
+                    if out.dead_letter(&message, &reason, "transform").await {
+                        observe_delivery(&out.stats, &message);
+                    }
                     Some(token)
                 }));
             }
@@ -983,10 +984,14 @@ fn confirm_message(
                 }
             }
         }
-        if let Some(reason) = failure {
-            Box::pin(out.dead_letter(&message, &reason, "produce")).await;
+        let delivered = match failure {
+            Some(reason) => Box::pin(out.dead_letter(&message, &reason, "produce")).await,
+            None => true,
+        };
+        // A lost message's time is no delivery time.
+        if delivered {
+            observe_delivery(&out.stats, &message);
         }
-        observe_delivery(&out.stats, &message);
         Some(token)
     }
 }
@@ -1053,8 +1058,9 @@ impl Output {
     }
 
     /// Writes a message that could not be bridged, with the reason, so
-    /// nothing is dropped silently.
-    async fn dead_letter(&self, message: &MqttMessage, reason: &MessageError, stage: &str) {
+    /// nothing is dropped silently. False if the dead-letter topic refused
+    /// it too: lost, and counted so.
+    async fn dead_letter(&self, message: &MqttMessage, reason: &MessageError, stage: &str) -> bool {
         let topic = &self.dead_letter_topic;
         let reason = &MessageError::new(reason.kind.clone(), clip_reason(&reason.message));
         tracing::warn!(mqtt_topic = %message.topic, kind = %reason.kind, reason = %reason.message, "message dead-lettered to {topic}");
@@ -1084,6 +1090,7 @@ impl Output {
         } else {
             self.stats.lost.add(1);
         }
+        written
     }
 }
 

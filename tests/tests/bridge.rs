@@ -543,6 +543,55 @@ async fn a_dead_letter_topic_that_refuses_records_counts_the_message_lost() {
     );
 }
 
+/// A lost message is acknowledged like a delivered one, but nothing of it
+/// reached Kafka: a bridge that loses every message it gets must not
+/// answer `ready` (it did, as `acknowledged` kept rising).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bridge_losing_every_message_is_not_healthy() {
+    let p = unique("losing");
+    let port = free_port();
+    let yaml = format!(
+        "{}bridge:\n  health_listen: '127.0.0.1:{port}'\n  health_stall_timeout_ms: 1000\n",
+        settings(
+            env().mqtt_port,
+            &[format!("{p}/#")],
+            "",
+            "__consumer_offsets"
+        )
+    );
+    let mut s = start(&yaml, None).await;
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    // Bad JSON, which the dead-letter topic refuses too, every 100 ms
+    // until /health says so (or 15 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (code, body) = loop {
+        publisher
+            .publish(&format!("{p}/line/bad"), "{\"value\": 1,", 1, false)
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (code, body) = health(port);
+        if code != "200" || std::time::Instant::now() > deadline {
+            break (code, body);
+        }
+    };
+    assert_eq!(code, "503", "{body}\nlog:\n{}", s.bridge.log());
+    assert!(
+        body.starts_with("stalled: no message delivered to Kafka for ")
+            && body.contains(" lost (Kafka refused their records and their dead letters)"),
+        "{body}"
+    );
+    let metrics = metrics_with(port, &["uns_kafka_messages_dead_lettered_total 0"]).await;
+    assert!(
+        metric_value(&metrics, "uns_kafka_messages_lost_total") >= 2,
+        "{metrics}"
+    );
+    publisher.disconnect().await;
+    assert_eq!(
+        s.bridge.terminate(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+}
+
 /// Publishes `per_topic` JSON messages `{"seq": i, "topic": t}` to each of
 /// `topics` in turn (`<prefix>/<name><t>`), then waits for the broker's
 /// acknowledgements.
