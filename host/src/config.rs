@@ -408,6 +408,26 @@ impl Settings {
     pub fn origin_of(&self, key: &str) -> String {
         origin_of(&self.origin, key).unwrap_or_else(|| self.settings_file())
     }
+
+    /// Every file or variable that set `key` or anything under it, for an
+    /// error about the keys together (librdkafka's verdict on the whole of
+    /// `kafka.config`): "a and b", in a stable order.
+    pub fn origins_under(&self, key: &str) -> String {
+        let prefix = format!("{key}.");
+        let mut found: Vec<&str> = self
+            .origin
+            .iter()
+            .filter(|(k, _)| *k == key || k.starts_with(&prefix))
+            .map(|(_, source)| source.as_str())
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        if found.is_empty() {
+            self.origin_of(key)
+        } else {
+            found.join(" and ")
+        }
+    }
 }
 
 /// What the caller is about to do; `transform` needs no broker settings.

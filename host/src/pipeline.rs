@@ -148,7 +148,7 @@ impl Bridge {
             stats.clone(),
         )
         .map_err(|e| ConfigError {
-            file: settings.settings_file(),
+            file: settings.origins_under("kafka.config"),
             key: "kafka.config".into(),
             message: e.to_string(),
         })?;
@@ -649,11 +649,41 @@ pub fn load_component(
     let transformer = runtime
         .instantiate(&settings.component_config())
         .map_err(|e| ConfigError {
-            file: settings.settings_file(),
+            file: init_error_origin(settings, &e.to_string()),
             key: "transform (component init)".into(),
             message: e.to_string(),
         })?;
     Ok((runtime, transformer))
+}
+
+/// Where the settings a component's `init` refused came from: the key its
+/// error starts with, when it names one of those the host hands on (the
+/// default component does), else every source of them.
+fn init_error_origin(settings: &Settings, error: &str) -> String {
+    const HANDED_ON: [&str; 4] = [
+        "mqtt.ignored_attributes",
+        "mqtt.timestamp_attribute",
+        "transform.topic_separator",
+        "transform.config",
+    ];
+    // The message reads "<component> init: <key>: <why>" or "<key>: <why>".
+    let named = HANDED_ON.iter().find(|key| {
+        error
+            .split(": ")
+            .any(|part| part == **key || part.starts_with(&format!("{key}.")))
+    });
+    match named {
+        Some(key) => settings.origin_of(key),
+        None => {
+            let mut all: Vec<String> = HANDED_ON
+                .iter()
+                .map(|key| settings.origins_under(key))
+                .collect();
+            all.sort_unstable();
+            all.dedup();
+            all.join(" and ")
+        }
+    }
 }
 
 /// A component compiled and instantiated by [`load_component`] on SIGHUP,

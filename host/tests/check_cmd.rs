@@ -159,6 +159,43 @@ fn a_configuration_the_component_refuses_fails_check() {
     );
 }
 
+/// A refusal of settings that came from elsewhere names where they came
+/// from, not `settings.yaml`: the component's `init` refusing a value set
+/// by an environment variable, and librdkafka refusing the Kafka settings
+/// as a whole when part of them is in `.secrets.yaml`.
+#[test]
+fn a_refusal_names_the_source_of_the_settings_it_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = "mqtt:\n  host: h\nkafka: {config: {bootstrap.servers: 'localhost:9092'}}\n";
+    std::fs::write(dir.path().join("settings.yaml"), settings).unwrap();
+    let out = check_dir(dir.path(), &[("UNS_MQTT__IGNORED_ATTRIBUTES", "[a]")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).starts_with(
+            "error: environment variable UNS_MQTT__IGNORED_ATTRIBUTES: transform (component \
+             init): mqtt.ignored_attributes: must be a map"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+
+    std::fs::write(
+        dir.path().join(".secrets.yaml"),
+        "kafka:\n  config:\n    security.protocol: SASL_PLAINTEXT\n    sasl.mechanism: PLAIN\n",
+    )
+    .unwrap();
+    let out = check_dir(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let d = dir.path().display();
+    assert!(
+        text(&out.stderr).starts_with(&format!(
+            "error: {d}/.secrets.yaml and {d}/settings.yaml: kafka.config: librdkafka rejected"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// `run`'s flags belong after the subcommand they are for: given before
 /// `check`, they were once parsed as `run`'s and dropped, and `check` read
 /// `conf` instead of the directory the user named.
