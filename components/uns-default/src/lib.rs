@@ -46,9 +46,10 @@
 //!   record timestamps);
 //! - a Kafka topic name that needs changing gets `-` and the 16 hex digits of
 //!   the 64-bit FNV-1a hash of the MQTT topic (see [`topic`]);
-//! - unfiltered JSON keeps the publisher's spelling of numbers and escapes;
-//!   filtered JSON is re-serialised (see [`json`]); key order is kept either
-//!   way.
+//! - JSON keeps the publisher's spelling of numbers and escapes, key order
+//!   and repeated keys, filtered or not: attributes are removed from the
+//!   text, not from a parsed tree (see [`json`]); a repeated key is removed
+//!   (or walked into) wherever it appears.
 //!
 //! On `wasm32` a private `component` module (not built natively) exports
 //! the WIT world `uns:bridge/transformer` by calling this API.

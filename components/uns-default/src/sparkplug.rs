@@ -349,19 +349,11 @@ pub fn to_json_bytes_with(
     Ok(out)
 }
 
-/// The payload as a JSON `Value`, for when attributes must be removed.
-/// Exactly the JSON [`to_json_bytes`] writes.
+/// The payload as a JSON `Value`, for callers that want a tree to inspect
+/// ([`crate::decode::decode`]); the transform itself filters the text
+/// [`to_json_bytes_with`] writes. Exactly the JSON [`to_json_bytes`] writes.
 pub fn to_value(p: &Payload) -> Result<Value, TransformError> {
-    to_value_with(p, &[])
-}
-
-/// [`to_value`] with the datatypes BIRTH declared, as [`to_json_bytes_with`].
-pub fn to_value_with(
-    p: &Payload,
-    declared: &[Option<Declared<'_>>],
-) -> Result<Value, TransformError> {
-    serde_json::to_value(WithDeclared(p, declared))
-        .map_err(|e| TransformError::decode(e.to_string()))
+    serde_json::to_value(WithDeclared(p, &[])).map_err(|e| TransformError::decode(e.to_string()))
 }
 
 /// A payload in its JSON form, its top-level metrics read with `.1`.

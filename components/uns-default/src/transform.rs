@@ -1,6 +1,6 @@
 //! One MQTT message to one Kafka record.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::births::{Births, Declared};
 use crate::config::Config;
@@ -40,8 +40,9 @@ pub struct Record {
 /// Transforms one message into exactly one record, or says why it cannot.
 ///
 /// - value: the decoded payload, with the matching `ignored_attributes`
-///   removed, as compact JSON (see [`crate::json`] for how its spelling is
-///   kept). A JSON payload whose top level is not an object (an array, a
+///   removed, as compact JSON in the publisher's spelling: a rule takes out
+///   the members it names and nothing else, so digits, escapes and repeated
+///   keys reach Kafka as they were sent (see [`crate::json`]). A JSON payload whose top level is not an object (an array, a
 ///   number, a string, a boolean, `null`) is `rejected`, because UNS
 ///   messages are JSON objects; with `accept_non_object_json` it is
 ///   forwarded as it is instead: the attribute paths walk objects only, and
@@ -74,49 +75,35 @@ pub fn transform_with(
     if msg.payload.is_empty() {
         return Err(TransformError::decode("empty payload"));
     }
-    let filtered = config.ignored.iter().any(|r| r.filter.matches(msg.topic));
-    // Without filtering, the JSON text is written straight from the payload
-    // (JSON) or the protobuf structs (Sparkplug): no `Value` tree to build.
-    let (json, timestamp) = match (decode::encoding(msg.topic), filtered) {
-        (Encoding::Json, false) => {
+    // Attributes are removed from the compact text, not from a `Value`
+    // tree, so a rule changes nothing but the members it removes (see
+    // `json::remove_path`); the timestamp is read before they go.
+    let (mut value, timestamp) = match decode::encoding(msg.topic) {
+        Encoding::Json => {
             let scanned = json::scan(decode::utf8(msg.payload)?, &config.timestamp_attribute)?;
             decode::require_object(scanned.top, config.accept_non_object_json)?;
             let ts = scanned.attribute.as_ref().and_then(Value::as_i64);
             (scanned.compact, ts)
         }
-        (Encoding::SparkplugB, false) => {
+        Encoding::SparkplugB => {
             let payload = sparkplug::decode(msg.payload)?;
             let declared = declared(births, msg.topic, &payload);
             let ts = sparkplug::top_level_integer(&payload, &config.timestamp_attribute)
                 .and_then(|ts| i64::try_from(ts).ok());
             (sparkplug::to_json_bytes_with(&payload, &declared)?, ts)
         }
-        (encoding, true) => {
-            let mut value = match (encoding, births) {
-                (Encoding::SparkplugB, Some(births)) => {
-                    let payload = sparkplug::decode(msg.payload)?;
-                    let declared = declared(Some(births), msg.topic, &payload);
-                    sparkplug::to_value_with(&payload, &declared)?
-                }
-                _ => decode::decode_with(msg.topic, msg.payload, config.accept_non_object_json)?,
-            };
-            let mut ts = None;
-            if let Value::Object(object) = &mut value {
-                ts = object
-                    .get(&config.timestamp_attribute)
-                    .and_then(Value::as_i64);
-                remove_ignored(config, msg.topic, object);
-            }
-            let json = serde_json::to_vec(&value).map_err(|e| {
-                TransformError::internal(format!("cannot serialise the record: {e}"))
-            })?;
-            (json, ts)
-        }
     };
+    for rule in &config.ignored {
+        if rule.filter.matches(msg.topic) {
+            for path in &rule.paths {
+                json::remove_path(&mut value, path)?;
+            }
+        }
+    }
     Ok(vec![Record {
         topic: topic::kafka_topic(msg.topic, config.separator),
         key: Some(msg.topic.as_bytes().to_vec()),
-        value: Some(json),
+        value: Some(value),
         headers: headers(msg),
         timestamp_ms: Some(
             timestamp
@@ -143,33 +130,6 @@ fn declared<'b>(
         }
         None => Vec::new(),
     }
-}
-
-fn remove_ignored(config: &Config, topic: &str, object: &mut Map<String, Value>) {
-    for rule in &config.ignored {
-        if rule.filter.matches(topic) {
-            for path in &rule.paths {
-                remove_path(object, path);
-            }
-        }
-    }
-}
-
-/// Removes the last key of `path`, whatever its value (null included). A
-/// missing key or a non-object on the way leaves the object as it is.
-pub fn remove_path(object: &mut Map<String, Value>, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else {
-        return;
-    };
-    let mut current = object;
-    for key in parents {
-        match current.get_mut(key) {
-            Some(Value::Object(child)) => current = child,
-            _ => return,
-        }
-    }
-    // `shift_remove` keeps the other keys in the publisher's order.
-    current.shift_remove(last);
 }
 
 fn headers(msg: &Message<'_>) -> Vec<(String, Vec<u8>)> {

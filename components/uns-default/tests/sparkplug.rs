@@ -14,8 +14,8 @@ use uns_default::ErrorKind;
 
 const TOPIC: &str = "spBv1.0/plant/DDATA/edge1/dev1";
 
-/// Decodes through the `Value` path (used when attributes are filtered) and
-/// checks the direct path (used otherwise) writes exactly the same text.
+/// Decodes into a `Value` (through the public `decode`, easy to inspect) and
+/// checks the text the transform writes and filters is exactly its JSON.
 fn decode_payload(p: &Payload) -> Value {
     let bytes = p.encode_to_vec();
     let value = decode(TOPIC, &bytes).unwrap();
@@ -584,7 +584,7 @@ fn data_metrics_take_their_sign_from_the_birth() {
         data(&mut births, "d2", (Some(3), None), minus_5.clone()),
         json!(4_294_967_291u32)
     );
-    // Filtering re-serialises the same way.
+    // A matching rule filters the same text.
     let p = Payload {
         metrics: vec![Metric {
             alias: Some(3),
