@@ -570,6 +570,10 @@ impl Layers {
         }
         let mut path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
         if path.iter().any(String::is_empty) {
+            tracing::warn!(
+                "environment variable {name} ignored: it has an empty level (`__` at its end, \
+                 or `____`), so it names no setting"
+            );
             return Ok(());
         }
         // librdkafka names use dots, which shells cannot put in variable
@@ -580,7 +584,15 @@ impl Layers {
         let source = format!("environment variable {name}");
         // As dynaconf does: the text is parsed, so `1883` is a number and
         // `[a, b]` a list; anything that does not parse is a string.
-        let value = serde_yaml::from_str::<Value>(raw).unwrap_or(Value::String(raw.to_owned()));
+        let null = matches!(raw.trim(), "" | "null" | "~");
+        let value = if is_text_setting(&path) && !null && !is_quoted(raw) {
+            // Nothing but text is right here, so YAML's reading cannot
+            // help and can only hurt: a password `!x9` is a tag to YAML,
+            // `{abc}` a map, `- x` a list.
+            Value::String(raw.to_owned())
+        } else {
+            serde_yaml::from_str::<Value>(raw).unwrap_or(Value::String(raw.to_owned()))
+        };
         let value = match value {
             Value::Null if !raw.trim().is_empty() && raw.trim() != "null" && raw.trim() != "~" => {
                 Value::String(raw.to_owned())
@@ -1372,19 +1384,45 @@ mod de {
     }
 }
 
+/// Quotes around an environment value ask for YAML's reading of it.
+fn is_quoted(raw: &str) -> bool {
+    let text = raw.trim();
+    text.len() >= 2
+        && ((text.starts_with('\'') && text.ends_with('\''))
+            || (text.starts_with('"') && text.ends_with('"')))
+}
+
+/// Settings that only ever hold text (credentials, names, paths, and every
+/// librdkafka property), which an environment variable sets verbatim.
+fn is_text_setting(path: &[String]) -> bool {
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    matches!(
+        path.as_slice(),
+        [
+            "mqtt",
+            "host" | "username" | "password" | "client_id" | "timestamp_attribute"
+        ] | [
+            "mqtt",
+            "tls",
+            "ca_certs" | "certfile" | "keyfile" | "keyfile_password" | "ciphers"
+        ] | ["kafka", "config", _]
+            | ["kafka", "dead_letter_topic"]
+            | ["transform", "component"]
+    )
+}
+
 /// An environment value that YAML would read as something other than its
 /// own text stays that text: a password `1e3` is not the number 1000, `0x1F`
 /// not 31, `s3cret #1` not `s3cret` (a comment). `2883`, `true` and
 /// `[a, b]` keep their YAML reading, and quotes ask for YAML's on purpose.
 fn keep_raw_unless_plain(value: Value, raw: &str) -> Value {
     let text = raw.trim();
-    let quoted = text.len() >= 2
-        && ((text.starts_with('\'') && text.ends_with('\''))
-            || (text.starts_with('"') && text.ends_with('"')));
     let reads_as_itself = match &value {
         Value::Number(n) => n.to_string() == text,
         Value::Bool(b) => b.to_string() == text,
-        Value::String(s) => quoted || s == text,
+        Value::String(s) => is_quoted(raw) || s == text,
+        // No setting takes a YAML tag; `!x` is text someone typed.
+        Value::Tagged(_) => false,
         _ => true,
     };
     if reads_as_itself {
@@ -1562,6 +1600,34 @@ mod tests {
         assert!(!s.mqtt.reconnect_on_failure);
         let e = load_str(MINIMAL, &[("UNS_MQTT__PORT", "1e3")]).unwrap_err();
         assert_eq!(e.key, "mqtt.port");
+    }
+
+    /// Text settings take a variable's text as it is, whatever YAML would
+    /// make of it: a password may well start with `!`, `{`, `[`, `&` or
+    /// `- `, and was refused as a tag, map, list or anchor.
+    #[test]
+    fn env_values_of_text_settings_are_taken_as_written() {
+        for raw in [
+            "!Secret1", "{abc}", "[x]", "- x", "&a b", "*a", "@x", "%x", "a: b", "|x",
+        ] {
+            let env = [
+                ("UNS_MQTT__USERNAME", "u"),
+                ("UNS_MQTT__PASSWORD", raw),
+                ("UNS_KAFKA__CONFIG__SASL_PASSWORD", raw),
+            ];
+            let s = load_str(MINIMAL, &env).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!(s.mqtt.password.as_ref().map(Secret::expose), Some(raw));
+            assert_eq!(s.kafka.config["sasl.password"], raw);
+        }
+        // Empty and `null` still unset, quotes still ask for YAML.
+        let env = [("UNS_MQTT__PASSWORD", ""), ("UNS_MQTT__USERNAME", "\"u\"")];
+        let s = load_str(MINIMAL, &env).unwrap();
+        assert!(s.mqtt.password.is_none());
+        assert_eq!(s.mqtt.username.as_deref(), Some("u"));
+        // Elsewhere a tag is text too, and refused as the wrong type.
+        let e = load_str(MINIMAL, &[("UNS_BRIDGE__BATCH_SIZE", "!x")]).unwrap_err();
+        assert_eq!(e.key, "bridge.batch_size");
+        assert!(!e.message.contains("tagged"), "{}", e.message);
     }
 
     #[test]
