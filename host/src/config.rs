@@ -542,8 +542,8 @@ impl Layers {
                     message: "section names must be strings".into(),
                 });
             };
-            let value = strip_merge_flag(value);
-            if merge {
+            let (value, own) = take_merge_flag(value);
+            if own.unwrap_or(merge) {
                 self.set(&[name], value, file);
             } else {
                 self.origin
@@ -1201,17 +1201,21 @@ fn record_origins(value: &Value, path: &str, source: &str, origin: &mut HashMap<
     }
 }
 
-/// dynaconf allows `dynaconf_merge` inside a section too; it means nothing
-/// to us beyond "merge", which we always do.
-fn strip_merge_flag(value: Value) -> Value {
+/// dynaconf allows `dynaconf_merge` inside a section too, where it decides
+/// for that section alone: `false` replaces it, `true` merges it.
+fn take_merge_flag(value: Value) -> (Value, Option<bool>) {
     match value {
         Value::Mapping(mut m) => {
-            if matches!(m.get("dynaconf_merge"), Some(Value::Bool(_))) {
+            let own = match m.get("dynaconf_merge") {
+                Some(Value::Bool(b)) => Some(*b),
+                _ => None,
+            };
+            if own.is_some() {
                 m.remove("dynaconf_merge");
             }
-            Value::Mapping(m)
+            (Value::Mapping(m), own)
         }
-        v => v,
+        v => (v, None),
     }
 }
 
@@ -1650,6 +1654,30 @@ mod tests {
         assert_eq!(s.mqtt.host.as_deref(), Some("broker"));
         assert_eq!(s.mqtt.username.as_deref(), Some("u"));
         assert_eq!(format!("{:?}", s.mqtt.password), "Some(\"***\")");
+    }
+
+    /// dynaconf's switch inside one section decides for that section: it
+    /// was dropped, and the section merged whatever it said.
+    #[test]
+    fn a_sections_own_merge_switch_decides_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(SETTINGS_FILE),
+            "mqtt: {host: broker, port: 2883}\n\
+             kafka: {config: {bootstrap.servers: 'k:9092', linger.ms: '50'}}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join(SECRETS_FILE),
+            "mqtt: {dynaconf_merge: false, host: other}\n\
+             kafka: {dynaconf_merge: true, config: {sasl.username: u}}\n",
+        )
+        .unwrap();
+        let s = load_from(dir.path(), Vec::new(), Mode::Bridge).unwrap();
+        assert_eq!(s.mqtt.host.as_deref(), Some("other"));
+        assert_eq!(s.mqtt.port, 1883, "mqtt replaced, port back to its default");
+        assert_eq!(s.kafka.config["linger.ms"], "50", "kafka merged");
+        assert_eq!(s.kafka.config["sasl.username"], "u");
     }
 
     #[test]
