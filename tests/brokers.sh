@@ -84,8 +84,10 @@ install_missing() {
     command -v mvn >/dev/null || pkgs+=(maven)
     if ((${#pkgs[@]})); then
         log "installing ${pkgs[*]}"
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+        # Twice on failure: one dropped connection should not fail a run.
+        as_root apt-get update -qq || { sleep 10; as_root apt-get update -qq; }
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null ||
+            { sleep 10; as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null; }
         # On a machine with systemd the package starts its own Mosquitto on
         # 1883, which ours needs.
         if [[ " ${pkgs[*]} " == *" mosquitto "* ]] && command -v systemctl >/dev/null; then
@@ -100,7 +102,11 @@ pid_of() { # name -> pid of a live process we started, or nothing
     local f=$STATE/$1.pid pid
     [[ -f $f ]] || return 1
     pid=$(<"$f")
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 1
+    # A pid file left by a machine that has since rebooted may name
+    # another process now: never take it for our broker, nor stop it.
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -e "$1" || return 1
+    echo "$pid"
 }
 
 # Starts a command in its own session (so it outlives this shell and a
@@ -114,8 +120,10 @@ spawn() { # name cmd...
         cat "$STATE/$name.log" >>"$STATE/$name.history.log"
     fi
     : >"$STATE/$name.log"
+    # fd 9 closed: scripts/test.sh holds its one-run-at-a-time lock there,
+    # and a broker outliving a killed run must not keep the next one waiting.
     setsid bash -c 'echo $$ >"$0"; exec "$@"' "$STATE/$name.pid" "$@" \
-        >>"$STATE/$name.log" 2>&1 </dev/null &
+        >>"$STATE/$name.log" 2>&1 </dev/null 9>&- &
     local i
     for i in $(seq 50); do [[ -s $STATE/$name.pid ]] && return 0; sleep 0.1; done
     die "$name did not start"
@@ -291,8 +299,11 @@ kafka_jars() {
     fi
     log "fetching Kafka jars with Maven (cached in $KAFKA_LIBS and ~/.m2)"
     rm -rf "$KAFKA_LIBS"
-    mvn -q -B -Dstyle.color=never -f "$KAFKA_POM" dependency:copy-dependencies \
-        -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" >&2 ||
+    # A read timeout of a minute (Maven's own is half an hour) and a second
+    # try: a stalled download should fail fast, a dropped one not at all.
+    local mvn_fetch=(mvn -q -B -Dstyle.color=never -Dmaven.wagon.rto=60000 -f "$KAFKA_POM"
+        dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS")
+    "${mvn_fetch[@]}" >&2 || { sleep 10; "${mvn_fetch[@]}" >&2; } ||
         die "mvn could not fetch the Kafka jars of $KAFKA_POM"
     echo "$sum" >"$KAFKA_LIBS/.pom.sha256"
 }
