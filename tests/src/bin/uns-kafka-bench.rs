@@ -88,8 +88,9 @@ usage: cargo run --release -p uns-kafka-e2e --bin uns-kafka-bench -- [options]
                         clock starts (default 32: past the first 4 KB of each new partition, where
                         Kafka writes its first index entries, a one-off stall of seconds with 1000
                         new topics on this machine)
-  --fetch-wait-ms N     the bridge-stage consumer's fetch.wait.max.ms (default 100; lower gives finer
-                        latency figures but costs the broker and this process CPU with many partitions)
+  --fetch-wait-ms N     the bridge-stage consumer's fetch.wait.max.ms (default 10: below ~12,000 msg/s
+                        a fetch waits this long for 256 KB, which adds up to that to every latency;
+                        higher costs the broker and this process less CPU with many partitions)
   -h, --help            this text
 ";
 
@@ -187,7 +188,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Opts> {
         timeout: Duration::ZERO,
         idle: Duration::from_secs(15),
         keep_topics: false,
-        fetch_wait_ms: 100,
+        fetch_wait_ms: 10,
         warm_up: 32,
         publishers: 4,
     };
@@ -340,6 +341,14 @@ impl Workload {
         (seq % self.mqtt_topics.len() as u64) as usize
     }
 
+    /// The mean size of the payloads of `messages` messages (they differ by
+    /// a few bytes: digits of `seq`, `value`), for MB/s.
+    fn mean_payload_bytes(&self, messages: u64) -> f64 {
+        let ts = wall_ms();
+        let total: usize = (0..messages).map(|seq| self.payload(seq, ts).len()).sum();
+        total as f64 / messages.max(1) as f64
+    }
+
     fn payload(&self, seq: u64, ts_ms: i64) -> Vec<u8> {
         match self.kind {
             Kind::Json => json_payload(seq, ts_ms, self.topic_of(seq)),
@@ -393,11 +402,12 @@ fn wall_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The reading side's clock for a latency: the stamp in a payload is
+/// whole milliseconds rounded down, so the reading is rounded down too, and
+/// the difference is off by less than a millisecond either way rather than
+/// always high by half a millisecond.
 fn wall_ms_f64() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .unwrap_or(0.0)
+    wall_ms() as f64
 }
 
 /// utime + stime of a process (all its threads), in seconds.
@@ -554,10 +564,15 @@ fn spawn_progress(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // A slow scrape must not make the next lines come at once.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         let mut last = 0;
+        let mut last_at = Instant::now();
         loop {
             tick.tick().await;
+            let elapsed = last_at.elapsed().as_secs_f64().max(1e-3);
+            last_at = Instant::now();
             let done = live.done.load(Ordering::Relaxed);
             let published = live.published.load(Ordering::Relaxed);
             let bridge = match metrics {
@@ -580,8 +595,8 @@ fn spawn_progress(
                 None => String::new(),
             };
             eprintln!(
-                "bench: [{label}] {done}/{total} done, {} msg/s (published {published}{bridge})",
-                done - last
+                "bench: [{label}] {done}/{total} done, {:.0} msg/s (published {published}{bridge})",
+                (done - last) as f64 / elapsed
             );
             last = done;
         }
@@ -773,6 +788,9 @@ struct Mqtt {
     server_receive_max: Arc<AtomicU64>,
 }
 
+/// Requests each MQTT client queues before `publish` waits.
+const PUBLISH_QUEUE: usize = 256;
+
 impl Mqtt {
     /// `on_publish` runs for every incoming PUBLISH, `on_puback` for every
     /// PUBACK, `on_sent` for every PUBLISH written to the socket.
@@ -790,8 +808,12 @@ impl Mqtt {
             // As many unacknowledged messages towards us as the bridge
             // allows by default (its bridge.max_in_flight).
             .set_receive_maximum(Some(10_000))
-            .set_request_channel_capacity(10_000);
-        let (client, mut eventloop) = AsyncClient::new(o, 10_000);
+            // Short queues in the client: a payload is stamped when it is
+            // handed over, so a long queue (it was 10,000 per connection,
+            // 0.4 s at full speed over four) would count the publisher's
+            // own wait as the brokers' and the bridge's latency.
+            .set_request_channel_capacity(PUBLISH_QUEUE);
+        let (client, mut eventloop) = AsyncClient::new(o, PUBLISH_QUEUE);
         let connected = Arc::new(AtomicBool::new(false));
         let subacks = Arc::new(AtomicU64::new(0));
         let server_receive_max = Arc::new(AtomicU64::new(0));
@@ -1191,7 +1213,7 @@ async fn stage_mqtt(opts: &Opts, together: Together) -> anyhow::Result<StageResu
     pub_task.abort();
     let delivered = live.done.load(Ordering::Relaxed);
     let secs = secs_since(start, live.last_done_ns.load(Ordering::Relaxed));
-    let bytes = workload.payload(0, wall_ms()).len();
+    let bytes = workload.mean_payload_bytes(opts.messages);
     let publish_rate = publisher.rate_since(start, 0, opts.messages);
     publisher.close().await;
     sub.close().await;
@@ -1199,7 +1221,7 @@ async fn stage_mqtt(opts: &Opts, together: Together) -> anyhow::Result<StageResu
         delivered,
         secs,
         msgs_per_s: rate(delivered, secs),
-        mb_per_s: rate(delivered, secs) * bytes as f64 / 1e6,
+        mb_per_s: rate(delivered, secs) * bytes / 1e6,
         end: Some(end),
         publish_rate,
         machine_busy_pct: busy,
@@ -1735,7 +1757,7 @@ async fn stage_bridge(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<
 
     let delivered = live.done.load(Ordering::Relaxed);
     let secs = secs_since(start, live.last_done_ns.load(Ordering::Relaxed));
-    let bytes = workload.payload(0, wall_ms()).len();
+    let bytes = workload.mean_payload_bytes(opts.messages);
     let cpu = match (cpu0, cpu1) {
         (Some(a), Some(b)) if delivered > 0 => Some((b - a) / delivered as f64 * 1e6),
         _ => None,
@@ -1744,7 +1766,7 @@ async fn stage_bridge(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<
         delivered,
         secs,
         msgs_per_s: rate(delivered, secs),
-        mb_per_s: rate(delivered, secs) * bytes as f64 / 1e6,
+        mb_per_s: rate(delivered, secs) * bytes / 1e6,
         end: Some(end),
         publish_rate,
         machine_busy_pct: busy,
