@@ -527,8 +527,20 @@ async fn fault_bridge_sigkilled_mid_stream_and_restarted() {
     let publisher = publish_stream(&s, 0..n, rate(), published.clone());
 
     wait_count(&published, n / 3).await;
+    // The kill must be what ends it: a bridge that had died by itself
+    // would be no test of a crash (`signal` skips a process that is gone).
+    assert!(
+        first.bridge.is_running(),
+        "{scenario}: the bridge stopped before the kill; log {}",
+        first.bridge.log_path().display()
+    );
     first.bridge.signal(libc::SIGKILL);
-    first.bridge.wait_exit(Duration::from_secs(10)).await;
+    let status = first.bridge.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "{scenario}: {status:?}"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Same configuration, same client id: the broker hands the new bridge
     // what the killed one never acknowledged.
@@ -581,7 +593,24 @@ async fn fault_mosquitto_restarted_mid_stream() {
         .expect("publisher")
         .disconnect()
         .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The state this scenario is about, seen rather than slept for: the
+    // bridge holds a full window, none of it acknowledged.
+    let window = MAX_IN_FLIGHT.min(n / 2) as u64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = http_get(port, "/metrics");
+        let received = metric_value(&m, "uns_kafka_messages_received_total");
+        let acked = metric_value(&m, "uns_kafka_messages_acknowledged_total");
+        assert_eq!(acked, 0, "{scenario}: acknowledged with Kafka paused: {m}");
+        if received >= window {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{scenario}: the bridge took {received} of a window of {window}: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // SIGTERM: Mosquitto writes its persistence file (sessions, queued and
     // in-flight messages) and the restart reads it back.
     brokers("mqtt-stop");
@@ -884,6 +913,11 @@ async fn fault_mqtt_backlog_drains_through_a_bounded_buffer() {
     assert!(
         samples > 10,
         "too few /metrics samples ({samples}) to judge the buffer"
+    );
+    // A run that never put a message in the buffer would bound nothing.
+    assert!(
+        peak_waiting > 0,
+        "the reader's buffer was never used ({samples} samples): this run shows nothing"
     );
     assert!(
         peak_waiting <= uns_kafka::mqtt::WAITING_CAP as u64,
