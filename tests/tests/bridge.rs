@@ -1450,6 +1450,14 @@ async fn sigterm_mid_stream_then_restart_loses_nothing_with_a_persistent_session
             let status = first.bridge.terminate(Duration::from_secs(60)).await;
             assert_eq!(status.code(), Some(0), "log:\n{}", first.bridge.log());
             assert!(first.bridge.log().contains("uns-kafka stopped"));
+            // Mid-stream for real: it had some, not all (else this would
+            // test only the broker's queue for a persistent session).
+            let received = stop_count(&first.bridge.log(), "received");
+            assert!(
+                received > 0 && received < TOPICS * PER_TOPIC,
+                "the first bridge received {received}; log:\n{}",
+                first.bridge.log()
+            );
         }
     }
     publisher.wait_acked(Duration::from_secs(120)).await;
