@@ -189,6 +189,7 @@ impl TransformRuntime {
             .any(|(name, _)| name.starts_with("wasi:"));
         if imports_wasi {
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+                .and_then(|()| forbid_waiting(&mut linker))
                 .map_err(|e| instantiate_err(format!("{e:#}")))?;
         }
         // Fail here, with the import's name, rather than at the first
@@ -269,9 +270,14 @@ impl TransformRuntime {
         let transform = api.uns_bridge_transform();
 
         store.set_epoch_deadline(self.deadline_ticks);
-        let info = transform
+        let mut info = transform
             .call_info(&mut store)
             .map_err(|e| start_err(&store, e))?;
+        for text in [&mut info.name, &mut info.version] {
+            if text.len() > MAX_INFO_BYTES {
+                *text = format!("{}...", clip(text, MAX_INFO_BYTES));
+            }
+        }
         store.data_mut().name = info.name.clone();
 
         store.set_epoch_deadline(self.deadline_ticks);
@@ -484,6 +490,7 @@ impl Transformer {
             .map_err(|e| MessageError::new("internal", format!("transform-batch: {e:#}")))?;
         live.store.set_epoch_deadline(runtime.deadline_ticks);
         live.store.data_mut().memory_exceeded = false;
+        live.store.data_mut().logged = 0;
         live.store.data().stderr.clear();
         let (results,) = typed
             .call(&mut live.store, (refs,))
@@ -593,6 +600,8 @@ struct HostState {
     table_total: usize,
     /// What the component wrote to stderr in the current call.
     stderr: StderrTail,
+    /// `log` lines in the current call (see [`MAX_LOG_LINES_PER_CALL`]).
+    logged: u32,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -625,6 +634,7 @@ impl HostState {
             memory_last_growth: (0, 0),
             table_total: 0,
             stderr,
+            logged: 0,
             wasi,
             table: ResourceTable::new(),
         }
@@ -704,7 +714,20 @@ impl bindings::uns::bridge::types::Host for HostState {}
 
 impl bindings::uns::bridge::log::Host for HostState {
     fn log(&mut self, level: Level, message: String) {
+        self.logged += 1;
         let component = self.name.as_str();
+        if self.logged > MAX_LOG_LINES_PER_CALL {
+            if self.logged == MAX_LOG_LINES_PER_CALL + 1 {
+                tracing::warn!(
+                    component,
+                    "the component logged more than {MAX_LOG_LINES_PER_CALL} lines in one call; \
+                     the rest of this call's are dropped"
+                );
+            }
+            return;
+        }
+        // One line per call, however many the component put in it.
+        let message = clip(&message, MAX_LOG_BYTES).replace(['\n', '\r'], " ");
         match level {
             Level::Trace => tracing::trace!(component, "{message}"),
             Level::Debug => tracing::debug!(component, "{message}"),
@@ -713,6 +736,48 @@ impl bindings::uns::bridge::log::Host for HostState {
             Level::Error => tracing::error!(component, "{message}"),
         }
     }
+}
+
+/// The WASI calls that wait (`poll`, `pollable.block`: what
+/// `std::thread::sleep` and any blocking read come down to) fail at once
+/// instead. A call waiting in the host is beyond the epoch deadline, which
+/// only interrupts wasm code: a component that slept for ever held the
+/// transform thread, SIGHUP and SIGTERM with it. A transform has nothing
+/// to wait for; its messages arrive in its arguments.
+fn forbid_waiting(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(WASI_POLL)?;
+    for name in ["poll", "[method]pollable.block"] {
+        poll.func_new(name, |_, _, _, _| {
+            Err(wasmtime::Error::msg(
+                "a transform component may not wait (a sleep, or a blocking read or poll)",
+            ))
+        })?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The `wasi:io/poll` wasmtime-wasi 48 provides; the linker hands it to a
+/// component that imports any 0.2 version.
+const WASI_POLL: &str = "wasi:io/poll@0.2.12";
+
+/// Most bytes of a component's name or version kept: they go into every
+/// dead letter's headers and log line, and a component must not be able to
+/// make every dead letter too large for Kafka.
+const MAX_INFO_BYTES: usize = 256;
+/// Most bytes of one `log` line, and most lines one call may log: a
+/// component must not be able to flood the host's log.
+const MAX_LOG_BYTES: usize = 4096;
+const MAX_LOG_LINES_PER_CALL: u32 = 1000;
+
+/// `text` cut to at most `max` bytes at a character boundary.
+fn clip(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until the runtime is
@@ -802,14 +867,25 @@ fn store_cache(component: &Component, file: &Path) -> std::io::Result<()> {
     let bytes = component.serialize().map_err(std::io::Error::other)?;
     let dir = file.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
+    // Unique even across containers sharing a cache volume (each bridge is
+    // pid 1 there), and never an existing file or a link planted in its
+    // place: two writers of one name would interleave their bytes.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
     let tmp = dir.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{}.{nanos}.tmp",
         file.file_name()
             .map(|n| n.to_string_lossy())
             .unwrap_or_default(),
         std::process::id()
     ));
-    let written = fs::File::create(&tmp).and_then(|mut f| {
+    let created = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp);
+    let written = created.and_then(|mut f| {
         f.write_all(&bytes)?;
         f.sync_all()
     });
@@ -992,6 +1068,25 @@ mod tests {
         let reason = &out[1].as_ref().unwrap_err().message;
         assert!(reason.contains("asked to trap"), "{reason}");
         assert!(!reason.contains("noisy line"), "{reason}");
+    }
+
+    /// A component that sleeps waits in the host, where the epoch deadline
+    /// cannot reach it: it held the transform thread for good. Waiting now
+    /// fails the call at once, costing that message alone.
+    #[test]
+    fn a_component_that_sleeps_fails_its_message_at_once() {
+        let mut t = faulty_instance();
+        let started = std::time::Instant::now();
+        let out = t.transform_batch(&[message("a"), message("sleep"), message("b")]);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(out[0].is_ok() && out[2].is_ok(), "{out:?}");
+        let e = out[1].as_ref().unwrap_err();
+        assert_eq!(e.kind, TRAP);
+        assert!(e.message.contains("may not wait"), "{}", e.message);
     }
 
     #[test]

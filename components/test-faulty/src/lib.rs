@@ -1,6 +1,7 @@
 //! A transform component that misbehaves on request, so the host's tests can
 //! check that a trap, a runaway loop or a memory hog costs one message, not
-//! the bridge. Payload `trap` traps, `loop` never returns, `alloc` grows
+//! the bridge. Payload `trap` traps, `loop` never returns, `sleep` sleeps
+//! an hour (waiting in the host, not in wasm), `alloc` grows
 //! memory until the limit traps; `noisy` writes a line to stderr and then
 //! is bridged like anything else; `huge-error` is rejected with a 2 MiB
 //! reason; `bad-topic` becomes a record for a Kafka topic with a space in
@@ -46,6 +47,13 @@ mod component {
     fn one(m: MqttMessage) -> Result<Vec<KafkaRecord>, TransformError> {
         match m.payload.as_slice() {
             b"trap" => panic!("asked to trap"),
+            b"sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Err(TransformError {
+                    kind: ErrorKind::Internal,
+                    message: "slept an hour".to_owned(),
+                })
+            }
             b"loop" => {
                 let mut n = 0u64;
                 loop {
