@@ -129,10 +129,10 @@ async fn run(args: DemoArgs) -> Result<(), CliError> {
         .map_err(CliError::Other)?;
 
     let _ = stop_tx.send(());
-    match bridge_task.await {
-        Ok(r) => r.map_err(CliError::from_run)?,
-        Err(e) => return Err(CliError::Other(e.into())),
-    }
+    // What arrived is said first, also when the bridge then stops with an
+    // error (Kafka away: exit 3, messages unconfirmed): the count is the
+    // demo's answer either way.
+    let stopped = bridge_task.await;
 
     println!(
         "uns-kafka demo: MQTT {} -> component -> Kafka {}",
@@ -154,6 +154,10 @@ async fn run(args: DemoArgs) -> Result<(), CliError> {
     );
     for r in &records {
         println!("{r}");
+    }
+    match stopped {
+        Ok(r) => r.map_err(CliError::from_run)?,
+        Err(e) => return Err(CliError::Other(e.into())),
     }
     if records.len() < samples.len() {
         return Err(CliError::Other(anyhow::anyhow!(

@@ -6,7 +6,7 @@
 //! elsewhere, see [`decode`] and [`sparkplug`]), configured attributes are
 //! removed (see [`filter`] and [`config`]), and the record carries the MQTT
 //! topic as key and the message's metadata as headers (see [`mod@transform`]).
-//! The exact rules are in `spec/default-transform.md` of the project.
+//! The exact rules are in `components/uns-default/SPEC.md`.
 //!
 //! The logic is plain Rust so the host can run it natively, e.g. to compare
 //! the sandboxed component with native speed:

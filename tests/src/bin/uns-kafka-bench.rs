@@ -61,7 +61,8 @@ uns-kafka-bench: MQTT -> uns-kafka -> Kafka load benchmark against the brokers o
 
 usage: cargo run --release -p uns-kafka-e2e --bin uns-kafka-bench -- [options]
 
-  --messages N          messages per stage (default 200000)
+  --messages N          messages per stage (default 100000: Mosquitto in tests/brokers.sh queues at
+                        most 100,000 per client, and drops the rest when the bridge falls behind)
   --payload KIND        json (~200-byte UNS JSON) or sparkplug (NDATA, 10 metrics) (default json)
   --qos 0|1             MQTT QoS of publisher, subscriber and bridge (default 1)
   --topics N            MQTT topics the messages are spread over, one Kafka topic each (default 1000)
@@ -170,7 +171,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Opts> {
     }
     let e = env();
     let mut o = Opts {
-        messages: 200_000,
+        messages: 100_000,
         kind: Kind::Json,
         qos: 1,
         topics: 1000,
