@@ -428,7 +428,7 @@ impl Transformer {
         };
         self.replace_instance();
         if msgs.len() == 1 {
-            return vec![Err(failure)];
+            return vec![self.again_alone(&refs[0], failure)];
         }
         tracing::warn!(
             component = %self.info.name,
@@ -454,11 +454,35 @@ impl Transformer {
                 }),
                 Err(failure) => {
                     self.replace_instance();
-                    Err(failure)
+                    self.again_alone(r, failure)
                 }
             });
         }
         outcomes
+    }
+
+    /// A message that failed alone gets one more try on the fresh instance
+    /// that replaced the failed one, and is blamed only if it fails there
+    /// too. The instance it failed on had served earlier messages, and
+    /// what they left (memory never shrinks; state a bug corrupted) can
+    /// make an innocent message the one that crosses the line. A timeout is
+    /// not tried again: it would cost the whole `timeout_ms` once more.
+    fn again_alone(&mut self, r: &MessageRef<'_>, failure: MessageError) -> TransformOutcome {
+        if failure.kind == TIMEOUT || self.live.is_none() {
+            return Err(failure);
+        }
+        match self.call(std::slice::from_ref(r)) {
+            Ok(mut one) => one.pop().unwrap_or_else(|| {
+                Err(MessageError::new(
+                    "internal",
+                    "component returned no result",
+                ))
+            }),
+            Err(again) => {
+                self.replace_instance();
+                Err(again)
+            }
+        }
     }
 
     fn not_running(&self) -> MessageError {
@@ -1068,6 +1092,37 @@ mod tests {
         let reason = &out[1].as_ref().unwrap_err().message;
         assert!(reason.contains("asked to trap"), "{reason}");
         assert!(!reason.contains("noisy line"), "{reason}");
+    }
+
+    /// Memory an instance grew for earlier messages stays grown: the
+    /// message that crosses the limit is not the one that used it all, and
+    /// is not blamed once a fresh instance carries it.
+    #[test]
+    fn a_message_that_fails_on_a_worn_instance_is_tried_on_a_fresh_one() {
+        let runtime = Arc::new(
+            TransformRuntime::load(
+                &test_faulty(),
+                RuntimeOptions {
+                    max_memory_bytes: 48 << 20,
+                    ..RuntimeOptions::default()
+                },
+            )
+            .unwrap(),
+        );
+        let mut t = runtime.instantiate("{}").unwrap();
+        // Each `leak` keeps 8 MiB for the instance's life: the fifth or
+        // sixth on one instance crosses 48 MiB.
+        for i in 0..12 {
+            let out = t.transform_batch(&[message("leak")]);
+            assert!(out[0].is_ok(), "leak {i}: {out:?}");
+        }
+        // In a batch too, where the batch fails and its messages run alone.
+        let batch: Vec<MqttMessage> = (0..8).map(|_| message("leak")).collect();
+        let out = t.transform_batch(&batch);
+        assert!(out.iter().all(Result::is_ok), "{out:?}");
+        // A message that fails on a fresh instance too is still blamed.
+        let out = t.transform_batch(&[message("trap")]);
+        assert_eq!(out[0].as_ref().unwrap_err().kind, TRAP);
     }
 
     /// A component that sleeps waits in the host, where the epoch deadline

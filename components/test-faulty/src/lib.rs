@@ -1,7 +1,8 @@
 //! A transform component that misbehaves on request, so the host's tests can
 //! check that a trap, a runaway loop or a memory hog costs one message, not
 //! the bridge. Payload `trap` traps, `loop` never returns, `sleep` sleeps
-//! an hour (waiting in the host, not in wasm), `alloc` grows
+//! an hour (waiting in the host, not in wasm), `leak` keeps 8 MiB for the
+//! instance's life and is then bridged, `alloc` grows
 //! memory until the limit traps; `noisy` writes a line to stderr and then
 //! is bridged like anything else; `huge-error` is rejected with a 2 MiB
 //! reason; `bad-topic` becomes a record for a Kafka topic with a space in
@@ -44,9 +45,27 @@ mod component {
         }
     }
 
+    std::thread_local! {
+        static LEAKED: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
     fn one(m: MqttMessage) -> Result<Vec<KafkaRecord>, TransformError> {
         match m.payload.as_slice() {
             b"trap" => panic!("asked to trap"),
+            b"leak" => {
+                // 8 MiB kept for the instance's life, as a leak would.
+                LEAKED.with(|l| {
+                    l.borrow_mut()
+                        .push(std::hint::black_box(vec![1u8; 8 << 20]))
+                });
+                Ok(vec![KafkaRecord {
+                    topic: m.topic.replace('/', "_"),
+                    key: None,
+                    value: Some(m.payload),
+                    headers: Vec::new(),
+                    timestamp_ms: None,
+                }])
+            }
             b"sleep" => {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
                 Err(TransformError {
