@@ -368,18 +368,18 @@ fn write_record(buf: &mut Vec<u8>, r: &KafkaRecord) {
     // A JSON object cannot repeat a name; Kafka's header lookup takes the
     // last value, so each name appears once, where it first occurs, with
     // the last value.
+    // Linear, not a scan per header: a component can return millions.
     buf.extend_from_slice(b",\"headers\":{");
+    let mut last: std::collections::HashMap<&str, &[u8]> =
+        std::collections::HashMap::with_capacity(r.headers.len());
+    for (name, value) in &r.headers {
+        last.insert(name.as_str(), value.as_slice());
+    }
     let mut first = true;
-    for (i, (name, _)) in r.headers.iter().enumerate() {
-        if r.headers[..i].iter().any(|(n, _)| n == name) {
+    for (name, _) in &r.headers {
+        let Some(value) = last.remove(name.as_str()) else {
             continue;
-        }
-        let value = r
-            .headers
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map_or(&[][..], |(_, v)| v.as_slice());
+        };
         if !first {
             buf.push(b',');
         }
