@@ -58,13 +58,7 @@ mod component {
                     l.borrow_mut()
                         .push(std::hint::black_box(vec![1u8; 8 << 20]))
                 });
-                Ok(vec![KafkaRecord {
-                    topic: m.topic.replace('/', "_"),
-                    key: None,
-                    value: Some(m.payload),
-                    headers: Vec::new(),
-                    timestamp_ms: None,
-                }])
+                Ok(vec![record(m.topic.replace('/', "_"), None, m.payload)])
             }
             b"sleep" => {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
@@ -89,48 +83,36 @@ mod component {
             }
             b"noisy" => {
                 eprintln!("noisy line from {}", m.topic);
-                Ok(vec![KafkaRecord {
-                    topic: m.topic.replace('/', "_"),
-                    key: None,
-                    value: Some(m.payload),
-                    headers: Vec::new(),
-                    timestamp_ms: None,
-                }])
+                Ok(vec![record(m.topic.replace('/', "_"), None, m.payload)])
             }
             b"huge-error" => Err(TransformError {
                 kind: ErrorKind::Rejected,
                 message: format!("rejected: {}", "x".repeat(2 << 20)),
             }),
             b"half-bad-topic" => Ok(vec![
-                KafkaRecord {
-                    topic: m.topic.replace('/', "_"),
-                    key: None,
-                    value: Some(m.payload.clone()),
-                    headers: Vec::new(),
-                    timestamp_ms: None,
-                },
-                KafkaRecord {
-                    topic: format!("bad topic {}", m.topic),
-                    key: None,
-                    value: Some(m.payload),
-                    headers: Vec::new(),
-                    timestamp_ms: None,
-                },
+                record(m.topic.replace('/', "_"), None, m.payload.clone()),
+                record(format!("bad topic {}", m.topic), None, m.payload),
             ]),
-            b"bad-topic" => Ok(vec![KafkaRecord {
-                topic: format!("bad topic {}", m.topic),
-                key: None,
-                value: Some(m.payload),
-                headers: Vec::new(),
-                timestamp_ms: None,
-            }]),
-            _ => Ok(vec![KafkaRecord {
-                topic: m.topic.replace('/', "_"),
-                key: Some(m.topic.into_bytes()),
-                value: Some(m.payload),
-                headers: Vec::new(),
-                timestamp_ms: None,
-            }]),
+            b"bad-topic" => Ok(vec![record(
+                format!("bad topic {}", m.topic),
+                None,
+                m.payload,
+            )]),
+            _ => Ok(vec![record(
+                m.topic.replace('/', "_"),
+                Some(m.topic.into_bytes()),
+                m.payload,
+            )]),
+        }
+    }
+
+    fn record(topic: String, key: Option<Vec<u8>>, value: Vec<u8>) -> KafkaRecord {
+        KafkaRecord {
+            topic,
+            key,
+            value: Some(value),
+            headers: Vec::new(),
+            timestamp_ms: None,
         }
     }
 
