@@ -36,6 +36,10 @@ struct Progress {
     waiting_since: Option<Instant>,
     /// `lost` when that clock started, so a stall says how many it lost.
     lost_before: u64,
+    /// The last look that saw a loss since the last delivery: a bridge
+    /// losing a message every few seconds is idle between losses, and must
+    /// not be taken for an idle one.
+    last_loss: Option<Instant>,
 }
 
 impl Progress {
@@ -45,6 +49,7 @@ impl Progress {
             lost,
             waiting_since: None,
             lost_before: lost,
+            last_loss: None,
         }
     }
 }
@@ -80,9 +85,15 @@ fn stalled(
     let waiting = received.saturating_sub(acked);
     let delivered = acked.saturating_sub(lost);
     let losing = lost != progress.lost;
+    if losing {
+        progress.last_loss = Some(now);
+    }
+    let lost_lately = progress
+        .last_loss
+        .is_some_and(|at| now.saturating_duration_since(at) < timeout);
     // A loss is counted before its acknowledgement, so between the two
     // `delivered` can dip for a moment: only a rise is a delivery.
-    if delivered > progress.delivered || (waiting == 0 && !losing) {
+    if delivered > progress.delivered || (waiting == 0 && !lost_lately) {
         *progress = Progress::new(delivered.max(progress.delivered), lost);
     }
     if (waiting > 0 || losing) && progress.waiting_since.is_none() {
@@ -471,6 +482,33 @@ mod tests {
         assert_eq!(stalled(&mut p, 10, 10, 9, t0 + 4 * T, T), stall(0, 2, T));
         // Losses stop and nothing waits: idle, not stalled.
         assert_eq!(stalled(&mut p, 10, 10, 9, t0 + 5 * T, T), None);
+    }
+
+    /// Slow traffic, every message lost at once: most looks see nothing
+    /// waiting and nothing new lost, which is not idleness.
+    #[test]
+    fn losing_every_message_of_slow_traffic_is_a_stall_too() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut p = fresh();
+        let mut n = 0;
+        let mut last = None;
+        // One message every 5 s, lost; a look every second.
+        for second in 0..=40u32 {
+            if second % 5 == 0 {
+                n += 1;
+            }
+            last = stalled(&mut p, n, n, n, t0 + s * second, T);
+        }
+        assert_eq!(last, stall(0, 9, T + 10 * s));
+        // A delivery ends it.
+        assert_eq!(stalled(&mut p, n + 1, n + 1, n, t0 + 41 * s, T), None);
+        // A single loss, then quiet: never a stall.
+        let mut p = fresh();
+        assert_eq!(stalled(&mut p, 1, 1, 1, t0, T), None);
+        for second in 1..=100u32 {
+            assert_eq!(stalled(&mut p, 1, 1, 1, t0 + s * second, T), None);
+        }
     }
 
     #[test]
