@@ -289,6 +289,7 @@ impl TransformRuntime {
         Ok(Live {
             store,
             instance,
+            served: 0,
             info: ComponentInfo {
                 name: info.name,
                 version: info.version,
@@ -350,6 +351,9 @@ struct Live {
     store: Store<HostState>,
     instance: Instance,
     info: ComponentInfo,
+    /// Calls this instance has finished: a failure on one that served
+    /// none is the message's own.
+    served: u64,
 }
 
 /// The host's view of `mqtt-message` for lowering: borrows everything from
@@ -422,13 +426,14 @@ impl Transformer {
             return msgs.iter().map(|_| Err(self.not_running())).collect();
         }
         let refs: Vec<MessageRef<'_>> = msgs.iter().map(MessageRef::new).collect();
+        let worn = self.worn();
         let failure = match self.call(&refs) {
             Ok(outcomes) => return outcomes,
             Err(failure) => failure,
         };
         self.replace_instance();
         if msgs.len() == 1 {
-            return vec![self.again_alone(&refs[0], failure)];
+            return vec![self.again_alone(&refs[0], failure, worn)];
         }
         tracing::warn!(
             component = %self.info.name,
@@ -445,6 +450,7 @@ impl Transformer {
                 outcomes.push(Err(self.not_running()));
                 continue;
             }
+            let worn = self.worn();
             outcomes.push(match self.call(std::slice::from_ref(r)) {
                 Ok(mut one) => one.pop().unwrap_or_else(|| {
                     Err(MessageError::new(
@@ -454,21 +460,32 @@ impl Transformer {
                 }),
                 Err(failure) => {
                     self.replace_instance();
-                    self.again_alone(r, failure)
+                    self.again_alone(r, failure, worn)
                 }
             });
         }
         outcomes
     }
 
-    /// A message that failed alone gets one more try on the fresh instance
-    /// that replaced the failed one, and is blamed only if it fails there
-    /// too. The instance it failed on had served earlier messages, and
-    /// what they left (memory never shrinks; state a bug corrupted) can
-    /// make an innocent message the one that crosses the line. A timeout is
-    /// not tried again: it would cost the whole `timeout_ms` once more.
-    fn again_alone(&mut self, r: &MessageRef<'_>, failure: MessageError) -> TransformOutcome {
-        if failure.kind == TIMEOUT || self.live.is_none() {
+    /// Whether the instance has served calls, whose leftovers (memory
+    /// never shrinks; state a bug corrupted) can make an innocent message
+    /// the one that crosses the line.
+    fn worn(&self) -> bool {
+        self.live.as_ref().is_some_and(|l| l.served > 0)
+    }
+
+    /// A message that failed alone on a `worn` instance gets one more try
+    /// on the fresh instance that replaced it, and is blamed only if it
+    /// fails there too; on an instance that had served nothing the failure
+    /// is its own already. A timeout is not tried again: it would cost the
+    /// whole `timeout_ms` once more.
+    fn again_alone(
+        &mut self,
+        r: &MessageRef<'_>,
+        failure: MessageError,
+        worn: bool,
+    ) -> TransformOutcome {
+        if !worn || failure.kind == TIMEOUT || self.live.is_none() {
             return Err(failure);
         }
         match self.call(std::slice::from_ref(r)) {
@@ -514,11 +531,17 @@ impl Transformer {
             .map_err(|e| MessageError::new("internal", format!("transform-batch: {e:#}")))?;
         live.store.set_epoch_deadline(runtime.deadline_ticks);
         live.store.data_mut().memory_exceeded = false;
-        live.store.data_mut().logged = 0;
+        let state = live.store.data_mut();
+        state.logged = 0;
+        state.log_budget = u32::try_from(refs.len())
+            .unwrap_or(u32::MAX)
+            .saturating_mul(MAX_LOG_LINES_PER_MESSAGE)
+            .max(MIN_LOG_LINES_PER_CALL);
         live.store.data().stderr.clear();
         let (results,) = typed
             .call(&mut live.store, (refs,))
             .map_err(|e| runtime.describe_failure(&live.store, &e))?;
+        live.served += 1;
         if results.len() != refs.len() {
             // A contract violation, but the instance itself is healthy.
             let why = format!(
@@ -624,8 +647,9 @@ struct HostState {
     table_total: usize,
     /// What the component wrote to stderr in the current call.
     stderr: StderrTail,
-    /// `log` lines in the current call (see [`MAX_LOG_LINES_PER_CALL`]).
+    /// `log` lines in the current call, and how many it may log.
     logged: u32,
+    log_budget: u32,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -659,6 +683,7 @@ impl HostState {
             table_total: 0,
             stderr,
             logged: 0,
+            log_budget: MIN_LOG_LINES_PER_CALL,
             wasi,
             table: ResourceTable::new(),
         }
@@ -738,14 +763,25 @@ impl bindings::uns::bridge::types::Host for HostState {}
 
 impl bindings::uns::bridge::log::Host for HostState {
     fn log(&mut self, level: Level, message: String) {
+        let enabled = match level {
+            Level::Trace => tracing::enabled!(tracing::Level::TRACE),
+            Level::Debug => tracing::enabled!(tracing::Level::DEBUG),
+            Level::Info => tracing::enabled!(tracing::Level::INFO),
+            Level::Warn => tracing::enabled!(tracing::Level::WARN),
+            Level::Error => tracing::enabled!(tracing::Level::ERROR),
+        };
+        if !enabled {
+            return;
+        }
         self.logged += 1;
         let component = self.name.as_str();
-        if self.logged > MAX_LOG_LINES_PER_CALL {
-            if self.logged == MAX_LOG_LINES_PER_CALL + 1 {
+        if self.logged > self.log_budget {
+            if self.logged == self.log_budget + 1 {
                 tracing::warn!(
                     component,
-                    "the component logged more than {MAX_LOG_LINES_PER_CALL} lines in one call; \
-                     the rest of this call's are dropped"
+                    "the component logged more than {} lines in one call; the rest of this \
+                     call's are dropped",
+                    self.log_budget
                 );
             }
             return;
@@ -769,14 +805,24 @@ impl bindings::uns::bridge::log::Host for HostState {
 /// transform thread, SIGHUP and SIGTERM with it. A transform has nothing
 /// to wait for; its messages arrive in its arguments.
 fn forbid_waiting(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    let refuse = |_: wasmtime::StoreContextMut<'_, HostState>,
+                  _: wasmtime::component::types::ComponentFunc,
+                  _: &[wasmtime::component::Val],
+                  _: &mut [wasmtime::component::Val]| {
+        Err(wasmtime::Error::msg(
+            "a transform component may not wait (a sleep, or a blocking read or poll)",
+        ))
+    };
+    // Defining it without shadowing must fail, since WASI has: if it does
+    // not, wasmtime-wasi moved to another version and the guard would
+    // silently guard nothing.
+    if linker.instance(WASI_POLL)?.func_new("poll", refuse).is_ok() {
+        wasmtime::bail!("wasmtime-wasi does not provide {WASI_POLL}; update WASI_POLL");
+    }
     linker.allow_shadowing(true);
     let mut poll = linker.instance(WASI_POLL)?;
     for name in ["poll", "[method]pollable.block"] {
-        poll.func_new(name, |_, _, _, _| {
-            Err(wasmtime::Error::msg(
-                "a transform component may not wait (a sleep, or a blocking read or poll)",
-            ))
-        })?;
+        poll.func_new(name, refuse)?;
     }
     linker.allow_shadowing(false);
     Ok(())
@@ -793,7 +839,10 @@ const MAX_INFO_BYTES: usize = 256;
 /// Most bytes of one `log` line, and most lines one call may log: a
 /// component must not be able to flood the host's log.
 const MAX_LOG_BYTES: usize = 4096;
-const MAX_LOG_LINES_PER_CALL: u32 = 1000;
+/// Lines per message of a call (a call is a whole batch), and at least
+/// [`MIN_LOG_LINES_PER_CALL`] per call (`init`, a batch of one).
+const MAX_LOG_LINES_PER_MESSAGE: u32 = 16;
+const MIN_LOG_LINES_PER_CALL: u32 = 1000;
 
 /// `text` cut to at most `max` bytes at a character boundary.
 fn clip(text: &str, max: usize) -> &str {
@@ -905,16 +954,17 @@ fn store_cache(component: &Component, file: &Path) -> std::io::Result<()> {
             .unwrap_or_default(),
         std::process::id()
     ));
-    let created = fs::OpenOptions::new()
+    let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(&tmp);
-    let written = created.and_then(|mut f| {
-        f.write_all(&bytes)?;
-        f.sync_all()
-    });
-    // Rename is atomic: a reader sees no file or the whole file.
-    let result = written.and_then(|()| fs::rename(&tmp, file));
+        .open(&tmp)?;
+    // Ours from here on (`create_new` failed otherwise, and left whatever
+    // was there alone): removed if it cannot be completed.
+    let result = f
+        .write_all(&bytes)
+        .and_then(|()| f.sync_all())
+        // Rename is atomic: a reader sees no file or the whole file.
+        .and_then(|()| fs::rename(&tmp, file));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
