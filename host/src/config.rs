@@ -594,9 +594,7 @@ impl Layers {
             serde_yaml::from_str::<Value>(raw).unwrap_or(Value::String(raw.to_owned()))
         };
         let value = match value {
-            Value::Null if !raw.trim().is_empty() && raw.trim() != "null" && raw.trim() != "~" => {
-                Value::String(raw.to_owned())
-            }
+            Value::Null if !null => Value::String(raw.to_owned()),
             v => keep_raw_unless_plain(v, raw),
         };
         self.set(&path, value, &source);
@@ -1404,14 +1402,19 @@ fn is_text_setting(path: &[String]) -> bool {
         path.as_slice(),
         [
             "mqtt",
-            "host" | "username" | "password" | "client_id" | "timestamp_attribute"
+            "host"
+                | "username"
+                | "password"
+                | "client_id"
+                | "timestamp_attribute"
+                | "websocket_path"
         ] | [
             "mqtt",
             "tls",
             "ca_certs" | "certfile" | "keyfile" | "keyfile_password" | "ciphers"
         ] | ["kafka", "config", _]
             | ["kafka", "dead_letter_topic"]
-            | ["transform", "component"]
+            | ["transform", "component" | "topic_separator" | "cache_dir"]
     )
 }
 

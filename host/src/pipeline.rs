@@ -666,11 +666,12 @@ fn init_error_origin(settings: &Settings, error: &str) -> String {
         "transform.topic_separator",
         "transform.config",
     ];
-    // The message reads "<component> init: <key>: <why>" or "<key>: <why>".
-    let named = HANDED_ON.iter().find(|key| {
-        error
-            .split(": ")
-            .any(|part| part == **key || part.starts_with(&format!("{key}.")))
+    // The message reads "<component> init: <key>: <why>" or "<key>: <why>";
+    // the key's own origin (its nearest parent's if it came with a map).
+    let named = error.split(": ").find(|part| {
+        HANDED_ON
+            .iter()
+            .any(|key| part == key || part.starts_with(&format!("{key}.")))
     });
     match named {
         Some(key) => settings.origin_of(key),
