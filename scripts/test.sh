@@ -24,6 +24,25 @@ fi
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+# A step with a time limit that Ctrl-C still stops: `timeout` runs the
+# command in a process group of its own, out of the terminal's reach, so
+# the signal is handed on to it here.
+bounded() {
+  local limit=$1 pid status=0
+  shift
+  timeout -k 30 "$limit" "$@" &
+  pid=$!
+  trap 'kill -TERM "$pid" 2>/dev/null || true' INT TERM
+  wait "$pid" || status=$?
+  # Interrupted: wait for the step to end before the brokers go down.
+  if [ "$status" -gt 128 ] && kill -0 "$pid" 2>/dev/null; then
+    wait "$pid" || true
+  fi
+  trap - INT TERM
+  [ "$status" -ne 124 ] || echo "==> timed out after $limit: $*" >&2
+  return "$status"
+}
+
 step "tools: build dependencies, wasm32-wasip2, cargo-component"
 ensure_build_deps
 ensure_wasm_target
@@ -75,7 +94,7 @@ step "unit, golden, transform and end-to-end tests"
 # The fault tests are #[ignore]d here and run alone below. Every test
 # binary runs even when one fails (the report is the whole picture), and a
 # hung test ends the step instead of the CI run's 90 minutes.
-timeout -k 30 40m cargo test --locked --workspace --no-fail-fast
+bounded 40m cargo test --locked --workspace --no-fail-fast
 
 if [ "${UNS_FAULTS_LONG:-}" = 1 ]; then
   step "property tests of the decoder and topic mapper, long budget (20,000 cases each)"
@@ -84,7 +103,7 @@ fi
 
 # Fault tests stop and start the shared brokers: one at a time, last.
 step "fault tests (one at a time)"
-timeout -k 30 25m cargo test --locked -p uns-kafka-e2e --test faults -- --ignored --test-threads=1
+bounded 25m cargo test --locked -p uns-kafka-e2e --test faults -- --ignored --test-threads=1
 
 if [ -s "$UNS_FAULT_REPORT" ]; then
   step "fault report (every message counted)"

@@ -105,7 +105,9 @@ pid_of() { # name -> pid of a live process we started, or nothing
     [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 1
     # A pid file left by a machine that has since rebooted may name
     # another process now: never take it for our broker, nor stop it.
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -e "$1" || return 1
+    local conf=$MQTT_DIR/mosquitto.conf
+    [[ $1 == kafka ]] && conf=$KAFKA_DIR/server.properties
+    grep -qaF -- "$conf" "/proc/$pid/cmdline" 2>/dev/null || return 1
     echo "$pid"
 }
 
@@ -301,7 +303,8 @@ kafka_jars() {
     rm -rf "$KAFKA_LIBS"
     # A read timeout of a minute (Maven's own is half an hour) and a second
     # try: a stalled download should fail fast, a dropped one not at all.
-    local mvn_fetch=(mvn -q -B -Dstyle.color=never -Dmaven.wagon.rto=60000 -f "$KAFKA_POM"
+    local mvn_fetch=(mvn -q -B -Dstyle.color=never -Dmaven.wagon.rto=60000
+        -Daether.connector.requestTimeout=60000 -f "$KAFKA_POM"
         dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS")
     "${mvn_fetch[@]}" >&2 || { sleep 10; "${mvn_fetch[@]}" >&2; } ||
         die "mvn could not fetch the Kafka jars of $KAFKA_POM"

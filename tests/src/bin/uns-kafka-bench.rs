@@ -89,9 +89,9 @@ usage: cargo run --release -p uns-kafka-e2e --bin uns-kafka-bench -- [options]
                         clock starts (default 32: past the first 4 KB of each new partition, where
                         Kafka writes its first index entries, a one-off stall of seconds with 1000
                         new topics on this machine)
-  --fetch-wait-ms N     the bridge-stage consumer's fetch.wait.max.ms (default 10: below ~12,000 msg/s
-                        a fetch waits this long for 256 KB, which adds up to that to every latency;
-                        higher costs the broker and this process less CPU with many partitions)
+  --fetch-wait-ms N     the bridge-stage consumer's fetch.wait.max.ms (default 10): a fetch waits this
+                        long unless 256 KB arrive sooner, which adds up to that to every latency;
+                        higher costs the broker and this process less CPU with many partitions
   -h, --help            this text
 ";
 
@@ -2018,8 +2018,8 @@ fn main() {
 
 async fn run(opts: Opts) -> anyhow::Result<()> {
     let payload_bytes = Workload::new(opts.kind, opts.qos, 1)
-        .payload(opts.messages - 1, wall_ms())
-        .len();
+        .mean_payload_bytes(opts.messages)
+        .round() as usize;
     eprintln!(
         "bench: {} messages, payload {} ({payload_bytes} B), qos {}, {} topics; mqtt {}:{}, kafka {}, bridge {}",
         opts.messages,
