@@ -248,8 +248,8 @@ impl<'de> Visitor<'de> for KeyIs<'_> {
 /// configured to be dropped is dropped for every reader.
 ///
 /// Text that is not compact JSON (a bug in whatever wrote it) is an
-/// internal error, or left as it is, but never a panic; on an error the
-/// text is unchanged.
+/// internal error where the walk meets it, and never a panic; on an error
+/// the text is unchanged. What follows the top-level object is not read.
 pub fn remove_path(compact: &mut Vec<u8>, path: &[String]) -> Result<(), TransformError> {
     let Some((last, parents)) = path.split_last() else {
         return Ok(());

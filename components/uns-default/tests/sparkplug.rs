@@ -15,7 +15,8 @@ use uns_default::ErrorKind;
 const TOPIC: &str = "spBv1.0/plant/DDATA/edge1/dev1";
 
 /// Decodes into a `Value` (through the public `decode`, easy to inspect) and
-/// checks the text the transform writes and filters is exactly its JSON.
+/// checks that the text the transform writes (`to_json_bytes`) is exactly
+/// that `Value`'s JSON.
 fn decode_payload(p: &Payload) -> Value {
     let bytes = p.encode_to_vec();
     let value = decode(TOPIC, &bytes).unwrap();

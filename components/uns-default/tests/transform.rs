@@ -143,6 +143,13 @@ fn filtered_sparkplug_is_the_unfiltered_text_minus_the_attribute() {
     .encode_to_vec();
     let topic = "spBv1.0/g/NDATA/n";
     let unfiltered = value_text(&run(&Config::default(), topic, &p).unwrap());
+    // Both members are there to be removed (else the comparison below
+    // would hold with nothing removed); `metrics.name` removes nothing, as
+    // `metrics` is an array and paths walk objects only.
+    assert!(
+        unfiltered.contains(r#""timestamp":1700000000000,"#) && unfiltered.contains(r#""seq":3,"#),
+        "{unfiltered}"
+    );
     let c = cfg(r#"{"ignored_attributes": {"spBv1.0/#": ["seq", "timestamp", "metrics.name"]}}"#);
     let r = run(&c, topic, &p).unwrap();
     assert_eq!(
