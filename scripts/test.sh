@@ -28,11 +28,13 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 # command in a process group of its own, out of the terminal's reach, so
 # the signal is handed on to it here.
 bounded() {
-  local limit=$1 pid status=0
+  local limit=$1 pid='' status=0
   shift
+  # Set first: a signal between the start and the trap would leave the
+  # step running while the brokers go down.
+  trap '[ -z "$pid" ] || kill -TERM "$pid" 2>/dev/null || true' INT TERM
   timeout -k 30 "$limit" "$@" &
   pid=$!
-  trap 'kill -TERM "$pid" 2>/dev/null || true' INT TERM
   wait "$pid" || status=$?
   # Interrupted: wait for the step to end before the brokers go down.
   if [ "$status" -gt 128 ] && kill -0 "$pid" 2>/dev/null; then

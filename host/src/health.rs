@@ -101,8 +101,15 @@ fn stalled(
         progress.lost_before = progress.lost;
     }
     progress.lost = lost;
-    let since = now.saturating_duration_since(progress.waiting_since?);
-    (since >= timeout).then_some(Stall {
+    let started = progress.waiting_since?;
+    let since = now.saturating_duration_since(started);
+    // With nothing waiting, only losses that went on for the whole timeout
+    // are a stall: a burst of them and then quiet is a bridge gone idle.
+    let lasting = waiting > 0
+        || progress
+            .last_loss
+            .is_some_and(|at| at.saturating_duration_since(started) >= timeout);
+    (since >= timeout && lasting).then_some(Stall {
         waiting,
         lost: lost.saturating_sub(progress.lost_before),
         since,
@@ -503,11 +510,21 @@ mod tests {
         assert_eq!(last, stall(0, 9, T + 10 * s));
         // A delivery ends it.
         assert_eq!(stalled(&mut p, n + 1, n + 1, n, t0 + 41 * s, T), None);
-        // A single loss, then quiet: never a stall.
+        // A single loss, or a burst over a few looks, then quiet: never a
+        // stall.
         let mut p = fresh();
         assert_eq!(stalled(&mut p, 1, 1, 1, t0, T), None);
         for second in 1..=100u32 {
             assert_eq!(stalled(&mut p, 1, 1, 1, t0 + s * second, T), None);
+        }
+        let mut p = fresh();
+        for second in 0..=100u32 {
+            let n = u64::from(second.min(3)) + 1;
+            assert_eq!(
+                stalled(&mut p, n, n, n, t0 + s * second, T),
+                None,
+                "{second}"
+            );
         }
     }
 
