@@ -50,6 +50,18 @@ ensure_build_deps
 ensure_wasm_target
 ensure_cargo_component
 
+# Running out of disk mid-build fails in a linker's words, far from the
+# cause: say it first. A fresh build of everything takes about 5 GB; the
+# incremental caches would add gigabytes for a build that runs once.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir = /* ]] || target_dir=$PWD/$target_dir
+mkdir -p "$target_dir"
+free_gb=$(( $(df -Pk "$target_dir" | awk 'NR == 2 { print $4 }') / 1048576 ))
+if (( free_gb < 8 )); then
+  echo "==> warning: only $free_gb GB free under $target_dir; a fresh build needs about 5 GB and the brokers' data more" >&2
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -68,8 +80,6 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 step "build the bridge and the tests"
 cargo test --locked --workspace --no-run
 
-target_dir=${CARGO_TARGET_DIR:-target}
-[[ $target_dir = /* ]] || target_dir=$PWD/$target_dir
 export UNS_FAULT_REPORT=${UNS_FAULT_REPORT:-$target_dir/fault-report.tsv}
 rm -f "$UNS_FAULT_REPORT"
 # On failure the brokers' own account comes first, before `down` wipes it:
