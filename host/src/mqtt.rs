@@ -202,6 +202,9 @@ pub enum State {
     /// The broker confirmed our unsubscribe at shutdown, and every message
     /// it sent us since is handed to the pipeline.
     Unsubscribed,
+    /// A persistent session's stop: the QoS 0 messages received before it
+    /// are handed to the pipeline; the broker keeps QoS 1 and 2.
+    HandedOn,
     Disconnected,
 }
 
@@ -237,6 +240,8 @@ pub struct Reader {
     /// QoS 0, then QoS 1 and 2. Said when the reader ends, as QoS 0 ones
     /// are gone for good.
     not_bridged: [u64; 2],
+    /// A persistent session's stop has handed on what it must.
+    handed_on: bool,
 }
 
 impl Drop for Reader {
@@ -460,6 +465,7 @@ pub fn connect(
         stopping,
         clean_session: settings.clean_session,
         not_bridged: [0; 2],
+        handed_on: false,
     };
     let acker = Acker {
         client: client.clone(),
@@ -473,6 +479,14 @@ pub fn connect(
         unsubscribing,
     };
     Ok((reader, acker, control, state_rx))
+}
+
+/// Resolves when a stop begins, if `wanted`; never otherwise (nor when the
+/// pipeline that would stop us is gone).
+async fn stop_to_hand_on(mut stopping: watch::Receiver<bool>, wanted: bool) {
+    if !wanted || stopping.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Waits `wait` before the next connection attempt; true if shutdown
@@ -506,6 +520,9 @@ impl Reader {
         let mut unsubscribed = 0;
         let mut announced = false;
         loop {
+            if !self.handed_on && !self.clean_session && *self.stopping.borrow() {
+                self.hand_on_at_stop();
+            }
             // Hand on what the pipeline has room for.
             while !self.waiting.is_empty() {
                 let Ok(permit) = self.permits.clone().try_acquire_owned() else {
@@ -526,8 +543,17 @@ impl Reader {
             // (a keep-alive away). Dropping a pending poll is safe while no
             // acknowledgement is queued: it is waiting to read, or at worst
             // flushing bytes that stay buffered.
+            // A persistent session's stop, seen where the reader waits.
+            let stop = stop_to_hand_on(
+                self.stopping.clone(),
+                !self.handed_on && !self.clean_session,
+            );
             let next = if self.waiting.len() >= WAITING_CAP && unsent < self.unsent_cap {
-                Next::Permit(self.permits.clone().acquire_owned().await)
+                tokio::select! {
+                    biased;
+                    _ = stop => Next::Stop,
+                    permit = self.permits.clone().acquire_owned() => Next::Permit(permit),
+                }
             } else if unsubscribed >= self.topics.len()
                 && !announced
                 && self.waiting.is_empty()
@@ -564,7 +590,14 @@ impl Reader {
                 let permits = self.permits.clone();
                 tokio::select! {
                     biased;
+                    _ = stop => Next::Stop,
                     permit = permits.acquire_owned() => Next::Permit(permit),
+                    event = self.poll() => Next::Event(event),
+                }
+            } else if unsent == 0 && connected {
+                tokio::select! {
+                    biased;
+                    _ = stop => Next::Stop,
                     event = self.poll() => Next::Event(event),
                 }
             } else {
@@ -578,6 +611,7 @@ impl Reader {
                     continue;
                 }
                 Next::Permit(Err(_)) => return Ok(()),
+                Next::Stop => continue,
                 Next::Quiet => {
                     announced = true;
                     let _ = self.state.send(State::Unsubscribed);
@@ -641,6 +675,9 @@ impl Reader {
                         tracing::warn!(broker = %self.addr, error = %reason, retry_in_ms = wait.as_millis() as u64, "cannot connect to MQTT broker; retrying");
                     }
                     if pause(self.stopping.clone(), wait).await {
+                        if !self.clean_session {
+                            self.hand_on_at_stop();
+                        }
                         return Ok(());
                     }
                     continue;
@@ -698,6 +735,9 @@ impl Reader {
                     let wait = backoff.next();
                     tracing::error!(broker = %self.addr, %reason, "MQTT broker refused the connection; retrying");
                     if pause(self.stopping.clone(), wait).await {
+                        if !self.clean_session {
+                            self.hand_on_at_stop();
+                        }
                         return Ok(());
                     }
                 }
@@ -790,6 +830,46 @@ async fn subscribe(client: &Client, topics: &[String], qos: u8) {
 }
 
 impl Reader {
+    /// A persistent session's stop. The broker sends QoS 1 and 2 again,
+    /// but no broker keeps QoS 0: those received and waiting for room are
+    /// handed on now, past the window (by at most the waiting buffer), and
+    /// the pipeline hears `HandedOn` before it stops taking input.
+    fn hand_on_at_stop(&mut self) {
+        if self.handed_on {
+            return;
+        }
+        self.handed_on = true;
+        let waiting = std::mem::take(&mut self.waiting);
+        let beyond_window = Arc::new(Semaphore::new(waiting.len()));
+        for (message, inner, generation) in waiting {
+            if message.qos > 0 {
+                // Not acknowledged: the broker sends it again.
+                self.count_not_bridged(message.qos);
+                continue;
+            }
+            let permit = match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => match beyond_window.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        self.count_not_bridged(message.qos);
+                        continue;
+                    }
+                },
+            };
+            let ack = AckToken {
+                generation,
+                inner,
+                _permit: permit,
+            };
+            if self.tx.send(Inbound { message, ack }).is_err() {
+                self.count_not_bridged(0);
+            }
+        }
+        self.stats.mqtt_waiting.set(0);
+        let _ = self.state.send(State::HandedOn);
+    }
+
     fn count_not_bridged(&mut self, qos: u8) {
         self.not_bridged[usize::from(qos > 0)] += 1;
     }
@@ -952,6 +1032,8 @@ impl Reader {
 /// What the reader's wait ended with.
 enum Next {
     Permit(Result<OwnedSemaphorePermit, tokio::sync::AcquireError>),
+    /// A persistent session's stop began: hand on what is held.
+    Stop,
     Event(Result<Event, Closed>),
     /// Unsubscribed, nothing held, nothing heard for a while.
     Quiet,

@@ -112,6 +112,11 @@ impl Shutdown {
 /// unsubscribe before it watches for the broker falling silent instead.
 const UNSUBACK_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a persistent session's stop waits for the reader to hand on
+/// the QoS 0 messages it holds: it does so as soon as it sees the stop,
+/// unless a connection attempt holds it.
+const HANDOFF_WAIT: Duration = Duration::from_secs(1);
+
 /// Shutdown gave up on messages Kafka had not confirmed (left
 /// unacknowledged, so a persistent session gets them again): the process
 /// exits 3, not 0, so that a supervisor sees the stop was not clean.
@@ -305,6 +310,7 @@ impl Bridge {
         let mut input_open = true;
         let mut reader_result: Option<anyhow::Result<()>> = None;
         let mut drain_deadline = None;
+        let mut handoff_deadline = None;
         // From the moment draining starts, Kafka has this long to confirm
         // what is in flight; a Kafka that is down or refuses the bridge
         // must not keep SIGTERM from ending it.
@@ -361,10 +367,12 @@ impl Bridge {
                         // A persistent session keeps the rest of QoS 1 and 2
                         // for next time; what the pipeline already holds is
                         // bridged (and acknowledged, if Kafka confirms it in
-                        // time), as QoS 0 gets no second chance.
+                        // time), as QoS 0 gets no second chance: so are the
+                        // QoS 0 messages the reader holds, which it hands on
+                        // before it says `HandedOn`. A reader busy with a
+                        // connection attempt may not say it soon.
                         let _ = stop_tx.send(true);
-                        input_open = false;
-                        flush_rx = true;
+                        handoff_deadline = Some(tokio::time::Instant::now() + HANDOFF_WAIT);
                     }
                 }
                 done = pending.next(), if !pending.is_empty() => {
@@ -399,11 +407,17 @@ impl Bridge {
                     break;
                 }
                 changed = state.changed(), if draining && input_open => {
-                    let unsubscribed = changed.is_err() || *state.borrow() == State::Unsubscribed;
+                    let unsubscribed = changed.is_err()
+                        || matches!(*state.borrow(), State::Unsubscribed | State::HandedOn);
                     if unsubscribed {
                         input_open = false;
                         flush_rx = true;
                     }
+                }
+                _ = sleep_until_opt(handoff_deadline), if draining && input_open && handoff_deadline.is_some() => {
+                    tracing::debug!("the MQTT reader did not hand on in time; QoS 0 messages it holds are not bridged");
+                    input_open = false;
+                    flush_rx = true;
                 }
                 _ = sleep_until_opt(drain_deadline), if draining && input_open && drain_deadline.is_some() => {
                     // The reader has not said the broker is done (no

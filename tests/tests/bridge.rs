@@ -1567,7 +1567,9 @@ fn stop_count(log: &str, field: &str) -> usize {
 
 /// A persistent session keeps QoS 1 and 2 for next time, but no broker
 /// keeps QoS 0: on SIGTERM the bridge bridges the QoS 0 messages it holds
-/// (it used to drop those not yet transformed).
+/// (it used to drop those not yet transformed, and those waiting in the
+/// reader for room in `bridge.max_in_flight`, which is small here so that
+/// some always wait).
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_under_qos0_load_with_a_persistent_session_bridges_all_it_received() {
     const TOPICS: usize = 10;
@@ -1576,7 +1578,7 @@ async fn sigterm_under_qos0_load_with_a_persistent_session_bridges_all_it_receiv
     let extra =
         format!("  client_id: '{p}-bridge'\n  clean_session: false\n  session_expiry: 600\n");
     let yaml = format!(
-        "{}bridge:\n  shutdown_timeout_ms: 120000\n",
+        "{}bridge:\n  max_in_flight: 8\n  shutdown_timeout_ms: 120000\n",
         settings(env().mqtt_port, &[format!("{p}/#")], &extra, &dlq)
     );
     let mut s = start(&yaml, None).await;
