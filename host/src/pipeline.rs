@@ -275,6 +275,7 @@ impl Bridge {
             stats: stats.clone(),
         });
         let batch_size = settings.bridge.batch_size;
+        let batch_bytes = batch_byte_budget(settings.transform.max_memory_mb);
         let clean_session = settings.mqtt.clean_session;
         let mut pending = FuturesOrdered::new();
         // Batches with the component, in receive order, and how many
@@ -519,14 +520,9 @@ impl Bridge {
                         input_open = false;
                         continue;
                     };
-                    let mut batch = Vec::with_capacity(batch_size.min(64));
-                    batch.push(first);
-                    while batch.len() < batch_size {
-                        match rx.try_recv() {
-                            Ok(m) => batch.push(m),
-                            Err(_) => break,
-                        }
-                    }
+                    let batch = fill_batch(first, &mut rx, batch_size, batch_bytes, |m| {
+                        m.message.payload.len()
+                    });
                     in_transform += batch.len();
                     transforming.push_back(transform(batch, &worker, &out));
                 }
@@ -894,6 +890,39 @@ struct Transformed {
 /// Batches with the component, in receive order.
 type InTransform = FuturesOrdered<std::pin::Pin<Box<dyn Future<Output = Transformed> + Send>>>;
 
+/// Payload bytes of one batch, at most (a lone larger message still goes,
+/// alone). The component holds a batch's payloads and its records at once;
+/// 256 large messages of a backlog would pass `transform.max_memory_mb`,
+/// and the instance replaced for it forgets what it learned (Sparkplug
+/// BIRTHs) although no message was at fault.
+fn batch_byte_budget(max_memory_mb: u64) -> usize {
+    usize::try_from(max_memory_mb.saturating_mul(1 << 20) / 8).unwrap_or(usize::MAX)
+}
+
+/// `first` and what else is waiting, up to `max_len` messages and
+/// `max_bytes` of payload (stopping after the message that reaches it).
+fn fill_batch<T>(
+    first: T,
+    rx: &mut mpsc::UnboundedReceiver<T>,
+    max_len: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<T> {
+    let mut bytes = size(&first);
+    let mut batch = Vec::with_capacity(max_len.min(64));
+    batch.push(first);
+    while batch.len() < max_len && bytes < max_bytes {
+        match rx.try_recv() {
+            Ok(m) => {
+                bytes = bytes.saturating_add(size(&m));
+                batch.push(m);
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
 /// Hands a batch to the component thread; the future resolves when it is
 /// transformed.
 fn transform(
@@ -1225,6 +1254,29 @@ pub fn dead_letter_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_ends_at_its_count_or_its_payload_bytes() {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let sizes = |b: &[Vec<u8>]| b.iter().map(Vec::len).collect::<Vec<_>>();
+        for n in [10, 10, 10, 10] {
+            tx.send(vec![0; n]).unwrap();
+        }
+        // By count.
+        let b = fill_batch(vec![0; 1], &mut rx, 3, 1000, Vec::len);
+        assert_eq!(sizes(&b), [1, 10, 10]);
+        // By bytes: the message that reaches the budget is the last.
+        let b = fill_batch(vec![0; 5], &mut rx, 100, 15, Vec::len);
+        assert_eq!(sizes(&b), [5, 10]);
+        // A message over the budget goes alone.
+        tx.send(vec![0; 1]).unwrap();
+        let b = fill_batch(vec![0; 50], &mut rx, 100, 15, Vec::len);
+        assert_eq!(sizes(&b), [50]);
+        // What is left comes next, up to what is there.
+        let b = fill_batch(vec![0; 1], &mut rx, 100, 1000, Vec::len);
+        assert_eq!(sizes(&b), [1, 10, 1]);
+        assert_eq!(batch_byte_budget(128), 16 << 20);
+    }
 
     #[test]
     fn a_long_reason_is_cut_to_the_limit_on_a_character_boundary() {
