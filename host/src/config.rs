@@ -55,6 +55,9 @@ const KAFKA_PATH_PROPERTIES: &[&str] = &[
 ];
 const ENV_PREFIX: &str = "UNS_";
 
+/// The seed's `mqtt.timestamp_attribute` when none is set.
+const DEFAULT_TIMESTAMP_ATTRIBUTE: &str = "timestamp";
+
 /// What a configured path must name when the bridge starts.
 #[derive(Clone, Copy)]
 enum Expect {
@@ -381,12 +384,23 @@ impl Settings {
     /// overridden by anything in `transform.config`.
     pub fn component_config(&self) -> String {
         let mut object = serde_json::Map::new();
-        if let Some(ignored) = &self.mqtt.ignored_attributes {
-            object.insert("ignored_attributes".into(), ignored.clone());
-        }
-        if let Some(ts) = &self.mqtt.timestamp_attribute {
-            object.insert("timestamp_attribute".into(), ts.clone().into());
-        }
+        // Every key the README promises `init`, set or not, so a
+        // component of the user's own need not know the seed's defaults.
+        object.insert(
+            "ignored_attributes".into(),
+            self.mqtt
+                .ignored_attributes
+                .clone()
+                .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+        );
+        object.insert(
+            "timestamp_attribute".into(),
+            self.mqtt
+                .timestamp_attribute
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TIMESTAMP_ATTRIBUTE.to_owned())
+                .into(),
+        );
         object.insert(
             "topic_separator".into(),
             self.transform.topic_separator.clone().into(),
@@ -582,10 +596,20 @@ impl Layers {
             path[2] = path[2].replace('_', ".");
         }
         let source = format!("environment variable {name}");
+        // Compose passes `${VAR}` of an unset variable as empty: that says
+        // nothing, so the file's value stays (a `null` there would refuse
+        // `mqtt.port`, drop the file's `topics` or turn on `tls`).
+        if raw.trim().is_empty() {
+            return Ok(());
+        }
+        // `null` or `~` asks for the default, whatever the files say.
+        if matches!(raw.trim(), "null" | "~") {
+            self.unset(&path);
+            return Ok(());
+        }
         // As dynaconf does: the text is parsed, so `1883` is a number and
         // `[a, b]` a list; anything that does not parse is a string.
-        let null = matches!(raw.trim(), "" | "null" | "~");
-        let value = if is_text_setting(&path) && !null && !is_quoted(raw) {
+        let value = if is_text_setting(&path) && !is_quoted(raw) {
             // Nothing but text is right here, so YAML's reading cannot
             // help and can only hurt: a password `!x9` is a tag to YAML,
             // `{abc}` a map, `- x` a list.
@@ -594,11 +618,27 @@ impl Layers {
             serde_yaml::from_str::<Value>(raw).unwrap_or(Value::String(raw.to_owned()))
         };
         let value = match value {
-            Value::Null if !null => Value::String(raw.to_owned()),
+            Value::Null => Value::String(raw.to_owned()),
             v => keep_raw_unless_plain(v, raw),
         };
         self.set(&path, value, &source);
         Ok(())
+    }
+
+    /// Removes the setting at `path` and where it came from, so that its
+    /// default applies.
+    fn unset(&mut self, path: &[String]) {
+        let mut node = &mut self.root;
+        for part in &path[..path.len() - 1] {
+            match node.get_mut(part.as_str()) {
+                Some(Value::Mapping(m)) => node = m,
+                _ => return,
+            }
+        }
+        node.remove(path[path.len() - 1].as_str());
+        let dotted = path.join(".");
+        self.origin
+            .retain(|k, _| k != &dotted && !k.starts_with(&format!("{dotted}.")));
     }
 
     /// Deep-merges `value` at `path`, recording the origin of every leaf.
@@ -1626,15 +1666,46 @@ mod tests {
             assert_eq!(s.mqtt.password.as_ref().map(Secret::expose), Some(raw));
             assert_eq!(s.kafka.config["sasl.password"], raw);
         }
-        // Empty and `null` still unset, quotes still ask for YAML.
-        let env = [("UNS_MQTT__PASSWORD", ""), ("UNS_MQTT__USERNAME", "\"u\"")];
+        // Quotes still ask for YAML.
+        let env = [("UNS_MQTT__USERNAME", "\"u\"")];
         let s = load_str(MINIMAL, &env).unwrap();
-        assert!(s.mqtt.password.is_none());
         assert_eq!(s.mqtt.username.as_deref(), Some("u"));
         // Elsewhere a tag is text too, and refused as the wrong type.
         let e = load_str(MINIMAL, &[("UNS_BRIDGE__BATCH_SIZE", "!x")]).unwrap_err();
         assert_eq!(e.key, "bridge.batch_size");
         assert!(!e.message.contains("tagged"), "{}", e.message);
+    }
+
+    /// Compose's `${VAR}` of an unset variable is empty; `null` is asked for.
+    #[test]
+    fn empty_env_keeps_the_files_value_and_null_gives_the_default() {
+        let file =
+            "mqtt: {host: h, port: 2883, topics: [a/#], username: u, password: p, tls: {}}\n\
+                    kafka: {config: {bootstrap.servers: k, linger.ms: 50}}\n";
+        let empty = [
+            ("UNS_MQTT__PORT", ""),
+            ("UNS_MQTT__TOPICS", " "),
+            ("UNS_MQTT__PASSWORD", ""),
+            ("UNS_KAFKA__CONFIG__LINGER_MS", ""),
+        ];
+        let s = load_str(file, &empty).unwrap();
+        assert_eq!(s.mqtt.port, 2883);
+        assert_eq!(s.mqtt.topics, ["a/#"]);
+        assert_eq!(s.mqtt.password.as_ref().map(Secret::expose), Some("p"));
+        assert_eq!(s.kafka.config["linger.ms"], "50");
+
+        let null = [
+            ("UNS_MQTT__PORT", "null"),
+            ("UNS_MQTT__PASSWORD", "~"),
+            ("UNS_MQTT__USERNAME", "null"),
+            ("UNS_MQTT__TLS", "null"),
+            ("UNS_KAFKA__CONFIG__LINGER_MS", "null"),
+        ];
+        let s = load_str(file, &null).unwrap();
+        assert_eq!(s.mqtt.port, 1883);
+        assert!(s.mqtt.password.is_none());
+        assert!(s.mqtt.tls.is_none());
+        assert_eq!(s.kafka.config.get("linger.ms"), None);
     }
 
     #[test]
@@ -1725,6 +1796,17 @@ mod tests {
             v,
             serde_json::json!({"ignored_attributes": {"a/+": "x"}, "timestamp_attribute": "ts",
                                "topic_separator": ".", "extra": 1})
+        );
+    }
+
+    #[test]
+    fn component_config_has_every_seed_key_when_none_is_set() {
+        let s = load_str(MINIMAL, &[]).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&s.component_config()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"ignored_attributes": {}, "timestamp_attribute": "timestamp",
+                               "topic_separator": "_"})
         );
     }
 
