@@ -169,7 +169,7 @@ impl TransformRuntime {
         };
         let iface = component
             .get_export_index(None, TRANSFORM_INTERFACE)
-            .ok_or_else(|| instantiate_err(format!("it does not export {TRANSFORM_INTERFACE}")))?;
+            .ok_or_else(|| instantiate_err(missing_export(&engine, &component)))?;
         let transform_batch = component
             .get_export_index(Some(&iface), "transform-batch")
             .ok_or_else(|| {
@@ -926,7 +926,15 @@ fn load_component(
     }
     let component = Component::new(engine, wasm).map_err(|e| TransformError::Compile {
         path: path.to_owned(),
-        message: format!("{e:#}"),
+        // wasmtime's words for it ("attempted to parse a wasm module with a
+        // component parser") do not say what to do.
+        message: if wasm.starts_with(CORE_MODULE_HEADER) {
+            "it is a core WebAssembly module, not a component: build it with \
+             `cargo build --target wasm32-wasip2` or `cargo component build`"
+                .to_owned()
+        } else {
+            format!("{e:#}")
+        },
     })?;
     if let Some(file) = cached {
         if let Err(e) = store_cache(&component, &file) {
@@ -934,6 +942,30 @@ fn load_component(
         }
     }
     Ok(component)
+}
+
+/// The magic number and version of a core module (a component's version
+/// is `0d 00`, layer `01 00`).
+const CORE_MODULE_HEADER: &[u8] = b"\0asm\x01\0\0\0";
+
+/// Why a component lacks [`TRANSFORM_INTERFACE`]: most often it was built
+/// against another version of `uns:bridge`, which the message names.
+fn missing_export(engine: &Engine, component: &Component) -> String {
+    let ty = component.component_type();
+    let ours: Vec<&str> = ty
+        .exports(engine)
+        .map(|(name, _)| name)
+        .filter(|name| name.starts_with("uns:bridge/"))
+        .collect();
+    if ours.is_empty() {
+        format!("it does not export {TRANSFORM_INTERFACE}")
+    } else {
+        format!(
+            "it does not export {TRANSFORM_INTERFACE} but {}: it was built against another \
+             version of wit/world.wit than this bridge's",
+            ours.join(", ")
+        )
+    }
 }
 
 fn store_cache(component: &Component, file: &Path) -> std::io::Result<()> {

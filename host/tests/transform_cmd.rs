@@ -326,6 +326,57 @@ fn sparkplug_ndata_without_datatypes_takes_the_sign_from_the_nbirth() {
     }
 }
 
+/// The README's first way to build a component, `cargo component build`
+/// (wasm32-wasip1 and the preview1 adapter, other WASI imports than the
+/// wasip2 build): it loads and transforms exactly as the wasip2 build the
+/// other tests run. Built here when missing, as `scripts/test.sh` does.
+#[test]
+fn the_cargo_component_build_transforms_as_the_wasip2_build_does() {
+    let wasip1 = common::target_dir().join("wasm32-wasip1/release/uns_default.wasm");
+    if !wasip1.is_file() {
+        let status = Command::new("cargo")
+            .current_dir(common::workspace().join("components/uns-default"))
+            .args(["component", "build", "--release", "--locked"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run cargo component (cargo install cargo-component)");
+        assert!(status.success(), "cargo component build failed");
+    }
+    use metric::Value::*;
+    // Timestamps given: without them the record's is the time of reading.
+    let birth = Payload {
+        timestamp: Some(1_700_000_000_100),
+        seq: Some(0),
+        metrics: vec![Metric {
+            alias: Some(1),
+            ..metric("t", datatype::INT32, IntValue(0))
+        }],
+        ..Default::default()
+    };
+    let data = Payload {
+        timestamp: Some(1_700_000_000_200),
+        seq: Some(1),
+        metrics: vec![Metric {
+            alias: Some(1),
+            value: Some(IntValue((-4i32) as u32)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let lines = [
+        json!({"topic": "a/b/c", "payload": {"timestamp": 1700000000000u64, "x": [1, 2.5, "é"]}}),
+        json!({"topic": "spBv1.0/G/NBIRTH/e", "payload_b64": B64.encode(birth.encode_to_vec())}),
+        json!({"topic": "spBv1.0/G/NDATA/e", "payload_b64": B64.encode(data.encode_to_vec())}),
+        json!({"topic": "a/b", "payload_b64": B64.encode(b"not json")}),
+    ];
+    let conf = config_dir("");
+    let p2 = transform_lines(conf.path(), &component("uns_default"), &lines);
+    let p1 = transform_lines(conf.path(), &wasip1, &lines);
+    assert_eq!(p1, p2);
+    assert_eq!(only_record(&p1[2])["value"]["metrics"][0]["value"], -4);
+    assert_eq!(error_kind(&p1[3]), "decode");
+}
+
 #[test]
 fn bad_payloads_and_bad_input_lines_each_get_an_error_line() {
     let conf = config_dir("");
@@ -676,6 +727,46 @@ fn usage_and_configuration_errors_exit_2_and_name_the_problem() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("junk.wasm"));
+
+    // A core module (`cargo build --target wasm32-unknown-unknown`), and a
+    // component built against another version of the WIT package: each
+    // error says what to do about it.
+    let name = b"uns:bridge/transform@0.2.0";
+    let mut newer = b"\0asm\x0d\0\x01\0".to_vec();
+    // An instance of no exports, exported under `name`.
+    newer.extend([0x05, 0x03, 0x01, 0x01, 0x00]);
+    newer.extend([0x0b, 6 + name.len() as u8, 0x01, 0x00, name.len() as u8]);
+    newer.extend(name);
+    newer.extend([0x05, 0x00, 0x00]);
+    for (file, bytes, needle) in [
+        (
+            "module.wasm",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "core WebAssembly module, not a component",
+        ),
+        (
+            "newer.wasm",
+            newer,
+            "does not export uns:bridge/transform@0.1.0 but uns:bridge/transform@0.2.0",
+        ),
+    ] {
+        let path = conf.path().join(file);
+        std::fs::write(&path, bytes).unwrap();
+        let out = run(
+            &[
+                "--config",
+                c,
+                "--component",
+                path.to_str().unwrap(),
+                "--input",
+                "-",
+            ],
+            b"",
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {stderr}");
+        assert!(stderr.contains(needle), "{file}: {stderr}");
+    }
 
     // The component's init rejects the configuration (an invalid filter).
     let bad = config_dir("mqtt:\n  ignored_attributes: {\"a/#/c\": \"x\"}\n");
