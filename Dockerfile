@@ -2,7 +2,11 @@
 # uns-kafka: host binary + default transform component in a slim, non-root image.
 #
 #   docker build -t uns-kafka .
-#   docker run -v $PWD/conf:/app/conf uns-kafka
+#   docker run -p 8080:8080 -v $PWD/conf:/app/conf:ro \
+#     -e UNS_MQTT__HOST=broker -e UNS_KAFKA__CONFIG__BOOTSTRAP_SERVERS=kafka:9092 uns-kafka
+#
+# (conf/settings.yaml says localhost, which inside the container is the
+# container itself.)
 #
 # Stage 1 builds the native host and the wasm component; stage 2 carries only
 # what runs: the binary, the component, and the default configuration.

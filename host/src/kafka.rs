@@ -414,6 +414,15 @@ impl DeliveryError {
                  in kafka.config); a topic created a moment ago must appear within \
                  topic.metadata.propagation.max.ms (30 s by default)",
             ),
+            // The broker checks a topic's max.message.bytes against whole
+            // batches, and librdkafka fails every record of a refused batch
+            // instead of splitting it: small records go with it.
+            RDKafkaErrorCode::MessageSizeTooLarge => Some(
+                "the record, or the batch librdkafka packed it in, is larger than Kafka allows \
+                 (the topic's max.message.bytes, the brokers' message.max.bytes, or \
+                 message.max.bytes in kafka.config); Kafka checks whole batches, so keep \
+                 batch.size in kafka.config (1000000 by default) below the smallest topic limit",
+            ),
             _ => None,
         }
     }
@@ -897,7 +906,7 @@ mod tests {
     /// `a_record_for_a_topic_kafka_does_not_have_is_dead_lettered_with_the_remedy`;
     /// librdkafka's mock cluster answers a missing topic differently).
     #[test]
-    fn a_missing_topic_names_its_remedy_and_a_bad_record_none() {
+    fn a_missing_topic_and_a_size_limit_name_their_remedy_and_a_bad_record_none() {
         let refused = |code| DeliveryError {
             error: KafkaError::MessageProduction(code),
         };
@@ -906,10 +915,11 @@ mod tests {
         assert!(missing
             .remedy()
             .is_some_and(|r| r.contains("does not exist") && r.contains("auto.create.topics")));
-        assert_eq!(
-            refused(RDKafkaErrorCode::MessageSizeTooLarge).remedy(),
-            None
-        );
+        // A batch over a topic's limit fails small records too.
+        assert!(refused(RDKafkaErrorCode::MessageSizeTooLarge)
+            .remedy()
+            .is_some_and(|r| r.contains("max.message.bytes") && r.contains("batch.size")));
+        assert_eq!(refused(RDKafkaErrorCode::InvalidRecord).remedy(), None);
     }
 
     /// `record` is refused before it is enqueued, with `code`, for good.

@@ -43,14 +43,33 @@ impl Bridge {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        Self::start_at(&bridge_bin(), None, args, envs)
+        Self::spawn(&bridge_bin(), None, args, envs, false)
     }
 
-    /// [`Bridge::start`] with another copy of the binary and, if `cwd` is
-    /// given, another working directory: the image's layout
-    /// (`tests/tests/image.rs`) runs the binary from where the Dockerfile
-    /// puts it, since that decides where it finds the default component.
-    pub fn start_at<I, S>(bin: &Path, cwd: Option<&Path>, args: I, envs: &[(&str, &str)]) -> Bridge
+    /// A container's start: the binary from where the Dockerfile puts it
+    /// (that decides where it finds the default component), in its WORKDIR,
+    /// with nothing of this process's environment but `envs` (a variable of
+    /// the CI machine must not make the image's test pass).
+    pub fn start_contained<I, S>(
+        bin: &Path,
+        workdir: &Path,
+        args: I,
+        envs: &[(&str, &str)],
+    ) -> Bridge
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Self::spawn(bin, Some(workdir), args, envs, true)
+    }
+
+    fn spawn<I, S>(
+        bin: &Path,
+        cwd: Option<&Path>,
+        args: I,
+        envs: &[(&str, &str)],
+        clear_env: bool,
+    ) -> Bridge
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -65,6 +84,9 @@ impl Bridge {
         let mut command = Command::new(bin);
         if let Some(dir) = cwd {
             command.current_dir(dir);
+        }
+        if clear_env {
+            command.env_clear();
         }
         let child = command
             .args(args)

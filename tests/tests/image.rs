@@ -3,8 +3,11 @@
 //! scratch root (binary, default component, `conf/`), its ENV, WORKDIR,
 //! ENTRYPOINT + CMD and HEALTHCHECK, and the compose file's environment for
 //! the bridge, pointed at the brokers of `tests/brokers.sh` instead of the
-//! compose services. Both files are read as they stand, so a change to
-//! either is tested, and an instruction this test cannot follow fails it.
+//! compose services, with no other environment. Of the build stage, what
+//! it builds is checked against what the image copies from it, and the
+//! libraries the binary links against the runtime stage's packages. Both
+//! files are read as they stand, so a change to either is tested, and an
+//! instruction this test cannot follow fails it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,7 +39,8 @@ struct CopyInstruction {
     dest: String,
 }
 
-fn parse_dockerfile(text: &str) -> Image {
+/// The Dockerfile's instructions, continuation lines joined, comments out.
+fn logical_lines(text: &str) -> Vec<String> {
     let mut lines = Vec::new();
     let mut current = String::new();
     for line in text.lines() {
@@ -55,8 +59,12 @@ fn parse_dockerfile(text: &str) -> Image {
             }
         }
     }
+    lines
+}
+
+fn parse_dockerfile(text: &str) -> Image {
     let mut image = Image::default();
-    for line in &lines {
+    for line in &logical_lines(text) {
         let (instruction, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
         let rest = rest.trim();
         match instruction.to_ascii_uppercase().as_str() {
@@ -230,6 +238,149 @@ fn dockerignore_keeps_out_build_output_and_secrets_but_nothing_the_build_needs()
     }
 }
 
+/// What the `build` stage's `cargo build` commands leave under
+/// `/src/target/` (this test lays the image out from the checkout's own
+/// builds, so without this a build step dropped from the Dockerfile would
+/// go unnoticed), and the targets its `rustup target add` installs.
+fn build_stage(text: &str) -> (Vec<String>, Vec<String>) {
+    let (mut outputs, mut targets) = (Vec::new(), Vec::new());
+    let mut in_build = false;
+    for line in logical_lines(text) {
+        let (instruction, rest) = line.split_once(char::is_whitespace).unwrap_or((&line, ""));
+        match instruction.to_ascii_uppercase().as_str() {
+            "FROM" => in_build = rest.to_ascii_lowercase().ends_with(" as build"),
+            "RUN" if in_build => {
+                for command in rest.split("&&") {
+                    let words: Vec<&str> = command.split_whitespace().collect();
+                    let after = |flag: &str| {
+                        words
+                            .iter()
+                            .position(|w| *w == flag)
+                            .and_then(|i| words.get(i + 1))
+                            .map(|w| w.to_string())
+                    };
+                    if let ["rustup", "target", "add", added @ ..] = words.as_slice() {
+                        targets.extend(added.iter().map(|t| t.to_string()));
+                    }
+                    if !words.starts_with(&["cargo", "build"]) {
+                        continue;
+                    }
+                    assert!(
+                        words.contains(&"--release"),
+                        "not a release build: {command}"
+                    );
+                    let package = after("-p").unwrap_or_else(|| panic!("no -p in: {command}"));
+                    outputs.push(match after("--target") {
+                        Some(target) => format!(
+                            "/src/target/{target}/release/{}.wasm",
+                            package.replace('-', "_")
+                        ),
+                        None => format!("/src/target/release/{package}"),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    (outputs, targets)
+}
+
+#[test]
+fn the_build_stage_makes_what_the_image_copies_from_it() {
+    let text =
+        std::fs::read_to_string(workspace_root().join("Dockerfile")).expect("read Dockerfile");
+    let (outputs, targets) = build_stage(&text);
+    let image = parse_dockerfile(&text);
+    let copied: Vec<&String> = image
+        .copies
+        .iter()
+        .filter(|c| c.from_build)
+        .flat_map(|c| &c.sources)
+        .collect();
+    assert!(
+        !copied.is_empty(),
+        "the image copies nothing from the build stage"
+    );
+    for source in copied {
+        assert!(
+            outputs.contains(source),
+            "COPY --from=build {source}: no `cargo build` of the build stage makes it \
+             (it makes {outputs:?})"
+        );
+    }
+    for output in &outputs {
+        // `/src/target/<target>/release/x`; the host's own `release/x` has none.
+        if let Some((target, _)) = output
+            .strip_prefix("/src/target/")
+            .and_then(|rest| rest.split_once("/release/"))
+        {
+            assert!(
+                targets.iter().any(|t| t == target),
+                "the build stage builds for {target} without `rustup target add {target}`"
+            );
+        }
+    }
+}
+
+/// The shared libraries the bridge links, and the runtime stage's packages
+/// that hold them: a library no package of the slim image provides stops
+/// the container at start ("error while loading shared libraries").
+#[test]
+fn the_runtime_stage_installs_the_libraries_the_bridge_links() {
+    let text =
+        std::fs::read_to_string(workspace_root().join("Dockerfile")).expect("read Dockerfile");
+    let mut runtime_run = String::new();
+    for line in logical_lines(&text) {
+        let upper = line.to_ascii_uppercase();
+        if upper.starts_with("FROM ") {
+            runtime_run.clear();
+        } else if upper.starts_with("RUN ") {
+            runtime_run.push_str(&line);
+            runtime_run.push(' ');
+        }
+    }
+    let installed: Vec<&str> = runtime_run.split_whitespace().collect();
+    let out = std::process::Command::new("readelf")
+        .arg("-d")
+        .arg(bridge_bin())
+        .output()
+        .expect("run readelf (binutils)");
+    assert!(out.status.success(), "readelf -d failed");
+    let dynamic = String::from_utf8_lossy(&out.stdout);
+    let needed: Vec<&str> = dynamic
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    assert!(
+        needed.contains(&"libc.so.6"),
+        "readelf output not understood: {dynamic}"
+    );
+    for library in needed {
+        // In debian:bookworm-slim itself (libc6, libgcc-s1).
+        let package = match library {
+            "libc.so.6"
+            | "libm.so.6"
+            | "libdl.so.2"
+            | "libpthread.so.0"
+            | "librt.so.1"
+            | "ld-linux-x86-64.so.2"
+            | "ld-linux-aarch64.so.1"
+            | "libgcc_s.so.1" => continue,
+            "libssl.so.3" | "libcrypto.so.3" => "libssl3",
+            "libz.so.1" => "zlib1g",
+            other => panic!(
+                "the bridge links {other}: install its package in the Dockerfile's runtime \
+                 stage and name it here"
+            ),
+        };
+        assert!(
+            installed.contains(&package),
+            "the bridge links {library}, but the runtime stage does not install {package}"
+        );
+    }
+}
+
 /// The image's COPY instructions, carried out under `root`.
 fn lay_out(image: &Image, root: &Path) {
     for copy in &image.copies {
@@ -333,6 +484,16 @@ async fn the_image_and_compose_file_run_the_bridge() {
         .map(|(k, v)| (k.clone(), rewrite(v, root, &exposed, port)))
         .collect();
     envs.extend(compose_environment());
+    // What Docker gives every container: the base image's PATH, and the
+    // USER's home from the image's passwd (`useradd --home-dir /app`).
+    envs.push((
+        "PATH".into(),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+    ));
+    envs.push((
+        "HOME".into(),
+        inside(root, "/app").to_string_lossy().into_owned(),
+    ));
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let workdir = inside(root, &image.workdir);
 
@@ -343,7 +504,7 @@ async fn the_image_and_compose_file_run_the_bridge() {
         .chain(&image.cmd)
         .map(|a| rewrite(a, root, &exposed, port))
         .collect();
-    let mut bridge = Bridge::start_at(&bin, Some(&workdir), &args, &envs);
+    let mut bridge = Bridge::start_contained(&bin, &workdir, &args, &envs);
     bridge.wait_ready(READY).await;
 
     // The default component is the image's copy, found beside the binary.
@@ -372,12 +533,8 @@ async fn the_image_and_compose_file_run_the_bridge() {
         .iter()
         .map(|a| rewrite(a, root, &exposed, port))
         .collect();
-    let mut probe = Bridge::start_at(
-        &on_path(root, probe_program),
-        Some(&workdir),
-        &probe_args,
-        &envs,
-    );
+    let mut probe =
+        Bridge::start_contained(&on_path(root, probe_program), &workdir, &probe_args, &envs);
     let status = probe.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(0), "healthcheck: {}", probe.log());
 
@@ -387,7 +544,7 @@ async fn the_image_and_compose_file_run_the_bridge() {
         .iter()
         .map(|a| rewrite(a, root, &exposed, port))
         .collect();
-    let mut check = Bridge::start_at(&bin, Some(&workdir), &check_args, &envs);
+    let mut check = Bridge::start_contained(&bin, &workdir, &check_args, &envs);
     let status = check.wait_exit(Duration::from_secs(60)).await;
     assert_eq!(status.code(), Some(0), "check: {}", check.log());
     assert!(
