@@ -141,9 +141,18 @@ pub struct Control {
     topics: Vec<String>,
     clean_session: bool,
     unsubscribing: Arc<AtomicBool>,
+    hand_on: Arc<AtomicBool>,
 }
 
 impl Control {
+    /// Call before a persistent session's stop that will read what the
+    /// reader hands on: it then hands on the QoS 0 messages it holds. A
+    /// stop that reads nothing more (Kafka failed) leaves them counted as
+    /// not bridged instead.
+    pub fn hand_on_held(&self) {
+        self.hand_on.store(true, Ordering::Release);
+    }
+
     /// Stops new messages at the broker. With a clean session we
     /// unsubscribe, so the broker stops sending; with a persistent
     /// session unsubscribing would make the broker forget what it should
@@ -240,12 +249,18 @@ pub struct Reader {
     /// QoS 0, then QoS 1 and 2. Said when the reader ends, as QoS 0 ones
     /// are gone for good.
     not_bridged: [u64; 2],
-    /// A persistent session's stop has handed on what it must.
+    /// A persistent session's stop has handed on what it must (or, with
+    /// `hand_on` unset, found that nobody would read it).
     handed_on: bool,
+    /// Set by [`Control::hand_on_held`].
+    hand_on: Arc<AtomicBool>,
 }
 
 impl Drop for Reader {
     fn drop(&mut self) {
+        for (m, _, _) in std::mem::take(&mut self.waiting) {
+            self.count_not_bridged(m.qos);
+        }
         let [qos0, qos12] = self.not_bridged;
         if qos0 > 0 {
             tracing::warn!(
@@ -444,6 +459,7 @@ pub fn connect(
     let generation = Arc::new(AtomicU64::new(0));
     let unsent = Arc::new(AtomicI64::new(0));
     let unsubscribing = Arc::new(AtomicBool::new(false));
+    let hand_on = Arc::new(AtomicBool::new(false));
     let (state_tx, state_rx) = watch::channel(State::Connecting);
     let reader = Reader {
         events,
@@ -466,6 +482,7 @@ pub fn connect(
         clean_session: settings.clean_session,
         not_bridged: [0; 2],
         handed_on: false,
+        hand_on: hand_on.clone(),
     };
     let acker = Acker {
         client: client.clone(),
@@ -477,6 +494,7 @@ pub fn connect(
         topics: settings.topics.clone(),
         clean_session: settings.clean_session,
         unsubscribing,
+        hand_on,
     };
     Ok((reader, acker, control, state_rx))
 }
@@ -839,6 +857,10 @@ impl Reader {
             return;
         }
         self.handed_on = true;
+        if !self.hand_on.load(Ordering::Acquire) {
+            // Nobody would read them: `forward` counts them as not bridged.
+            return;
+        }
         let waiting = std::mem::take(&mut self.waiting);
         let beyond_window = Arc::new(Semaphore::new(waiting.len()));
         for (message, inner, generation) in waiting {
@@ -877,17 +899,21 @@ impl Reader {
     /// Hands the oldest waiting message to the pipeline with `permit`;
     /// false when the pipeline is gone.
     fn forward(&mut self, permit: OwnedSemaphorePermit) -> bool {
-        let Some((message, inner, generation)) = self.waiting.pop_front() else {
-            return true;
-        };
         if *self.stopping.borrow() {
+            if !self.clean_session && !self.handed_on {
+                // The stop came between the reader's look and this call.
+                drop(permit);
+                self.hand_on_at_stop();
+            }
             // Not acknowledged: a persistent session gets QoS 1 and 2 again.
-            self.count_not_bridged(message.qos);
             for (m, _, _) in std::mem::take(&mut self.waiting) {
                 self.count_not_bridged(m.qos);
             }
             return true;
         }
+        let Some((message, inner, generation)) = self.waiting.pop_front() else {
+            return true;
+        };
         let ack = AckToken {
             generation,
             inner,

@@ -372,6 +372,7 @@ impl Bridge {
                         // QoS 0 messages the reader holds, which it hands on
                         // before it says `HandedOn`. A reader busy with a
                         // connection attempt may not say it soon.
+                        control.hand_on_held();
                         let _ = stop_tx.send(true);
                         handoff_deadline = Some(tokio::time::Instant::now() + HANDOFF_WAIT);
                     }
@@ -384,7 +385,9 @@ impl Bridge {
                 }
                 _ = sleep_until_opt(give_up_at), if give_up_at.is_some() => {
                     unconfirmed = pending.len() + in_transform + rx.len() + unconfirmed_at_stop;
-                    if clean_session && input_open {
+                    // Still in the reader: a clean session's drain, or a
+                    // persistent session's hand-on that has not come.
+                    if input_open {
                         unconfirmed += stats.mqtt_waiting.get() as usize;
                     }
                     if in_transform > 0 {
@@ -416,7 +419,10 @@ impl Bridge {
                     }
                 }
                 _ = sleep_until_opt(handoff_deadline), if draining && input_open && handoff_deadline.is_some() => {
-                    tracing::debug!("the MQTT reader did not hand on in time; QoS 0 messages it holds are not bridged");
+                    tracing::warn!(
+                        "the MQTT reader did not hand on in time (a connection attempt holds it); \
+                         QoS 0 messages it holds are not bridged"
+                    );
                     input_open = false;
                     flush_rx = true;
                 }
@@ -890,8 +896,8 @@ struct Transformed {
 /// Batches with the component, in receive order.
 type InTransform = FuturesOrdered<std::pin::Pin<Box<dyn Future<Output = Transformed> + Send>>>;
 
-/// Payload bytes of one batch, at most (a lone larger message still goes,
-/// alone). The component holds a batch's payloads and its records at once;
+/// Payload bytes after which a batch takes no more messages (so it holds
+/// at most this plus one message; a larger one may go alone). The component holds a batch's payloads and its records at once;
 /// 256 large messages of a backlog would pass `transform.max_memory_mb`,
 /// and the instance replaced for it forgets what it learned (Sparkplug
 /// BIRTHs) although no message was at fault.
