@@ -1435,7 +1435,12 @@ async fn sigterm_mid_stream_then_restart_loses_nothing_with_a_persistent_session
     let extra =
         format!("  client_id: '{p}-bridge'\n  clean_session: false\n  session_expiry: 600\n");
     let yaml = settings(env().mqtt_port, &[format!("{p}/#")], &extra, &dlq);
-    let mut first = start(&yaml, None).await;
+    let port = free_port();
+    let mut first = start(
+        &format!("{yaml}bridge:\n  health_listen: '127.0.0.1:{port}'\n"),
+        None,
+    )
+    .await;
 
     let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
     for i in 0..PER_TOPIC {
@@ -1446,7 +1451,17 @@ async fn sigterm_mid_stream_then_restart_loses_nothing_with_a_persistent_session
                 .await;
         }
         if i == PER_TOPIC / 3 {
-            // Mid-stream: the bridge has messages in every stage.
+            // Mid-stream: the bridge has messages in every stage. Publishing
+            // only queues them in the client: wait for the first to arrive.
+            let deadline = std::time::Instant::now() + ARRIVE;
+            while metric_value(
+                &http_get(port, "/metrics"),
+                "uns_kafka_messages_received_total",
+            ) == 0
+            {
+                assert!(std::time::Instant::now() < deadline, "nothing arrived");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             let status = first.bridge.terminate(Duration::from_secs(60)).await;
             assert_eq!(status.code(), Some(0), "log:\n{}", first.bridge.log());
             assert!(first.bridge.log().contains("uns-kafka stopped"));
