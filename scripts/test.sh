@@ -51,15 +51,15 @@ ensure_wasm_target
 ensure_cargo_component
 
 # Running out of disk mid-build fails in a linker's words, far from the
-# cause: say it first. A fresh build of everything takes about 5 GB; the
+# cause: say it first. A fresh build of everything takes about 4 GB; the
 # incremental caches would add gigabytes for a build that runs once.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 target_dir=${CARGO_TARGET_DIR:-target}
 [[ $target_dir = /* ]] || target_dir=$PWD/$target_dir
 mkdir -p "$target_dir"
-free_gb=$(( $(df -Pk "$target_dir" | awk 'NR == 2 { print $4 }') / 1048576 ))
-if (( free_gb < 8 )); then
-  echo "==> warning: only $free_gb GB free under $target_dir; a fresh build needs about 5 GB and the brokers' data more" >&2
+free_kb=$(df -Pk "$target_dir" 2>/dev/null | awk 'NR == 2 { print $4 }') || true
+if [[ $free_kb =~ ^[0-9]+$ ]] && (( free_kb < 8 * 1048576 )); then
+  echo "==> warning: only $(( free_kb / 1048576 )) GB free under $target_dir; a fresh build needs about 4 GB and the brokers' data more" >&2
 fi
 
 step "cargo fmt --check"

@@ -602,9 +602,15 @@ impl Layers {
         if raw.trim().is_empty() {
             return Ok(());
         }
-        // `null` or `~` asks for the default, whatever the files say.
+        // `null` or `~` asks for the default, whatever the files say;
+        // except a bare `mqtt.tls`, which turns TLS on as in a file (off
+        // would send the password in clear).
         if matches!(raw.trim(), "null" | "~") {
-            self.unset(&path);
+            if path == ["mqtt", "tls"] {
+                self.set(&path, Value::Null, &source);
+            } else {
+                self.unset(&path, &source);
+            }
             return Ok(());
         }
         // As dynaconf does: the text is parsed, so `1883` is a number and
@@ -625,20 +631,40 @@ impl Layers {
         Ok(())
     }
 
-    /// Removes the setting at `path` and where it came from, so that its
-    /// default applies.
-    fn unset(&mut self, path: &[String]) {
-        let mut node = &mut self.root;
-        for part in &path[..path.len() - 1] {
-            match node.get_mut(part.as_str()) {
-                Some(Value::Mapping(m)) => node = m,
-                _ => return,
+    /// Removes the setting at `path` (a librdkafka property under either
+    /// of its names), so that its default applies; `source` is then where
+    /// it came from, for an error about the setting missing.
+    fn unset(&mut self, path: &[String], source: &str) {
+        let last = path[path.len() - 1].as_str();
+        let mut names = vec![last];
+        if path.len() == 3 && path[..2] == ["kafka", "config"] {
+            names.extend(
+                KAFKA_ALIASES
+                    .iter()
+                    .filter_map(|&(a, b)| (a == last).then_some(b).or((b == last).then_some(a))),
+            );
+        }
+        let parent = path[..path.len() - 1].join(".");
+        for name in names {
+            let dotted = if parent.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{parent}.{name}")
+            };
+            self.origin
+                .retain(|k, _| k != &dotted && !k.starts_with(&format!("{dotted}.")));
+            let mut node = Some(&mut self.root);
+            for part in &path[..path.len() - 1] {
+                node = match node.and_then(|n| n.get_mut(part.as_str())) {
+                    Some(Value::Mapping(m)) => Some(m),
+                    _ => None,
+                };
+            }
+            if let Some(node) = node {
+                node.remove(name);
             }
         }
-        node.remove(path[path.len() - 1].as_str());
-        let dotted = path.join(".");
-        self.origin
-            .retain(|k, _| k != &dotted && !k.starts_with(&format!("{dotted}.")));
+        self.origin.insert(path.join("."), source.to_owned());
     }
 
     /// Deep-merges `value` at `path`, recording the origin of every leaf.
@@ -1698,14 +1724,22 @@ mod tests {
             ("UNS_MQTT__PORT", "null"),
             ("UNS_MQTT__PASSWORD", "~"),
             ("UNS_MQTT__USERNAME", "null"),
-            ("UNS_MQTT__TLS", "null"),
-            ("UNS_KAFKA__CONFIG__LINGER_MS", "null"),
+            // Under the other of librdkafka's names.
+            ("UNS_KAFKA__CONFIG__QUEUE_BUFFERING_MAX_MS", "null"),
         ];
         let s = load_str(file, &null).unwrap();
         assert_eq!(s.mqtt.port, 1883);
         assert!(s.mqtt.password.is_none());
-        assert!(s.mqtt.tls.is_none());
+        assert!(s.mqtt.tls.is_some(), "the file's stays");
         assert_eq!(s.kafka.config.get("linger.ms"), None);
+        assert_eq!(s.kafka.config.get("queue.buffering.max.ms"), None);
+
+        // A setting removed and then missing: the variable is to blame.
+        let e = load_str(file, &[("UNS_MQTT__HOST", "null")]).unwrap_err();
+        assert_eq!(
+            (e.file.as_str(), e.key.as_str()),
+            ("environment variable UNS_MQTT__HOST", "mqtt.host")
+        );
     }
 
     #[test]
@@ -1848,13 +1882,6 @@ mod tests {
         let s = load_from(dir.path(), Vec::new(), Mode::Offline).unwrap();
         let tls = s.mqtt.tls.expect("TLS on");
         assert!(tls.ca_certs.is_none() && tls.cert_reqs != Some(false) && !tls.insecure_cert);
-        let s = load_from(
-            dir.path(),
-            vec![("UNS_MQTT__TLS".to_owned(), String::new())],
-            Mode::Offline,
-        )
-        .unwrap();
-        assert!(s.mqtt.tls.is_some(), "from the environment too");
         std::fs::write(
             dir.path().join("settings.yaml"),
             "mqtt:\n  host: broker\nkafka: {config: {bootstrap.servers: k}}\n",
@@ -1862,6 +1889,12 @@ mod tests {
         .unwrap();
         let s = load_from(dir.path(), Vec::new(), Mode::Offline).unwrap();
         assert!(s.mqtt.tls.is_none(), "absent is off");
+        let env = |v: &str| vec![("UNS_MQTT__TLS".to_owned(), v.to_owned())];
+        let s = load_from(dir.path(), env("null"), Mode::Offline).unwrap();
+        assert!(s.mqtt.tls.is_some(), "null from the environment too");
+        // An empty variable (compose's `${VAR}` of an unset one) sets nothing.
+        let s = load_from(dir.path(), env(""), Mode::Offline).unwrap();
+        assert!(s.mqtt.tls.is_none(), "empty sets nothing");
     }
 
     #[test]

@@ -87,6 +87,11 @@ impl Bridge {
         }
         if clear_env {
             command.env_clear();
+            // A library found only through it on this machine (OpenSSL
+            // from a custom prefix) is the machine's, not the image's.
+            if let Some(path) = std::env::var_os("LD_LIBRARY_PATH") {
+                command.env("LD_LIBRARY_PATH", path);
+            }
         }
         let child = command
             .args(args)

@@ -324,7 +324,11 @@ fn the_build_stage_makes_what_the_image_copies_from_it() {
 
 /// The shared libraries the bridge links, and the runtime stage's packages
 /// that hold them: a library no package of the slim image provides stops
-/// the container at start ("error while loading shared libraries").
+/// the container at start ("error while loading shared libraries"). The
+/// binary is this machine's build, so this assumes a host like the build
+/// stage's (Debian 12 with the same `-dev` packages: OpenSSL 3, a system
+/// zlib); on another, a library may be linked statically or by another
+/// name, and the test says which.
 #[test]
 fn the_runtime_stage_installs_the_libraries_the_bridge_links() {
     let text =
