@@ -369,13 +369,25 @@ pub const KAFKA_ALIASES: &[(&str, &str)] = &[
 
 /// `key` of `kafka.config` under either of its names.
 pub fn kafka_property<'a>(config: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
-    config.get(key).map(String::as_str).or_else(|| {
-        KAFKA_ALIASES
-            .iter()
-            .find(|(ours, other)| *ours == key || *other == key)
-            .and_then(|(ours, other)| config.get(*ours).or_else(|| config.get(*other)))
-            .map(String::as_str)
+    config
+        .get(key)
+        .or_else(|| config.get(kafka_alias(key)?))
+        .map(String::as_str)
+}
+
+/// librdkafka's other name for property `key`, if it has one.
+fn kafka_alias(key: &str) -> Option<&'static str> {
+    KAFKA_ALIASES.iter().find_map(|&(ours, other)| {
+        (ours == key)
+            .then_some(other)
+            .or((other == key).then_some(ours))
     })
+}
+
+/// Forgets where `dotted` and everything under it came from.
+fn forget_origins(origin: &mut HashMap<String, String>, dotted: &str) {
+    let under = format!("{dotted}.");
+    origin.retain(|k, _| k != dotted && !k.starts_with(&under));
 }
 
 impl Settings {
@@ -560,8 +572,7 @@ impl Layers {
             if own.unwrap_or(merge) {
                 self.set(&[name], value, file);
             } else {
-                self.origin
-                    .retain(|k, _| k != &name && !k.starts_with(&format!("{name}.")));
+                forget_origins(&mut self.origin, &name);
                 self.root.remove(name.as_str());
                 self.set(&[name], value, file);
             }
@@ -633,34 +644,29 @@ impl Layers {
 
     /// Removes the setting at `path` (a librdkafka property under either
     /// of its names), so that its default applies; `source` is then where
-    /// it came from, for an error about the setting missing.
+    /// it came from, for an error about the setting missing. Environment
+    /// paths have at least two levels.
     fn unset(&mut self, path: &[String], source: &str) {
-        let last = path[path.len() - 1].as_str();
-        let mut names = vec![last];
-        if path.len() == 3 && path[..2] == ["kafka", "config"] {
-            names.extend(
-                KAFKA_ALIASES
-                    .iter()
-                    .filter_map(|&(a, b)| (a == last).then_some(b).or((b == last).then_some(a))),
-            );
+        let Some((last, parents)) = path.split_last() else {
+            return;
+        };
+        let mut names = vec![last.as_str()];
+        if parents == ["kafka", "config"] {
+            names.extend(kafka_alias(last));
         }
-        let parent = path[..path.len() - 1].join(".");
-        for name in names {
-            let dotted = if parent.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{parent}.{name}")
+        let parent = parents.join(".");
+        for name in &names {
+            forget_origins(&mut self.origin, &format!("{parent}.{name}"));
+        }
+        let mut node = Some(&mut self.root);
+        for part in parents {
+            node = match node.and_then(|n| n.get_mut(part.as_str())) {
+                Some(Value::Mapping(m)) => Some(m),
+                _ => None,
             };
-            self.origin
-                .retain(|k, _| k != &dotted && !k.starts_with(&format!("{dotted}.")));
-            let mut node = Some(&mut self.root);
-            for part in &path[..path.len() - 1] {
-                node = match node.and_then(|n| n.get_mut(part.as_str())) {
-                    Some(Value::Mapping(m)) => Some(m),
-                    _ => None,
-                };
-            }
-            if let Some(node) = node {
+        }
+        if let Some(node) = node {
+            for name in names {
                 node.remove(name);
             }
         }
@@ -1730,9 +1736,11 @@ mod tests {
         let s = load_str(file, &null).unwrap();
         assert_eq!(s.mqtt.port, 1883);
         assert!(s.mqtt.password.is_none());
-        assert!(s.mqtt.tls.is_some(), "the file's stays");
+        assert!(
+            s.mqtt.tls.is_some(),
+            "what is beside a removed setting stays"
+        );
         assert_eq!(s.kafka.config.get("linger.ms"), None);
-        assert_eq!(s.kafka.config.get("queue.buffering.max.ms"), None);
 
         // A setting removed and then missing: the variable is to blame.
         let e = load_str(file, &[("UNS_MQTT__HOST", "null")]).unwrap_err();

@@ -217,6 +217,10 @@ pub enum State {
     Disconnected,
 }
 
+/// A received message waiting for a permit: the message, what acknowledges
+/// it, and the connection generation it came on.
+type Held = (MqttMessage, AckInner, u64);
+
 /// The running reader: poll it to completion on a task.
 pub struct Reader {
     events: EventLoop,
@@ -231,8 +235,8 @@ pub struct Reader {
     window: usize,
     /// Set once a clean session's drain has unsubscribed (`Control`).
     unsubscribing: Arc<AtomicBool>,
-    /// Received, waiting for a permit: (message, ack, connection generation).
-    waiting: VecDeque<(MqttMessage, AckInner, u64)>,
+    /// Received, waiting for a permit.
+    waiting: VecDeque<Held>,
     unsent: Arc<AtomicI64>,
     /// Poll even with a full buffer once this many acknowledgements are
     /// unsent (four windows, at least 65,536): each is a message the broker
@@ -258,27 +262,25 @@ pub struct Reader {
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        for (m, _, _) in std::mem::take(&mut self.waiting) {
-            self.count_not_bridged(m.qos);
-        }
+        self.drop_waiting();
         let [qos0, qos12] = self.not_bridged;
         if qos0 > 0 {
             tracing::warn!(
                 qos0,
                 qos12,
-                "stopping: QoS 0 messages received as the stop began were not bridged \
+                "stopping: QoS 0 messages received as the reader ended were not bridged \
                  (no broker delivers QoS 0 again)"
             );
         } else if qos12 > 0 && self.clean_session {
             tracing::warn!(
                 qos12,
-                "stopping: QoS 1/2 messages received as the bridge stopped were not bridged \
+                "stopping: QoS 1/2 messages received as the reader ended were not bridged \
                  (a clean session's broker does not send them again)"
             );
         } else if qos12 > 0 {
             tracing::info!(
                 qos12,
-                "stopping: QoS 1/2 messages received as the stop began were not bridged \
+                "stopping: QoS 1/2 messages received as the reader ended were not bridged \
                  nor acknowledged (a persistent session gets them again)"
             );
         }
@@ -538,7 +540,7 @@ impl Reader {
         let mut unsubscribed = 0;
         let mut announced = false;
         loop {
-            if !self.handed_on && !self.clean_session && *self.stopping.borrow() {
+            if *self.stopping.borrow() {
                 self.hand_on_at_stop();
             }
             // Hand on what the pipeline has room for.
@@ -553,19 +555,20 @@ impl Reader {
             let unsent = self.unsent.load(Ordering::Acquire);
             self.stats.mqtt_acks_unsent.set(unsent.max(0) as u64);
             self.stats.mqtt_waiting.set(self.waiting.len() as u64);
-            // With the buffer full, wait for a permit only: the broker keeps
-            // the rest. With messages waiting and nothing to write, for a
+            // A persistent session's stop, seen where the reader waits.
+            let stop = stop_to_hand_on(
+                self.stopping.clone(),
+                !self.handed_on && !self.clean_session,
+            );
+            // With the buffer full, wait for a permit (or a persistent
+            // session's stop) only: the broker keeps the rest. With
+            // messages waiting and nothing to write, for a
             // permit or a packet, whichever comes first: a QoS 0 message
             // frees its permit without writing anything, so a poll on a
             // quiet connection alone would hold them until the next packet
             // (a keep-alive away). Dropping a pending poll is safe while no
             // acknowledgement is queued: it is waiting to read, or at worst
             // flushing bytes that stay buffered.
-            // A persistent session's stop, seen where the reader waits.
-            let stop = stop_to_hand_on(
-                self.stopping.clone(),
-                !self.handed_on && !self.clean_session,
-            );
             let next = if self.waiting.len() >= WAITING_CAP && unsent < self.unsent_cap {
                 tokio::select! {
                     biased;
@@ -693,9 +696,7 @@ impl Reader {
                         tracing::warn!(broker = %self.addr, error = %reason, retry_in_ms = wait.as_millis() as u64, "cannot connect to MQTT broker; retrying");
                     }
                     if pause(self.stopping.clone(), wait).await {
-                        if !self.clean_session {
-                            self.hand_on_at_stop();
-                        }
+                        self.hand_on_at_stop();
                         return Ok(());
                     }
                     continue;
@@ -753,9 +754,7 @@ impl Reader {
                     let wait = backoff.next();
                     tracing::error!(broker = %self.addr, %reason, "MQTT broker refused the connection; retrying");
                     if pause(self.stopping.clone(), wait).await {
-                        if !self.clean_session {
-                            self.hand_on_at_stop();
-                        }
+                        self.hand_on_at_stop();
                         return Ok(());
                     }
                 }
@@ -851,40 +850,36 @@ impl Reader {
     /// A persistent session's stop. The broker sends QoS 1 and 2 again,
     /// but no broker keeps QoS 0: those received and waiting for room are
     /// handed on now, past the window (by at most the waiting buffer), and
-    /// the pipeline hears `HandedOn` before it stops taking input.
+    /// the pipeline hears `HandedOn` before it stops taking input. Once;
+    /// nothing for a clean session, whose stop drains instead.
     fn hand_on_at_stop(&mut self) {
-        if self.handed_on {
+        if self.handed_on || self.clean_session {
             return;
         }
         self.handed_on = true;
         if !self.hand_on.load(Ordering::Acquire) {
-            // Nobody would read them: `forward` counts them as not bridged.
+            // Nobody would read them: counted as not bridged by `forward`,
+            // or when the reader ends.
             return;
         }
         let waiting = std::mem::take(&mut self.waiting);
         let beyond_window = Arc::new(Semaphore::new(waiting.len()));
-        for (message, inner, generation) in waiting {
-            if message.qos > 0 {
+        for held in waiting {
+            if held.0.qos > 0 {
                 // Not acknowledged: the broker sends it again.
-                self.count_not_bridged(message.qos);
+                self.count_not_bridged(held.0.qos);
                 continue;
             }
             let permit = match self.permits.clone().try_acquire_owned() {
-                Ok(permit) => permit,
-                Err(_) => match beyond_window.clone().try_acquire_owned() {
-                    Ok(permit) => permit,
-                    Err(_) => {
-                        self.count_not_bridged(message.qos);
-                        continue;
-                    }
-                },
+                Ok(permit) => Ok(permit),
+                // One permit per waiting message: never short.
+                Err(_) => beyond_window.clone().try_acquire_owned(),
             };
-            let ack = AckToken {
-                generation,
-                inner,
-                _permit: permit,
+            let Ok(permit) = permit else {
+                self.count_not_bridged(0);
+                continue;
             };
-            if self.tx.send(Inbound { message, ack }).is_err() {
+            if !self.hand(held, permit) {
                 self.count_not_bridged(0);
             }
         }
@@ -896,24 +891,34 @@ impl Reader {
         self.not_bridged[usize::from(qos > 0)] += 1;
     }
 
+    /// Counts what still waits as not bridged, and lets it go.
+    fn drop_waiting(&mut self) {
+        for (m, _, _) in std::mem::take(&mut self.waiting) {
+            self.count_not_bridged(m.qos);
+        }
+    }
+
     /// Hands the oldest waiting message to the pipeline with `permit`;
     /// false when the pipeline is gone.
     fn forward(&mut self, permit: OwnedSemaphorePermit) -> bool {
         if *self.stopping.borrow() {
-            if !self.clean_session && !self.handed_on {
-                // The stop came between the reader's look and this call.
-                drop(permit);
-                self.hand_on_at_stop();
-            }
+            // The stop may have come between the reader's look and this
+            // call: the permit goes back for the hand-on.
+            drop(permit);
+            self.hand_on_at_stop();
             // Not acknowledged: a persistent session gets QoS 1 and 2 again.
-            for (m, _, _) in std::mem::take(&mut self.waiting) {
-                self.count_not_bridged(m.qos);
-            }
+            self.drop_waiting();
             return true;
         }
-        let Some((message, inner, generation)) = self.waiting.pop_front() else {
-            return true;
-        };
+        match self.waiting.pop_front() {
+            Some(held) => self.hand(held, permit),
+            None => true,
+        }
+    }
+
+    /// Sends one received message on with its acknowledgement; false when
+    /// the pipeline is gone.
+    fn hand(&self, (message, inner, generation): Held, permit: OwnedSemaphorePermit) -> bool {
         let ack = AckToken {
             generation,
             inner,

@@ -43,7 +43,7 @@ impl Bridge {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        Self::spawn(&bridge_bin(), None, args, envs, false)
+        Self::spawn(&bridge_bin(), None, args, envs)
     }
 
     /// A container's start: the binary from where the Dockerfile puts it
@@ -60,16 +60,12 @@ impl Bridge {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        Self::spawn(bin, Some(workdir), args, envs, true)
+        Self::spawn(bin, Some(workdir), args, envs)
     }
 
-    fn spawn<I, S>(
-        bin: &Path,
-        cwd: Option<&Path>,
-        args: I,
-        envs: &[(&str, &str)],
-        clear_env: bool,
-    ) -> Bridge
+    /// With a working directory, as a container: nothing of this
+    /// process's environment but `envs`.
+    fn spawn<I, S>(bin: &Path, cwd: Option<&Path>, args: I, envs: &[(&str, &str)]) -> Bridge
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -84,8 +80,6 @@ impl Bridge {
         let mut command = Command::new(bin);
         if let Some(dir) = cwd {
             command.current_dir(dir);
-        }
-        if clear_env {
             command.env_clear();
             // A library found only through it on this machine (OpenSSL
             // from a custom prefix) is the machine's, not the image's.

@@ -1453,15 +1453,10 @@ async fn sigterm_mid_stream_then_restart_loses_nothing_with_a_persistent_session
         if i == PER_TOPIC / 3 {
             // Mid-stream: the bridge has messages in every stage. Publishing
             // only queues them in the client: wait for the first to arrive.
-            let deadline = std::time::Instant::now() + ARRIVE;
-            while metric_value(
-                &http_get(port, "/metrics"),
-                "uns_kafka_messages_received_total",
-            ) == 0
-            {
-                assert!(std::time::Instant::now() < deadline, "nothing arrived");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            metrics_where(port, |m| {
+                metric_value(m, "uns_kafka_messages_received_total") > 0
+            })
+            .await;
             let status = first.bridge.terminate(Duration::from_secs(60)).await;
             assert_eq!(status.code(), Some(0), "log:\n{}", first.bridge.log());
             assert!(first.bridge.log().contains("uns-kafka stopped"));
@@ -1969,10 +1964,15 @@ async fn health_endpoint_and_probe_command() {
 /// `/metrics` once it has every line in `want`: the counters move when a
 /// message is acknowledged, a moment after its records reach Kafka.
 async fn metrics_with(port: u16, want: &[&str]) -> String {
+    metrics_where(port, |m| want.iter().all(|w| m.contains(w))).await
+}
+
+/// `/metrics` once `ready` holds for it.
+async fn metrics_where(port: u16, ready: impl Fn(&str) -> bool) -> String {
     let deadline = std::time::Instant::now() + ARRIVE;
     loop {
         let m = http_get(port, "/metrics");
-        if want.iter().all(|w| m.contains(w)) {
+        if ready(&m) {
             return m;
         }
         assert!(std::time::Instant::now() < deadline, "metrics: {m}");

@@ -20,7 +20,8 @@ const ARRIVE: Duration = Duration::from_secs(60);
 
 /// The final stage of the Dockerfile, as far as running the bridge goes.
 /// RUN (packages, the user, `mkdir`), USER and VOLUME have no counterpart
-/// outside a container, except the directory the test creates itself.
+/// outside a container, except the directory the test creates itself; the
+/// RUN commands are kept for the packages they install.
 #[derive(Default)]
 struct Image {
     copies: Vec<CopyInstruction>,
@@ -30,6 +31,8 @@ struct Image {
     cmd: Vec<String>,
     healthcheck: Vec<String>,
     expose: Vec<String>,
+    /// The RUN instructions' commands.
+    run: Vec<String>,
 }
 
 struct CopyInstruction {
@@ -100,7 +103,8 @@ fn parse_dockerfile(text: &str) -> Image {
                 image.healthcheck = exec_form(cmd.trim());
             }
             "EXPOSE" => image.expose = rest.split_whitespace().map(String::from).collect(),
-            "RUN" | "USER" | "VOLUME" => {}
+            "RUN" => image.run.push(rest.to_string()),
+            "USER" | "VOLUME" => {}
             other => panic!("Dockerfile instruction {other} is not followed by this test: {line}"),
         }
     }
@@ -333,17 +337,8 @@ fn the_build_stage_makes_what_the_image_copies_from_it() {
 fn the_runtime_stage_installs_the_libraries_the_bridge_links() {
     let text =
         std::fs::read_to_string(workspace_root().join("Dockerfile")).expect("read Dockerfile");
-    let mut runtime_run = String::new();
-    for line in logical_lines(&text) {
-        let upper = line.to_ascii_uppercase();
-        if upper.starts_with("FROM ") {
-            runtime_run.clear();
-        } else if upper.starts_with("RUN ") {
-            runtime_run.push_str(&line);
-            runtime_run.push(' ');
-        }
-    }
-    let installed: Vec<&str> = runtime_run.split_whitespace().collect();
+    let runs = parse_dockerfile(&text).run.join(" ");
+    let installed: Vec<&str> = runs.split_whitespace().collect();
     let out = std::process::Command::new("readelf")
         .arg("-d")
         .arg(bridge_bin())
