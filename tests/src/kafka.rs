@@ -2,7 +2,7 @@
 //! produced, and a producer for tests that write to Kafka themselves.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -155,7 +155,9 @@ pub async fn create_topics(names: &[&str], partitions: i32) {
 /// found by polling the cluster's metadata, so ones created later are
 /// picked up within ~500 ms.
 pub struct Consumer {
-    inner: StreamConsumer,
+    /// Replaced by a fresh client when this one reads nothing for
+    /// [`STUCK_AFTER`] (see `collect`).
+    inner: Mutex<Arc<StreamConsumer>>,
     topics: Vec<TopicMatch>,
     assignment: Mutex<Assignment>,
     /// (topic, partition, offset) already returned, so a record is counted
@@ -206,28 +208,50 @@ impl TopicMatch {
 /// How often `collect` looks for new topics and partitions.
 const DISCOVERY_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How long `collect` waits for a record before it starts over with a
+/// fresh client. After Kafka's SIGSTOP/SIGCONT a client made just then has
+/// been seen to fail every metadata request (BrokerTransportFailure) for
+/// 300 s while another process read every record: the test's reader, not
+/// the bridge, was stuck. A fresh client reads from the beginning again;
+/// what was already read is not counted twice (`seen`).
+const STUCK_AFTER: Duration = Duration::from_secs(20);
+
+fn reader_client() -> StreamConsumer {
+    base_config()
+        // librdkafka assigns only within a group's handle; the group is
+        // never joined (nothing subscribes) and nothing is committed.
+        .set("group.id", unique("e2e-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("create Kafka consumer")
+}
+
 impl Consumer {
     /// Reads topic names and/or prefixes (`^prefix.*`). Topics that do not
     /// exist yet are picked up once created.
     pub fn new(topics: &[&str]) -> Consumer {
-        let inner: StreamConsumer = base_config()
-            // librdkafka assigns only within a group's handle; the group is
-            // never joined (nothing subscribes) and nothing is committed.
-            .set("group.id", unique("e2e-reader"))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", "100")
-            .create()
-            .expect("create Kafka consumer");
         let consumer = Consumer {
-            inner,
+            inner: Mutex::new(Arc::new(reader_client())),
             topics: topics.iter().map(|t| TopicMatch::parse(t)).collect(),
             assignment: Mutex::default(),
             seen: Mutex::new(HashSet::new()),
         };
         consumer.discover();
         consumer
+    }
+
+    fn client(&self) -> Arc<StreamConsumer> {
+        self.inner.lock().expect("consumer lock").clone()
+    }
+
+    /// Starts over with a fresh client, every partition assigned again.
+    fn restart(&self) {
+        eprintln!("kafka consumer: nothing read for {STUCK_AFTER:?}; starting a fresh client");
+        *self.inner.lock().expect("consumer lock") = Arc::new(reader_client());
+        *self.assignment.lock().expect("assignment lock") = Assignment::default();
     }
 
     /// Assigns, from the earliest offset, every partition of a matching
@@ -241,7 +265,8 @@ impl Consumer {
             }
         }
         assignment.checked_at = Some(Instant::now());
-        let metadata = match self.inner.fetch_metadata(None, Duration::from_secs(5)) {
+        let client = self.client();
+        let metadata = match client.fetch_metadata(None, Duration::from_secs(5)) {
             Ok(m) => m,
             Err(e) => {
                 eprintln!("kafka consumer: metadata: {e}");
@@ -264,7 +289,7 @@ impl Consumer {
             }
         }
         if new.count() > 0 {
-            self.inner
+            client
                 .incremental_assign(&new)
                 .unwrap_or_else(|e| panic!("assign {new:?}: {e}"));
         }
@@ -275,14 +300,21 @@ impl Consumer {
     pub async fn collect(&self, n: usize, timeout: Duration) -> Vec<Rec> {
         let deadline = Instant::now() + timeout;
         let mut out = Vec::with_capacity(n.min(16_384));
+        let mut read_at = Instant::now();
         while out.len() < n {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 break;
             };
+            if read_at.elapsed() >= STUCK_AFTER {
+                self.restart();
+                read_at = Instant::now();
+            }
             self.discover();
-            match tokio::time::timeout(left.min(DISCOVERY_INTERVAL), self.inner.recv()).await {
+            let client = self.client();
+            match tokio::time::timeout(left.min(DISCOVERY_INTERVAL), client.recv()).await {
                 Err(_) => continue,
                 Ok(Ok(m)) => {
+                    read_at = Instant::now();
                     let id = (m.topic().to_string(), m.partition(), m.offset());
                     if self.seen.lock().expect("seen lock").insert(id) {
                         out.push(Rec::from_message(&m));
