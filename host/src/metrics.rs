@@ -89,6 +89,10 @@ pub struct Stats {
     /// holding them would stop the bridge for good, but counted apart, so
     /// an alert can tell them from what the dead-letter topic holds.
     pub lost: Counter,
+    /// Messages that matched none of `mqtt.topics`: delivered by a
+    /// persistent session for a filter an earlier run subscribed to and this
+    /// one does not (`mqtt::Subscriptions`); acknowledged, not bridged.
+    pub unsubscribed: Counter,
     /// Messages done: in Kafka (or dead-lettered) and acknowledged to MQTT.
     pub acked: Counter,
     /// Kafka records whose delivery Kafka confirmed.
@@ -176,6 +180,11 @@ impl Stats {
                 "uns_kafka_messages_lost_total",
                 "Messages the dead-letter topic refused too (logged; acknowledged without a record)",
                 self.lost.get(),
+            ),
+            (
+                "uns_kafka_messages_unsubscribed_total",
+                "Messages that matched none of mqtt.topics (a persistent session's filter from an earlier run; logged): acknowledged, not bridged",
+                self.unsubscribed.get(),
             ),
             (
                 "uns_kafka_messages_acknowledged_total",

@@ -1122,11 +1122,111 @@ fn transport(settings: &MqttSettings) -> Result<rumqttc::Transport, MqttError> {
     }
 }
 
+/// The filters this run subscribes with. A persistent session also keeps
+/// the subscriptions of earlier runs, and MQTT has no way to list them (nor
+/// to unsubscribe one without its exact filter): a message that matches
+/// none of this run's filters came for a filter the user has taken out of
+/// `mqtt.topics`, and is acknowledged without being bridged.
+#[derive(Debug, Clone)]
+pub struct Subscriptions {
+    /// As matched: without a shared subscription's prefix.
+    filters: Vec<String>,
+}
+
+impl Subscriptions {
+    pub fn new(filters: &[String]) -> Self {
+        Self {
+            filters: filters.iter().map(|f| unshared(f).to_owned()).collect(),
+        }
+    }
+
+    pub fn matches(&self, topic: &str) -> bool {
+        self.filters.iter().any(|f| filter_matches(f, topic))
+    }
+}
+
+/// The filter a shared subscription matches with: MQTT 5's
+/// `$share/<group>/<filter>`, and EMQX's `$queue/<filter>` (one group).
+fn unshared(filter: &str) -> &str {
+    if let Some(rest) = filter.strip_prefix("$share/") {
+        return rest.split_once('/').map_or(rest, |(_group, f)| f);
+    }
+    filter.strip_prefix("$queue/").unwrap_or(filter)
+}
+
+/// MQTT's topic matching (3.1.1 section 4.7, 5.0 section 4.7): `+` is one
+/// level, `#` the rest (and the level above it), and a topic that starts
+/// with `$` is matched only by a filter that names that first level.
+fn filter_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut levels = topic.split('/');
+    for f in filter.split('/') {
+        if f == "#" {
+            return true;
+        }
+        match levels.next() {
+            Some(level) if f == "+" || f == level => {}
+            _ => return false,
+        }
+    }
+    levels.next().is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
+
+    /// The examples of MQTT 5.0 section 4.7, and the shared prefixes.
+    #[test]
+    fn a_topic_matches_the_filters_the_spec_says_it_does() {
+        let yes = [
+            ("sport/tennis/player1/#", "sport/tennis/player1"),
+            ("sport/tennis/player1/#", "sport/tennis/player1/ranking"),
+            (
+                "sport/tennis/player1/#",
+                "sport/tennis/player1/score/wimbledon",
+            ),
+            ("sport/#", "sport"),
+            ("#", "sport/tennis"),
+            ("sport/tennis/+", "sport/tennis/player1"),
+            ("sport/+/player1", "sport/tennis/player1"),
+            ("+/+", "/finance"),
+            ("/+", "/finance"),
+            ("+", "sport"),
+            ("a/+/c", "a//c"),
+            ("$SYS/#", "$SYS/broker/load"),
+            ("$SYS/monitor/+", "$SYS/monitor/Clients"),
+            ("spBv1.0/#", "spBv1.0/G/NDATA/E"),
+            ("$share/g1/plant/#", "plant/line1"),
+            ("$queue/plant/+", "plant/line1"),
+        ];
+        let no = [
+            ("sport/tennis/+", "sport/tennis/player1/ranking"),
+            ("sport/+", "sport"),
+            ("+", "/finance"),
+            ("sport/tennis/player1", "sport/tennis"),
+            ("sport/tennis", "sport/tennis/player1"),
+            ("#", "$SYS/broker"),
+            ("+/monitor/Clients", "$SYS/monitor/Clients"),
+            ("Sport/#", "sport/tennis"),
+            ("$share/g1/plant/#", "other/line1"),
+            ("$share/g1/plant/#", "g1/plant/x"),
+        ];
+        for (filter, topic) in yes {
+            let s = Subscriptions::new(&[filter.to_owned()]);
+            assert!(s.matches(topic), "{filter} should match {topic}");
+        }
+        for (filter, topic) in no {
+            let s = Subscriptions::new(&[filter.to_owned()]);
+            assert!(!s.matches(topic), "{filter} should not match {topic}");
+        }
+        let both = Subscriptions::new(&["a/#".into(), "b/+".into()]);
+        assert!(both.matches("b/1") && both.matches("a") && !both.matches("c/1"));
+    }
 
     /// One MQTT packet: its first byte and its body.
     async fn read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {

@@ -277,6 +277,8 @@ impl Bridge {
         let batch_size = settings.bridge.batch_size;
         let batch_bytes = batch_byte_budget(settings.transform.max_memory_mb);
         let clean_session = settings.mqtt.clean_session;
+        // Only a persistent session can hold filters this run did not ask for.
+        let mut unsubscribed = (!clean_session).then(|| Unsubscribed::new(&settings.mqtt.topics));
         let mut pending = FuturesOrdered::new();
         // Batches with the component, in receive order, and how many
         // messages they hold (unacknowledged, for the count at a deadline).
@@ -530,7 +532,7 @@ impl Bridge {
                         m.message.payload.len()
                     });
                     in_transform += batch.len();
-                    transforming.push_back(transform(batch, &worker, &out));
+                    transforming.push_back(transform(batch, &worker, &out, unsubscribed.as_mut()));
                 }
                 result = &mut reader_task, if reader_result.is_none() => {
                     let result = match result {
@@ -929,19 +931,119 @@ fn fill_batch<T>(
     batch
 }
 
+/// Messages that match none of `mqtt.topics`. Only a persistent session
+/// brings them: it keeps the subscriptions of earlier runs, so a filter
+/// taken out of the settings goes on delivering until the session ends.
+/// They are acknowledged without reaching the component (the user asked
+/// for them no longer), counted, and logged at most once a minute.
+struct Unsubscribed {
+    subscriptions: mqtt::Subscriptions,
+    warned_at: Option<std::time::Instant>,
+    since_warning: u64,
+}
+
+impl Unsubscribed {
+    const WARN_EVERY: Duration = Duration::from_secs(60);
+
+    fn new(filters: &[String]) -> Self {
+        Self {
+            subscriptions: mqtt::Subscriptions::new(filters),
+            warned_at: None,
+            since_warning: 0,
+        }
+    }
+
+    /// Takes the messages no filter of this run matches out of `messages`,
+    /// each with its place in the batch.
+    fn take(
+        &mut self,
+        messages: &mut Vec<MqttMessage>,
+        stats: &Stats,
+    ) -> Vec<(usize, MqttMessage)> {
+        if messages
+            .iter()
+            .all(|m| self.subscriptions.matches(&m.topic))
+        {
+            return Vec::new();
+        }
+        let mut taken = Vec::new();
+        for (i, m) in std::mem::take(messages).into_iter().enumerate() {
+            if self.subscriptions.matches(&m.topic) {
+                messages.push(m);
+                continue;
+            }
+            stats.unsubscribed.add(1);
+            self.since_warning += 1;
+            if self
+                .warned_at
+                .is_none_or(|at| at.elapsed() >= Self::WARN_EVERY)
+            {
+                tracing::warn!(
+                    mqtt_topic = %m.topic,
+                    messages = self.since_warning,
+                    "messages match none of mqtt.topics: the persistent session still holds a \
+                     filter an earlier run subscribed to; they are acknowledged, not bridged \
+                     (run once with mqtt.clean_session: true, or change mqtt.client_id, to end \
+                     that subscription)"
+                );
+                self.warned_at = Some(std::time::Instant::now());
+                self.since_warning = 0;
+            }
+            taken.push((i, m));
+        }
+        taken
+    }
+}
+
+/// Puts the messages [`Unsubscribed::take`] took back in their places,
+/// each with no records (acknowledged like a message the component filters
+/// out). An answer that does not match its batch (the thread died) is
+/// left as it is, for `enqueue` to leave the batch unacknowledged.
+fn put_back(
+    (kept, outcomes): (Vec<MqttMessage>, Vec<TransformOutcome>),
+    taken: Vec<(usize, MqttMessage)>,
+) -> (Vec<MqttMessage>, Vec<TransformOutcome>) {
+    if taken.is_empty() || kept.len() != outcomes.len() {
+        return (kept, outcomes);
+    }
+    let total = kept.len() + taken.len();
+    let (mut messages, mut all) = (Vec::with_capacity(total), Vec::with_capacity(total));
+    let mut kept = kept.into_iter().zip(outcomes);
+    let mut taken = taken.into_iter().peekable();
+    for i in 0..total {
+        if let Some((_, m)) = taken.next_if(|(at, _)| *at == i) {
+            messages.push(m);
+            all.push(Ok(Vec::new()));
+        } else if let Some((m, o)) = kept.next() {
+            messages.push(m);
+            all.push(o);
+        }
+    }
+    (messages, all)
+}
+
 /// Hands a batch to the component thread; the future resolves when it is
 /// transformed.
 fn transform(
     batch: Vec<Inbound>,
     worker: &Worker,
     out: &Arc<Output>,
+    unsubscribed: Option<&mut Unsubscribed>,
 ) -> std::pin::Pin<Box<dyn Future<Output = Transformed> + Send>> {
-    let (messages, tokens): (Vec<MqttMessage>, Vec<AckToken>) =
+    let (mut messages, tokens): (Vec<MqttMessage>, Vec<AckToken>) =
         batch.into_iter().map(|i| (i.message, i.ack)).unzip();
-    let answer = worker.submit(messages);
+    let taken = match unsubscribed {
+        Some(u) => u.take(&mut messages, &out.stats),
+        None => Vec::new(),
+    };
+    let answer = (!messages.is_empty()).then(|| worker.submit(messages));
     let out = out.clone();
     Box::pin(async move {
-        let (messages, outcomes) = answer.await;
+        let answer = match answer {
+            Some(answer) => answer.await,
+            None => Default::default(),
+        };
+        let (messages, outcomes) = put_back(answer, taken);
         Transformed {
             messages,
             outcomes,
@@ -1282,6 +1384,53 @@ mod tests {
         let b = fill_batch(vec![0; 1], &mut rx, 100, 1000, Vec::len);
         assert_eq!(sizes(&b), [1, 10, 1]);
         assert_eq!(batch_byte_budget(128), 16 << 20);
+    }
+
+    /// Messages for a filter this run does not subscribe to skip the
+    /// component and come back in their places with no records, so they
+    /// are acknowledged in receive order.
+    #[test]
+    fn unsubscribed_messages_skip_the_component_and_keep_their_places() {
+        let message = |topic: &str| MqttMessage {
+            topic: topic.into(),
+            payload: Default::default(),
+            qos: 1,
+            retain: false,
+            user_properties: Vec::new(),
+            content_type: None,
+            received_at_ms: 0,
+        };
+        let stats = Stats::default();
+        let mut u = Unsubscribed::new(&["a/#".into()]);
+        let mut batch: Vec<MqttMessage> = ["old/1", "a/1", "old/2", "old/3", "a/2"]
+            .map(message)
+            .into();
+        let taken = u.take(&mut batch, &stats);
+        let topics = |b: &[MqttMessage]| b.iter().map(|m| m.topic.clone()).collect::<Vec<_>>();
+        assert_eq!(topics(&batch), ["a/1", "a/2"]);
+        assert_eq!(taken.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 2, 3]);
+        assert_eq!(stats.unsubscribed.get(), 3);
+        // What the component made of the two it saw: one record each.
+        let record = |t: &str| KafkaRecord {
+            topic: t.into(),
+            ..Default::default()
+        };
+        let outcomes = vec![Ok(vec![record("k1")]), Ok(vec![record("k2")])];
+        let (messages, outcomes) = put_back((batch, outcomes), taken);
+        assert_eq!(topics(&messages), ["old/1", "a/1", "old/2", "old/3", "a/2"]);
+        let records: Vec<usize> = outcomes.iter().map(|o| o.as_ref().unwrap().len()).collect();
+        assert_eq!(records, [0, 1, 0, 0, 1]);
+        // A batch every message of which matches is left alone.
+        let mut batch: Vec<MqttMessage> = ["a/1", "a"].map(message).into();
+        assert!(u.take(&mut batch, &stats).is_empty());
+        assert_eq!(batch.len(), 2);
+        // An answer short of its batch (the thread died) stays short, and
+        // `enqueue` leaves the whole batch unacknowledged.
+        let (messages, outcomes) = put_back(
+            (vec![message("a/1")], Vec::new()),
+            vec![(0, message("old"))],
+        );
+        assert_eq!((messages.len(), outcomes.len()), (1, 0));
     }
 
     #[test]

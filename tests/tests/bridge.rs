@@ -1713,6 +1713,108 @@ async fn a_persistent_session_does_not_bridge_retained_messages_again() {
     }
 }
 
+/// A persistent session keeps the subscriptions of earlier runs, and MQTT
+/// cannot list them: after a filter is taken out of `mqtt.topics`, the
+/// broker goes on delivering what it matched. Those messages are
+/// acknowledged (the broker does not send them again, even to a run that
+/// subscribes to them once more) and not bridged, counted and logged; the
+/// filters still in the settings are bridged as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filter_taken_out_of_a_persistent_session_is_not_bridged() {
+    for version in [MqttVersion::V5, MqttVersion::V311] {
+        let p = unique(if version == MqttVersion::V5 {
+            "stale5"
+        } else {
+            "stale4"
+        });
+        let dlq = format!("{p}-dlq");
+        let (kept_topic, removed_topic) = (format!("{p}_kept"), format!("{p}_gone"));
+        create_topics(&[&kept_topic, &removed_topic, &dlq], 1).await;
+        let consumer = Consumer::new(&[&kept_topic, &removed_topic, &dlq]);
+        let client_id = format!("{p}-bridge");
+        let session = match version {
+            MqttVersion::V5 => {
+                format!(
+                    "  client_id: '{client_id}'\n  clean_session: false\n  session_expiry: 600\n"
+                )
+            }
+            MqttVersion::V311 => {
+                format!("  version: 4\n  client_id: '{client_id}'\n  clean_session: false\n")
+            }
+        };
+        let with = |filters: &[String], port: u16| {
+            format!(
+                "{}bridge:\n  health_listen: '127.0.0.1:{port}'\n",
+                settings(env().mqtt_port, filters, &session, &dlq)
+            )
+        };
+        let both = [format!("{p}/kept"), format!("{p}/gone")];
+        let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+
+        // A run that subscribes to both, then one without `gone`.
+        let mut s = start(&with(&both, free_port()), None).await;
+        let status = s.bridge.terminate(Duration::from_secs(60)).await;
+        assert_eq!(status.code(), Some(0), "log:\n{}", s.bridge.log());
+        let port = free_port();
+        let mut s = start(&with(&both[..1], port), None).await;
+        for topic in [&both[1], &both[0]] {
+            publisher
+                .publish(topic, json!({"topic": topic}).to_string(), 1, false)
+                .await;
+        }
+        publisher.wait_acked(ARRIVE).await;
+        let mut got = consumer.collect(1, ARRIVE).await;
+        let metrics = metrics_with(
+            port,
+            &[
+                "uns_kafka_messages_received_total 2",
+                "uns_kafka_messages_acknowledged_total 2",
+            ],
+        )
+        .await;
+        got.extend(consumer.collect_for(Duration::from_secs(3)).await);
+        let topics: Vec<&str> = got.iter().map(|r| r.topic.as_str()).collect();
+        assert_eq!(
+            topics,
+            [kept_topic.as_str()],
+            "{version:?}: log {}",
+            s.bridge.log_path().display()
+        );
+        assert!(
+            metrics.contains("uns_kafka_messages_unsubscribed_total 1")
+                && metrics.contains("uns_kafka_messages_dead_lettered_total 0"),
+            "{version:?}: {metrics}"
+        );
+        let log = s.bridge.log();
+        assert!(
+            log.contains("messages match none of mqtt.topics") && log.contains(&both[1]),
+            "{version:?}: log:\n{log}"
+        );
+        let status = s.bridge.terminate(Duration::from_secs(60)).await;
+        assert_eq!(status.code(), Some(0), "log:\n{}", s.bridge.log());
+
+        // It was acknowledged: a run that subscribes to `gone` again does
+        // not get it, only what is published from now on.
+        let mut s = start(&with(&both, free_port()), None).await;
+        publisher
+            .publish(&both[1], json!({"after": true}).to_string(), 1, false)
+            .await;
+        let mut after = consumer.collect(1, ARRIVE).await;
+        after.extend(consumer.collect_for(Duration::from_secs(3)).await);
+        let values: Vec<serde_json::Value> = after.iter().map(|r| r.value_json()).collect();
+        assert_eq!(
+            values,
+            [json!({"after": true})],
+            "{version:?}: log {}",
+            s.bridge.log_path().display()
+        );
+        assert_eq!(after[0].topic, removed_topic);
+        publisher.disconnect().await;
+        let status = s.bridge.terminate(Duration::from_secs(60)).await;
+        assert_eq!(status.code(), Some(0), "log:\n{}", s.bridge.log());
+    }
+}
+
 /// SIGHUP reads the settings again and reloads the component: a new
 /// transform ships without a restart or a reconnect, in place of the old
 /// file or under a new name in `transform.component`; a file or settings
