@@ -223,6 +223,12 @@ pub type DeliveryFuture = oneshot::Receiver<OwnedDeliveryResult>;
 #[derive(Clone)]
 pub struct Sink {
     producers: std::sync::Arc<[Out]>,
+    /// A producer that sends each record in a request of its own, made the
+    /// first time a batch comes back too large (`deliver_alone`).
+    alone: Arc<std::sync::OnceLock<Option<Out>>>,
+    /// What `alone` is made from.
+    config: ClientConfig,
+    stats: Arc<Stats>,
     fatal: Arc<watch::Sender<Option<String>>>,
     /// Set when shutdown gives up: a send waiting for room in a full
     /// queue stops waiting, so that SIGTERM's deadline holds even then.
@@ -261,6 +267,26 @@ impl Drop for Topic {
 }
 
 impl Out {
+    fn new(
+        cc: &ClientConfig,
+        stats: &Arc<Stats>,
+        fatal: &Arc<watch::Sender<Option<String>>>,
+    ) -> Result<Self, KafkaSetupError> {
+        let mut context = LogContext::new(stats.clone());
+        context.fatal = fatal.clone();
+        let handle = context.handle.clone();
+        let all_down = context.all_down.clone();
+        let producer: Producer_ = cc
+            .create_with_context(context)
+            .map_err(KafkaSetupError::Config)?;
+        let _ = handle.set(producer.client().native_ptr() as usize);
+        Ok(Out {
+            topics: Mutex::default(),
+            producer,
+            all_down,
+        })
+    }
+
     /// The handle of `name`, made on its first record.
     fn topic(&self, name: &str) -> Result<NonNull<rd::rd_kafka_topic_t>, KafkaError> {
         // A poisoned lock only means another thread panicked while
@@ -379,6 +405,15 @@ pub struct DeliveryError {
 }
 
 impl DeliveryError {
+    /// Kafka refused the batch the record was in as too large: the record
+    /// itself may fit (see [`Sink::deliver_alone`]).
+    pub fn is_too_large(&self) -> bool {
+        matches!(
+            self.error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge)
+        )
+    }
+
     /// Errors no retry can fix: the record itself is wrong for this
     /// cluster. Everything else (timeouts, leaders moving, brokers down) is
     /// retried, because giving up would drop data.
@@ -414,14 +449,10 @@ impl DeliveryError {
                  in kafka.config); a topic created a moment ago must appear within \
                  topic.metadata.propagation.max.ms (30 s by default)",
             ),
-            // The broker checks a topic's max.message.bytes against whole
-            // batches, and librdkafka fails every record of a refused batch
-            // instead of splitting it: small records go with it.
+            // Dead-lettered only once refused alone (`Sink::deliver_alone`).
             RDKafkaErrorCode::MessageSizeTooLarge => Some(
-                "the record, or the batch librdkafka packed it in, is larger than Kafka allows \
-                 (the topic's max.message.bytes, the brokers' message.max.bytes, or \
-                 message.max.bytes in kafka.config); Kafka checks whole batches, so keep \
-                 batch.size in kafka.config (1000000 by default) below the smallest topic limit",
+                "the record alone is larger than Kafka allows (the topic's max.message.bytes, \
+                 the brokers' message.max.bytes, or message.max.bytes in kafka.config)",
             ),
             _ => None,
         }
@@ -573,21 +604,7 @@ impl Sink {
         }
         let fatal = Arc::new(watch::channel(None).0);
         let producers = (0..producers.max(1))
-            .map(|_| {
-                let mut context = LogContext::new(stats.clone());
-                context.fatal = fatal.clone();
-                let handle = context.handle.clone();
-                let all_down = context.all_down.clone();
-                let producer: Producer_ = cc
-                    .create_with_context(context)
-                    .map_err(KafkaSetupError::Config)?;
-                let _ = handle.set(producer.client().native_ptr() as usize);
-                Ok(Out {
-                    topics: Mutex::default(),
-                    producer,
-                    all_down,
-                })
-            })
+            .map(|_| Out::new(&cc, &stats, &fatal))
             .collect::<Result<Vec<Out>, _>>()?;
         let producers: Arc<[Out]> = producers.into();
         if let Some(bootstrap) =
@@ -604,9 +621,29 @@ impl Sink {
         }
         Ok(Self {
             producers,
+            alone: Arc::default(),
+            config: cc,
+            stats,
             fatal,
             abandon: Arc::default(),
         })
+    }
+
+    /// The producer of `deliver_alone`, made on first use; `None` if
+    /// librdkafka would not make it (it made the others from the same
+    /// settings, so that is not expected).
+    fn alone(&self) -> Option<&Out> {
+        self.alone
+            .get_or_init(|| {
+                let mut cc = self.config.clone();
+                cc.set("batch.num.messages", "1").set("linger.ms", "0");
+                Out::new(&cc, &self.stats, &self.fatal)
+                    .inspect_err(|e| {
+                        tracing::error!(error = %e, "cannot make the producer for records refused in a batch");
+                    })
+                    .ok()
+            })
+            .as_ref()
     }
 
     /// From `at` on, sends fail at once with `QueueFull`, room or not (a
@@ -634,7 +671,14 @@ impl Sink {
     /// Waits (without blocking the runtime) while librdkafka's queue is
     /// full, which is back-pressure, not failure.
     pub async fn send(&self, record: &KafkaRecord) -> Result<DeliveryFuture, DeliveryError> {
-        let out = self.out(&record.topic);
+        self.send_on(self.out(&record.topic), record).await
+    }
+
+    async fn send_on(
+        &self,
+        out: &Out,
+        record: &KafkaRecord,
+    ) -> Result<DeliveryFuture, DeliveryError> {
         loop {
             // Past the shutdown deadline nothing new is enqueued, room or
             // not: a record refused for want of room, then a later record
@@ -670,9 +714,31 @@ impl Sink {
     /// Sends and waits, retrying what can be retried until it succeeds or
     /// fails permanently.
     pub async fn deliver(&self, record: &KafkaRecord) -> Result<Confirmed, DeliveryError> {
+        self.deliver_on(self.out(&record.topic), record).await
+    }
+
+    /// [`Sink::deliver`] in a produce request of the record's own. Kafka
+    /// checks a topic's `max.message.bytes` against a whole batch, and
+    /// librdkafka fails every record of a batch the broker refuses as too
+    /// large rather than split it, as Kafka's Java producer does: records
+    /// far below the limit come back too large for their company. Alone,
+    /// only one too large by itself is refused. It lands after records of
+    /// its topic sent since.
+    pub async fn deliver_alone(&self, record: &KafkaRecord) -> Result<Confirmed, DeliveryError> {
+        match self.alone() {
+            Some(out) => self.deliver_on(out, record).await,
+            None => self.deliver(record).await,
+        }
+    }
+
+    async fn deliver_on(
+        &self,
+        out: &Out,
+        record: &KafkaRecord,
+    ) -> Result<Confirmed, DeliveryError> {
         let mut wait = Duration::from_millis(100);
         loop {
-            let result = match self.send(record).await {
+            let result = match self.send_on(out, record).await {
                 Ok(f) => Self::confirm(f).await.map_err(DeliveryError::from),
                 Err(e) => Err(e),
             };
@@ -915,10 +981,14 @@ mod tests {
         assert!(missing
             .remedy()
             .is_some_and(|r| r.contains("does not exist") && r.contains("auto.create.topics")));
-        // A batch over a topic's limit fails small records too.
-        assert!(refused(RDKafkaErrorCode::MessageSizeTooLarge)
+        // Dead-lettered only once refused alone; a batch refused as too
+        // large is tried again one record at a time.
+        let too_large = refused(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert!(too_large.is_too_large() && too_large.is_permanent());
+        assert!(too_large
             .remedy()
-            .is_some_and(|r| r.contains("max.message.bytes") && r.contains("batch.size")));
+            .is_some_and(|r| r.contains("alone") && r.contains("max.message.bytes")));
+        assert!(!missing.is_too_large());
         assert_eq!(refused(RDKafkaErrorCode::InvalidRecord).remedy(), None);
     }
 

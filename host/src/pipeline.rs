@@ -1193,8 +1193,16 @@ fn count_confirmed(stats: &Stats, confirmed: Confirmed, message: &MqttMessage) {
 /// A record Kafka refused: retried until it succeeds unless the refusal is
 /// permanent, in which case the reason is the message's dead-letter reason.
 async fn retry(sink: &Sink, failed: Failed) -> Result<Confirmed, MessageError> {
-    let Failed { error, record, .. } = failed;
-    let retried = if error.is_permanent() {
+    let Failed {
+        error,
+        record,
+        enqueued,
+    } = failed;
+    // Refused by the broker with the batch it was in: tried once alone.
+    // (Refused before it was enqueued, it is too large on its own.)
+    let retried = if enqueued && error.is_too_large() {
+        sink.deliver_alone(&record).await
+    } else if error.is_permanent() {
         Err(error)
     } else {
         sink.deliver(&record).await

@@ -123,11 +123,21 @@ pub fn producer() -> FutureProducer {
 /// Creates topics (one replica each), ignoring ones that already exist, so a
 /// test can subscribe before the bridge produces anything.
 pub async fn create_topics(names: &[&str], partitions: i32) {
+    create_topics_with(names, partitions, &[]).await
+}
+
+/// [`create_topics`] with topic configuration (`max.message.bytes`, ...).
+pub async fn create_topics_with(names: &[&str], partitions: i32, config: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> =
         base_config().create().expect("create Kafka admin client");
     let topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .map(|n| {
+            config.iter().fold(
+                NewTopic::new(n, partitions, TopicReplication::Fixed(1)),
+                |t, (k, v)| t.set(k, v),
+            )
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin

@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use bridge::{run_to_exit, Bridge, Exited};
 pub use config_dir::ConfigDir;
 pub use env::{bridge_bin, brokers, component, env, target_dir, workspace_root, BrokerEnv};
-pub use kafka::{create_topics, producer, Consumer, Rec};
+pub use kafka::{create_topics, create_topics_with, producer, Consumer, Rec};
 pub use mqtt::{publish, MqttClient, MqttConnect, MqttVersion, Publisher, Received, Subscriber};
 
 /// A loopback port nothing listens on now (the OS picks it; the listener

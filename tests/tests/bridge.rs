@@ -362,6 +362,81 @@ async fn bad_json_goes_to_the_dead_letter_topic_with_its_reason() {
     );
 }
 
+/// Kafka checks a topic's `max.message.bytes` against whole batches, and
+/// librdkafka fails every record of a refused batch rather than split it:
+/// records far below the limit, packed together, came back "too large".
+/// Each is produced again alone, and only one too large by itself goes to
+/// the dead-letter topic.
+#[tokio::test(flavor = "multi_thread")]
+async fn small_records_of_a_batch_too_large_for_their_topic_all_arrive() {
+    let p = unique("batchsize");
+    let (dlq, k_small) = (format!("{p}-dlq"), format!("{p}_small"));
+    create_topics(&[&dlq], 1).await;
+    create_topics_with(&[&k_small], 1, &[("max.message.bytes", "4000")]).await;
+    let consumer = Consumer::new(&[&k_small]);
+    let dlq_consumer = Consumer::new(&[&dlq]);
+    // A long linger, so that the burst below is packed into batches.
+    let yaml = settings_with_kafka(
+        env().mqtt_port,
+        &[format!("{p}/#")],
+        "",
+        "    linger.ms: 200\n",
+        &dlq,
+    )
+    .replace("    linger.ms: 5\n", "");
+    let mut s = start(&yaml, None).await;
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    let filler = "x".repeat(500);
+    for i in 0..40 {
+        publisher
+            .publish(
+                &format!("{p}/small"),
+                json!({"seq": i, "filler": filler}).to_string(),
+                1,
+                false,
+            )
+            .await;
+    }
+    // One too large on its own.
+    publisher
+        .publish(
+            &format!("{p}/small"),
+            json!({"seq": 40, "filler": "y".repeat(5000)}).to_string(),
+            1,
+            false,
+        )
+        .await;
+    publisher.wait_acked(ARRIVE).await;
+    let mut got = consumer.collect(40, ARRIVE).await;
+    got.extend(consumer.collect_for(Duration::from_secs(2)).await);
+    let mut seqs: Vec<i64> = got
+        .iter()
+        .map(|r| r.value_json()["seq"].as_i64().unwrap_or(-1))
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (0..40).collect::<Vec<i64>>(),
+        "log {}",
+        s.bridge.log_path().display()
+    );
+    let dead = dlq_consumer.collect(1, ARRIVE).await;
+    let dead_more = dlq_consumer.collect_for(Duration::from_secs(2)).await;
+    assert_eq!(dead.len() + dead_more.len(), 1, "log:\n{}", s.bridge.log());
+    let h = headers(&dead[0]);
+    assert!(h["dlq_reason"].contains("too large"), "{h:?}");
+    assert!(
+        String::from_utf8_lossy(dead[0].value.as_deref().unwrap_or_default())
+            .contains("\"seq\":40"),
+        "{h:?}"
+    );
+    publisher.disconnect().await;
+    assert_eq!(
+        s.bridge.terminate(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+}
+
 /// A record for a topic Kafka does not have, on a cluster that will not
 /// create it, goes to the dead-letter topic once librdkafka stops waiting
 /// for the topic (`topic.metadata.propagation.max.ms`), with a reason that
