@@ -758,7 +758,7 @@ impl Sink {
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         let deadline = std::time::Instant::now() + timeout;
         let mut result = Ok(());
-        for p in self.producers.iter().map(|o| &o.producer) {
+        for p in self.all().map(|o| &o.producer) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if let Err(e) = p.flush(left) {
                 result = Err(e);
@@ -768,10 +768,14 @@ impl Sink {
     }
 
     pub fn in_flight(&self) -> i32 {
+        self.all().map(|o| o.producer.in_flight_count()).sum()
+    }
+
+    /// Every producer, `deliver_alone`'s too once made.
+    fn all(&self) -> impl Iterator<Item = &Out> {
         self.producers
             .iter()
-            .map(|o| o.producer.in_flight_count())
-            .sum()
+            .chain(self.alone.get().and_then(Option::as_ref))
     }
 }
 
