@@ -1255,7 +1255,12 @@ impl Output {
         let reason = &MessageError::new(reason.kind.clone(), clip_reason(&reason.message));
         tracing::warn!(mqtt_topic = %message.topic, kind = %reason.kind, reason = %reason.message, "message dead-lettered to {topic}");
         let mut record = dead_letter_record(topic, message, reason, stage, &self.info);
-        let written = match self.sink.deliver(&record).await {
+        let mut delivered = self.sink.deliver(&record).await;
+        if delivered.as_ref().is_err_and(DeliveryError::is_too_large) {
+            // Perhaps only the batch it was in (`Sink::deliver_alone`).
+            delivered = self.sink.deliver_alone(&record).await;
+        }
+        let written = match delivered {
             Ok(_) => true,
             Err(e) => {
                 // Usually too large for the dead-letter topic as well: keep

@@ -366,12 +366,13 @@ async fn bad_json_goes_to_the_dead_letter_topic_with_its_reason() {
 /// librdkafka fails every record of a refused batch rather than split it:
 /// records far below the limit, packed together, came back "too large".
 /// Each is produced again alone, and only one too large by itself goes to
-/// the dead-letter topic.
+/// the dead-letter topic; dead letters packed together the same way keep
+/// their payloads.
 #[tokio::test(flavor = "multi_thread")]
 async fn small_records_of_a_batch_too_large_for_their_topic_all_arrive() {
     let p = unique("batchsize");
     let (dlq, k_small) = (format!("{p}-dlq"), format!("{p}_small"));
-    create_topics(&[&dlq], 1).await;
+    create_topics_with(&[&dlq], 1, &[("max.message.bytes", "9000")]).await;
     create_topics_with(&[&k_small], 1, &[("max.message.bytes", "4000")]).await;
     let consumer = Consumer::new(&[&k_small]);
     let dlq_consumer = Consumer::new(&[&dlq]);
@@ -406,6 +407,17 @@ async fn small_records_of_a_batch_too_large_for_their_topic_all_arrive() {
             false,
         )
         .await;
+    // Ten that are not JSON: 15 KB of dead letters at once.
+    for i in 0..10 {
+        publisher
+            .publish(
+                &format!("{p}/bad"),
+                format!("{{\"bad\": {i}, {}", "z".repeat(1500)),
+                1,
+                false,
+            )
+            .await;
+    }
     publisher.wait_acked(ARRIVE).await;
     let mut got = consumer.collect(40, ARRIVE).await;
     got.extend(consumer.collect_for(Duration::from_secs(2)).await);
@@ -420,16 +432,24 @@ async fn small_records_of_a_batch_too_large_for_their_topic_all_arrive() {
         "log {}",
         s.bridge.log_path().display()
     );
-    let dead = dlq_consumer.collect(1, ARRIVE).await;
-    let dead_more = dlq_consumer.collect_for(Duration::from_secs(2)).await;
-    assert_eq!(dead.len() + dead_more.len(), 1, "log:\n{}", s.bridge.log());
-    let h = headers(&dead[0]);
-    assert!(h["dlq_reason"].contains("too large"), "{h:?}");
-    assert!(
-        String::from_utf8_lossy(dead[0].value.as_deref().unwrap_or_default())
-            .contains("\"seq\":40"),
-        "{h:?}"
-    );
+    let mut dead = dlq_consumer.collect(11, ARRIVE).await;
+    dead.extend(dlq_consumer.collect_for(Duration::from_secs(2)).await);
+    assert_eq!(dead.len(), 11, "log:\n{}", s.bridge.log());
+    let big: Vec<&Rec> = dead
+        .iter()
+        .filter(|r| headers(r)["mqtt_topic"] == format!("{p}/small"))
+        .collect();
+    assert_eq!(big.len(), 1);
+    assert!(headers(big[0])["dlq_reason"].contains("too large"));
+    for r in &dead {
+        let h = headers(r);
+        let value = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+        assert!(
+            !h.contains_key("dlq_payload_dropped")
+                && (value.contains("\"seq\":40") || value.starts_with("{\"bad\": ")),
+            "{h:?}"
+        );
+    }
     publisher.disconnect().await;
     assert_eq!(
         s.bridge.terminate(Duration::from_secs(30)).await.code(),
