@@ -219,15 +219,20 @@ pub type DeliveryFuture = oneshot::Receiver<OwnedDeliveryResult>;
 ///
 /// Each Kafka topic always goes through the same producer (chosen by a
 /// hash of its name), so idempotence and per-partition order hold as with
-/// one producer, while the producers' requests run side by side.
+/// one producer, while the producers' requests run side by side. The one
+/// exception is a record sent again alone ([`Sink::deliver_alone`]).
 #[derive(Clone)]
 pub struct Sink {
     producers: std::sync::Arc<[Out]>,
     /// A producer that sends each record in a request of its own, made the
     /// first time a batch comes back too large (`deliver_alone`).
-    alone: Arc<std::sync::OnceLock<Option<Out>>>,
-    /// What `alone` is made from.
-    config: ClientConfig,
+    alone: Arc<std::sync::OnceLock<Option<Arc<[Out]>>>>,
+    /// What `alone` is made from, and how it is watched.
+    config: Arc<ClientConfig>,
+    rebootstrap: Option<(String, Duration)>,
+    /// When a record was last sent alone and said so (ms since the Unix
+    /// epoch), to say it at most once a minute.
+    alone_warned_at: Arc<std::sync::atomic::AtomicI64>,
     stats: Arc<Stats>,
     fatal: Arc<watch::Sender<Option<String>>>,
     /// Set when shutdown gives up: a send waiting for room in a full
@@ -405,8 +410,9 @@ pub struct DeliveryError {
 }
 
 impl DeliveryError {
-    /// Kafka refused the batch the record was in as too large: the record
-    /// itself may fit (see [`Sink::deliver_alone`]).
+    /// Too large: refused by librdkafka at once (the record alone is over
+    /// `message.max.bytes`), or by Kafka with the batch it was in, when the
+    /// record itself may fit (see [`Sink::deliver_alone`]).
     pub fn is_too_large(&self) -> bool {
         matches!(
             self.error.rdkafka_error_code(),
@@ -607,22 +613,27 @@ impl Sink {
             .map(|_| Out::new(&cc, &stats, &fatal))
             .collect::<Result<Vec<Out>, _>>()?;
         let producers: Arc<[Out]> = producers.into();
-        if let Some(bootstrap) =
-            crate::config::kafka_property(config, "bootstrap.servers").filter(|b| !b.is_empty())
-        {
-            // A refusing or absent Kafka fails again within the longest
-            // reconnect backoff; give it that and a margin.
-            let backoff_ms = config
-                .get("reconnect.backoff.max.ms")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(10_000);
-            let quiet = Duration::from_millis(backoff_ms) + Duration::from_secs(5);
-            watch_rebootstrap(Arc::downgrade(&producers), bootstrap, quiet);
+        let rebootstrap = crate::config::kafka_property(config, "bootstrap.servers")
+            .filter(|b| !b.is_empty())
+            .map(|bootstrap| {
+                // A refusing or absent Kafka fails again within the
+                // longest reconnect backoff; give it that and a margin.
+                let backoff_ms = config
+                    .get("reconnect.backoff.max.ms")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(10_000);
+                let quiet = Duration::from_millis(backoff_ms) + Duration::from_secs(5);
+                (bootstrap.to_owned(), quiet)
+            });
+        if let Some((bootstrap, quiet)) = &rebootstrap {
+            watch_rebootstrap(Arc::downgrade(&producers), bootstrap, *quiet);
         }
         Ok(Self {
             producers,
             alone: Arc::default(),
-            config: cc,
+            config: Arc::new(cc),
+            rebootstrap,
+            alone_warned_at: Arc::default(),
             stats,
             fatal,
             abandon: Arc::default(),
@@ -635,15 +646,21 @@ impl Sink {
     fn alone(&self) -> Option<&Out> {
         self.alone
             .get_or_init(|| {
-                let mut cc = self.config.clone();
-                cc.set("batch.num.messages", "1").set("linger.ms", "0");
-                Out::new(&cc, &self.stats, &self.fatal)
-                    .inspect_err(|e| {
-                        tracing::error!(error = %e, "cannot make the producer for records refused in a batch");
-                    })
-                    .ok()
+                let mut cc = (*self.config).clone();
+                // The one setting that matters (and it has no second name
+                // that the user's could be under).
+                cc.set("batch.num.messages", "1");
+                let out = Out::new(&cc, &self.stats, &self.fatal).inspect_err(|e| {
+                    tracing::error!(error = %e, "cannot make the producer for records sent alone");
+                });
+                let out: Arc<[Out]> = Arc::new([out.ok()?]);
+                if let Some((bootstrap, quiet)) = &self.rebootstrap {
+                    watch_rebootstrap(Arc::downgrade(&out), bootstrap, *quiet);
+                }
+                Some(out)
             })
             .as_ref()
+            .and_then(|out| out.first())
     }
 
     /// From `at` on, sends fail at once with `QueueFull`, room or not (a
@@ -712,40 +729,72 @@ impl Sink {
     }
 
     /// Sends and waits, retrying what can be retried until it succeeds or
-    /// fails permanently.
+    /// fails permanently; a record Kafka refused with the batch it was in
+    /// as too large is tried again alone ([`Sink::deliver_alone`]).
     pub async fn deliver(&self, record: &KafkaRecord) -> Result<Confirmed, DeliveryError> {
-        self.deliver_on(self.out(&record.topic), record).await
-    }
-
-    /// [`Sink::deliver`] in a produce request of the record's own. Kafka
-    /// checks a topic's `max.message.bytes` against a whole batch, and
-    /// librdkafka fails every record of a batch the broker refuses as too
-    /// large rather than split it, as Kafka's Java producer does: records
-    /// far below the limit come back too large for their company. Alone,
-    /// only one too large by itself is refused. It lands after records of
-    /// its topic sent since.
-    pub async fn deliver_alone(&self, record: &KafkaRecord) -> Result<Confirmed, DeliveryError> {
-        match self.alone() {
-            Some(out) => self.deliver_on(out, record).await,
-            None => self.deliver(record).await,
+        match self.deliver_on(self.out(&record.topic), record).await {
+            Err((e, true)) if e.is_too_large() => self.deliver_alone(record).await,
+            result => result.map_err(|(e, _)| e),
         }
     }
 
+    /// [`Sink::deliver`] in a produce request of the record's own, for a
+    /// record Kafka refused as too large in a batch. Kafka checks a topic's
+    /// `max.message.bytes` against a whole batch, and librdkafka fails
+    /// every record of a batch the broker refuses rather than split it, as
+    /// Kafka's Java producer does: records far below the limit come back
+    /// too large for their company. Alone, only one too large by itself is
+    /// refused. It lands after the records of its topic sent since, and one
+    /// request per record is slow: counted and logged, to be avoided with a
+    /// smaller `batch.size`.
+    pub async fn deliver_alone(&self, record: &KafkaRecord) -> Result<Confirmed, DeliveryError> {
+        self.stats.records_sent_alone.add(1);
+        let now = crate::message::now_ms();
+        let last = self
+            .alone_warned_at
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if now - last >= 60_000
+            && self
+                .alone_warned_at
+                .compare_exchange(
+                    last,
+                    now,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            tracing::warn!(
+                topic = %record.topic,
+                "Kafka refused a batch as too large for its topic: its records are sent again one \
+                 per request, which is slow; keep batch.size in kafka.config below the smallest \
+                 topic's max.message.bytes (logged at most once a minute, counted in \
+                 uns_kafka_records_sent_alone_total)"
+            );
+        }
+        let out = self.alone().unwrap_or_else(|| self.out(&record.topic));
+        self.deliver_on(out, record).await.map_err(|(e, _)| e)
+    }
+
+    /// [`Sink::deliver`] on `out`; a failure says whether Kafka had the
+    /// record (a delivery report) or librdkafka refused it at once.
     async fn deliver_on(
         &self,
         out: &Out,
         record: &KafkaRecord,
-    ) -> Result<Confirmed, DeliveryError> {
+    ) -> Result<Confirmed, (DeliveryError, bool)> {
         let mut wait = Duration::from_millis(100);
         loop {
             let result = match self.send_on(out, record).await {
-                Ok(f) => Self::confirm(f).await.map_err(DeliveryError::from),
-                Err(e) => Err(e),
+                Ok(f) => Self::confirm(f)
+                    .await
+                    .map_err(|u| (DeliveryError::from(u), true)),
+                Err(e) => Err((e, false)),
             };
             match result {
                 Ok(confirmed) => return Ok(confirmed),
-                Err(e) if e.is_permanent() => return Err(e),
-                Err(e) => {
+                Err(e) if e.0.is_permanent() => return Err(e),
+                Err((e, _)) => {
                     tracing::warn!(topic = %record.topic, error = %e, "Kafka delivery failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(10));
@@ -773,9 +822,13 @@ impl Sink {
 
     /// Every producer, `deliver_alone`'s too once made.
     fn all(&self) -> impl Iterator<Item = &Out> {
-        self.producers
-            .iter()
-            .chain(self.alone.get().and_then(Option::as_ref))
+        self.producers.iter().chain(
+            self.alone
+                .get()
+                .into_iter()
+                .flatten()
+                .flat_map(|o| o.iter()),
+        )
     }
 }
 

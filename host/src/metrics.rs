@@ -95,6 +95,9 @@ pub struct Stats {
     pub unsubscribed: Counter,
     /// Messages done: in Kafka (or dead-lettered) and acknowledged to MQTT.
     pub acked: Counter,
+    /// Kafka records sent again in a request of their own after Kafka
+    /// refused the batch they were in as too large (`Sink::deliver_alone`).
+    pub records_sent_alone: Counter,
     /// Kafka records whose delivery Kafka confirmed.
     pub confirmed: Counter,
     /// Of those, confirmed without an offset (see `kafka::Confirmed`).
@@ -200,6 +203,11 @@ impl Stats {
                 "uns_kafka_kafka_errors_total",
                 "Errors librdkafka reported for a producer as a whole (broker unreachable, authentication refused, ...), each logged",
                 self.kafka_errors.get(),
+            ),
+            (
+                "uns_kafka_records_sent_alone_total",
+                "Kafka records sent again one per request after Kafka refused their batch as too large for the topic (logged; keep batch.size below the topic's max.message.bytes)",
+                self.records_sent_alone.get(),
             ),
             (
                 "uns_kafka_records_confirmed_without_offset_total",

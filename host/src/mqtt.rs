@@ -1129,29 +1129,46 @@ fn transport(settings: &MqttSettings) -> Result<rumqttc::Transport, MqttError> {
 /// `mqtt.topics`, and is acknowledged without being bridged.
 #[derive(Debug, Clone)]
 pub struct Subscriptions {
-    /// As matched: without a shared subscription's prefix.
-    filters: Vec<String>,
+    /// Each filter as written and as matched (without a shared
+    /// subscription's prefix); `None` when a filter has a `$` prefix whose
+    /// meaning is the broker's own: then every message counts as
+    /// subscribed, as a wrong guess would drop messages the user asked for.
+    filters: Option<Vec<(String, String)>>,
 }
 
 impl Subscriptions {
     pub fn new(filters: &[String]) -> Self {
-        Self {
-            filters: filters.iter().map(|f| unshared(f).to_owned()).collect(),
-        }
+        let known = |f: &String| !f.starts_with('$') || f == "$SYS" || f.starts_with("$SYS/");
+        let filters = filters
+            .iter()
+            .map(|f| match unshared(f) {
+                Some(inner) => Some((f.clone(), inner.to_owned())),
+                None => known(f).then(|| (f.clone(), f.clone())),
+            })
+            .collect();
+        Self { filters }
     }
 
     pub fn matches(&self, topic: &str) -> bool {
-        self.filters.iter().any(|f| filter_matches(f, topic))
+        let Some(filters) = &self.filters else {
+            return true;
+        };
+        filters
+            .iter()
+            .any(|(raw, inner)| filter_matches(inner, topic) || filter_matches(raw, topic))
     }
 }
 
-/// The filter a shared subscription matches with: MQTT 5's
-/// `$share/<group>/<filter>`, and EMQX's `$queue/<filter>` (one group).
-fn unshared(filter: &str) -> &str {
+/// The filter a shared or exclusive subscription matches with: MQTT 5's
+/// `$share/<group>/<filter>`, and EMQX's `$queue/<filter>` (one group) and
+/// `$exclusive/<filter>`; `None` for any other filter.
+fn unshared(filter: &str) -> Option<&str> {
     if let Some(rest) = filter.strip_prefix("$share/") {
-        return rest.split_once('/').map_or(rest, |(_group, f)| f);
+        return rest.split_once('/').map(|(_group, f)| f);
     }
-    filter.strip_prefix("$queue/").unwrap_or(filter)
+    filter
+        .strip_prefix("$queue/")
+        .or_else(|| filter.strip_prefix("$exclusive/"))
 }
 
 /// MQTT's topic matching (3.1.1 section 4.7, 5.0 section 4.7): `+` is one
@@ -1203,6 +1220,9 @@ mod tests {
             ("spBv1.0/#", "spBv1.0/G/NDATA/E"),
             ("$share/g1/plant/#", "plant/line1"),
             ("$queue/plant/+", "plant/line1"),
+            ("$exclusive/plant/#", "plant/line1"),
+            // A broker without `$queue` takes it as a topic's first level.
+            ("$queue/plant/+", "$queue/plant/line1"),
         ];
         let no = [
             ("sport/tennis/+", "sport/tennis/player1/ranking"),
@@ -1226,6 +1246,12 @@ mod tests {
         }
         let both = Subscriptions::new(&["a/#".into(), "b/+".into()]);
         assert!(both.matches("b/1") && both.matches("a") && !both.matches("c/1"));
+        // A `$` prefix of some broker's own: nothing is taken for stale.
+        let odd = Subscriptions::new(&["a/#".into(), "$vendor/b/#".into()]);
+        assert!(odd.matches("b/1") && odd.matches("c/1"));
+        // `$aws/...` (AWS IoT) is such a prefix too, `$SYS` is not.
+        assert!(Subscriptions::new(&["$aws/things/#".into()]).matches("x"));
+        assert!(!Subscriptions::new(&["$SYS/#".into()]).matches("x"));
     }
 
     /// One MQTT packet: its first byte and its body.

@@ -997,13 +997,14 @@ impl Unsubscribed {
 
 /// Puts the messages [`Unsubscribed::take`] took back in their places,
 /// each with no records (acknowledged like a message the component filters
-/// out). An answer that does not match its batch (the thread died) is
+/// out). An answer short of the `submitted` messages (the thread died) is
 /// left as it is, for `enqueue` to leave the batch unacknowledged.
 fn put_back(
     (kept, outcomes): (Vec<MqttMessage>, Vec<TransformOutcome>),
+    submitted: usize,
     taken: Vec<(usize, MqttMessage)>,
 ) -> (Vec<MqttMessage>, Vec<TransformOutcome>) {
-    if taken.is_empty() || kept.len() != outcomes.len() {
+    if taken.is_empty() || kept.len() != submitted || outcomes.len() != submitted {
         return (kept, outcomes);
     }
     let total = kept.len() + taken.len();
@@ -1036,14 +1037,15 @@ fn transform(
         Some(u) => u.take(&mut messages, &out.stats),
         None => Vec::new(),
     };
-    let answer = (!messages.is_empty()).then(|| worker.submit(messages));
+    let submitted = messages.len();
+    let answer = (submitted > 0).then(|| worker.submit(messages));
     let out = out.clone();
     Box::pin(async move {
         let answer = match answer {
             Some(answer) => answer.await,
             None => Default::default(),
         };
-        let (messages, outcomes) = put_back(answer, taken);
+        let (messages, outcomes) = put_back(answer, submitted, taken);
         Transformed {
             messages,
             outcomes,
@@ -1198,8 +1200,8 @@ async fn retry(sink: &Sink, failed: Failed) -> Result<Confirmed, MessageError> {
         record,
         enqueued,
     } = failed;
-    // Refused by the broker with the batch it was in: tried once alone.
-    // (Refused before it was enqueued, it is too large on its own.)
+    // Refused by Kafka with the batch it was in: tried alone. (Refused
+    // before it was enqueued, it is too large on its own.)
     let retried = if enqueued && error.is_too_large() {
         sink.deliver_alone(&record).await
     } else if error.is_permanent() {
@@ -1255,12 +1257,8 @@ impl Output {
         let reason = &MessageError::new(reason.kind.clone(), clip_reason(&reason.message));
         tracing::warn!(mqtt_topic = %message.topic, kind = %reason.kind, reason = %reason.message, "message dead-lettered to {topic}");
         let mut record = dead_letter_record(topic, message, reason, stage, &self.info);
-        let mut delivered = self.sink.deliver(&record).await;
-        if delivered.as_ref().is_err_and(DeliveryError::is_too_large) {
-            // Perhaps only the batch it was in (`Sink::deliver_alone`).
-            delivered = self.sink.deliver_alone(&record).await;
-        }
-        let written = match delivered {
+        // `deliver` tries a record Kafka refused with its batch alone.
+        let written = match self.sink.deliver(&record).await {
             Ok(_) => true,
             Err(e) => {
                 // Usually too large for the dead-letter topic as well: keep
@@ -1429,7 +1427,7 @@ mod tests {
             ..Default::default()
         };
         let outcomes = vec![Ok(vec![record("k1")]), Ok(vec![record("k2")])];
-        let (messages, outcomes) = put_back((batch, outcomes), taken);
+        let (messages, outcomes) = put_back((batch, outcomes), 2, taken);
         assert_eq!(topics(&messages), ["old/1", "a/1", "old/2", "old/3", "a/2"]);
         let records: Vec<usize> = outcomes.iter().map(|o| o.as_ref().unwrap().len()).collect();
         assert_eq!(records, [0, 1, 0, 0, 1]);
@@ -1439,11 +1437,19 @@ mod tests {
         assert_eq!(batch.len(), 2);
         // An answer short of its batch (the thread died) stays short, and
         // `enqueue` leaves the whole batch unacknowledged.
+        // (Refused at once: the messages come back without outcomes; or
+        // the reply dropped: neither comes back.)
         let (messages, outcomes) = put_back(
             (vec![message("a/1")], Vec::new()),
+            1,
             vec![(0, message("old"))],
         );
         assert_eq!((messages.len(), outcomes.len()), (1, 0));
+        let (messages, outcomes) = put_back(Default::default(), 1, vec![(0, message("old"))]);
+        assert_eq!((messages.len(), outcomes.len()), (0, 0));
+        // A batch every message of which was taken needs no answer.
+        let (messages, outcomes) = put_back(Default::default(), 0, vec![(0, message("old"))]);
+        assert_eq!((messages.len(), outcomes.len()), (1, 1));
     }
 
     #[test]

@@ -377,6 +377,7 @@ async fn small_records_of_a_batch_too_large_for_their_topic_all_arrive() {
     let consumer = Consumer::new(&[&k_small]);
     let dlq_consumer = Consumer::new(&[&dlq]);
     // A long linger, so that the burst below is packed into batches.
+    let port = free_port();
     let yaml = settings_with_kafka(
         env().mqtt_port,
         &[format!("{p}/#")],
@@ -384,7 +385,8 @@ async fn small_records_of_a_batch_too_large_for_their_topic_all_arrive() {
         "    linger.ms: 200\n",
         &dlq,
     )
-    .replace("    linger.ms: 5\n", "");
+    .replace("    linger.ms: 5\n", "")
+        + &format!("bridge:\n  health_listen: '127.0.0.1:{port}'\n");
     let mut s = start(&yaml, None).await;
     let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
     let filler = "x".repeat(500);
@@ -450,6 +452,25 @@ async fn small_records_of_a_batch_too_large_for_their_topic_all_arrive() {
             "{h:?}"
         );
     }
+    let metrics = metrics_with(port, &["uns_kafka_messages_acknowledged_total 51"]).await;
+    assert!(
+        metrics.contains("uns_kafka_messages_dead_lettered_total 11")
+            && metrics.contains("uns_kafka_messages_lost_total 0"),
+        "{metrics}"
+    );
+    // The 40 small records at least went again alone (and some dead
+    // letters with them).
+    assert!(
+        metric_value(&metrics, "uns_kafka_records_sent_alone_total") >= 40,
+        "{metrics}"
+    );
+    assert!(
+        s.bridge
+            .log()
+            .contains("keep batch.size in kafka.config below"),
+        "log:\n{}",
+        s.bridge.log()
+    );
     publisher.disconnect().await;
     assert_eq!(
         s.bridge.terminate(Duration::from_secs(30)).await.code(),
