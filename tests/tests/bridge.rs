@@ -1723,6 +1723,18 @@ async fn sigterm_under_qos0_load_with_a_persistent_session_bridges_all_it_receiv
     );
 }
 
+/// `mqtt:` lines for a persistent session of `version` as `client_id`.
+fn persistent_session(version: MqttVersion, client_id: &str) -> String {
+    match version {
+        MqttVersion::V5 => {
+            format!("  client_id: '{client_id}'\n  clean_session: false\n  session_expiry: 600\n")
+        }
+        MqttVersion::V311 => {
+            format!("  version: 4\n  client_id: '{client_id}'\n  clean_session: false\n")
+        }
+    }
+}
+
 /// A retained message is bridged once. A persistent session keeps the
 /// bridge's subscriptions, so re-subscribing must not have the broker send
 /// the retained messages again: MQTT 5 asks for them on new subscriptions
@@ -1742,16 +1754,7 @@ async fn a_persistent_session_does_not_bridge_retained_messages_again() {
         create_topics(&[&retained_topic, &marker_topic, &dlq], 1).await;
         let consumer = Consumer::new(&[&retained_topic, &marker_topic]);
         let client_id = format!("{p}-bridge");
-        let extra = match version {
-            MqttVersion::V5 => {
-                format!(
-                    "  client_id: '{client_id}'\n  clean_session: false\n  session_expiry: 600\n"
-                )
-            }
-            MqttVersion::V311 => {
-                format!("  version: 4\n  client_id: '{client_id}'\n  clean_session: false\n")
-            }
-        };
+        let extra = persistent_session(version, &client_id);
         let yaml = settings(env().mqtt_port, &[format!("{p}/#")], &extra, &dlq);
         let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
         publisher
@@ -1848,16 +1851,7 @@ async fn a_filter_taken_out_of_a_persistent_session_is_not_bridged() {
         create_topics(&[&kept_topic, &removed_topic, &dlq], 1).await;
         let consumer = Consumer::new(&[&kept_topic, &removed_topic, &dlq]);
         let client_id = format!("{p}-bridge");
-        let session = match version {
-            MqttVersion::V5 => {
-                format!(
-                    "  client_id: '{client_id}'\n  clean_session: false\n  session_expiry: 600\n"
-                )
-            }
-            MqttVersion::V311 => {
-                format!("  version: 4\n  client_id: '{client_id}'\n  clean_session: false\n")
-            }
-        };
+        let session = persistent_session(version, &client_id);
         let with = |filters: &[String], port: u16| {
             format!(
                 "{}bridge:\n  health_listen: '127.0.0.1:{port}'\n",
