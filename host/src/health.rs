@@ -137,15 +137,11 @@ impl Shared {
         let received = self.stats.received.get();
         let acked = self.stats.acked.get();
         let lost = self.stats.lost.get();
-        // Acknowledged without going anywhere: neither delivered nor
-        // waiting. Read last: one taken since `acked` was read makes
-        // `delivered` one short for a moment, never one more.
-        let unsubscribed = self.stats.unsubscribed.get();
         let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
         stalled(
             &mut p,
-            received.saturating_sub(unsubscribed),
-            acked.saturating_sub(unsubscribed),
+            received,
+            acked,
             lost,
             Instant::now(),
             self.stall_timeout,

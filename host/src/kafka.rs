@@ -59,7 +59,7 @@ pub struct LogContext {
     /// When "all brokers are down" was last logged: librdkafka says it again
     /// at every reconnect attempt for as long as Kafka is away or refuses
     /// the bridge, which buried the one line that says why.
-    last_all_down: Mutex<Option<Instant>>,
+    last_all_down: Sparse,
     /// Set once librdkafka reports a fatal error (with idempotence, e.g. a
     /// sequence Kafka can no longer accept): the producer is unusable from
     /// then on, and retrying its records would only stall the bridge.
@@ -70,9 +70,25 @@ pub struct LogContext {
     handle: Arc<std::sync::OnceLock<usize>>,
 }
 
-/// How often "all brokers are down" is logged while it lasts (it is
-/// counted each time).
-const ALL_DOWN_LOG_EVERY: Duration = Duration::from_secs(60);
+/// How often a line that would repeat ("all brokers are down", a record
+/// sent alone) is logged while it lasts (it is counted each time).
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// A log line said at most once every [`LOG_EVERY`].
+#[derive(Debug, Default)]
+struct Sparse(Mutex<Option<Instant>>);
+
+impl Sparse {
+    /// True when the line is due; then not again for [`LOG_EVERY`].
+    fn due(&self) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < LOG_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+}
 
 /// What [`LogContext::error`] does with one error event.
 #[derive(Debug, PartialEq, Eq)]
@@ -92,7 +108,7 @@ impl LogContext {
             all_down: Arc::default(),
             last_error: Mutex::new(None),
             last_fail: Mutex::new(None),
-            last_all_down: Mutex::new(None),
+            last_all_down: Sparse::default(),
             fatal: Arc::new(watch::channel(None).0),
             handle: Arc::default(),
         }
@@ -119,12 +135,11 @@ impl LogContext {
             return Report::Repeat;
         }
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            let mut last = self.last_all_down.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|at| at.elapsed() < ALL_DOWN_LOG_EVERY) {
-                return Report::Count;
-            }
-            *last = Some(Instant::now());
-            return Report::LogAndCount;
+            return if self.last_all_down.due() {
+                Report::LogAndCount
+            } else {
+                Report::Count
+            };
         }
         let last_fail = self.last_fail.lock().unwrap_or_else(|e| e.into_inner());
         match &*last_fail {
@@ -220,19 +235,18 @@ pub type DeliveryFuture = oneshot::Receiver<OwnedDeliveryResult>;
 /// Each Kafka topic always goes through the same producer (chosen by a
 /// hash of its name), so idempotence and per-partition order hold as with
 /// one producer, while the producers' requests run side by side. The one
-/// exception is a record sent again alone ([`Sink::deliver_alone`]).
+/// exception is a record sent again alone ([`Sink::after_refusal`]).
 #[derive(Clone)]
 pub struct Sink {
     producers: std::sync::Arc<[Out]>,
     /// A producer that sends each record in a request of its own, made the
-    /// first time a batch comes back too large (`deliver_alone`).
+    /// first time a batch comes back too large (`after_refusal`).
     alone: Arc<std::sync::OnceLock<Option<Arc<[Out]>>>>,
     /// What `alone` is made from, and how it is watched.
     config: Arc<ClientConfig>,
     rebootstrap: Option<(String, Duration)>,
-    /// When a record was last sent alone and said so (ms since the Unix
-    /// epoch), to say it at most once a minute.
-    alone_warned_at: Arc<std::sync::atomic::AtomicI64>,
+    /// When a record sent alone was last logged.
+    alone_logged: Arc<Sparse>,
     stats: Arc<Stats>,
     fatal: Arc<watch::Sender<Option<String>>>,
     /// Set when shutdown gives up: a send waiting for room in a full
@@ -412,7 +426,7 @@ pub struct DeliveryError {
 impl DeliveryError {
     /// Too large: refused by librdkafka at once (the record alone is over
     /// `message.max.bytes`), or by Kafka with the batch it was in, when the
-    /// record itself may fit (see [`Sink::deliver_alone`]).
+    /// record itself may fit (see [`Sink::after_refusal`]).
     pub fn is_too_large(&self) -> bool {
         matches!(
             self.error.rdkafka_error_code(),
@@ -455,7 +469,7 @@ impl DeliveryError {
                  in kafka.config); a topic created a moment ago must appear within \
                  topic.metadata.propagation.max.ms (30 s by default)",
             ),
-            // Dead-lettered only once refused alone (`Sink::deliver_alone`).
+            // Dead-lettered only once refused alone (`Sink::after_refusal`).
             RDKafkaErrorCode::MessageSizeTooLarge => Some(
                 "the record alone is larger than Kafka allows (the topic's max.message.bytes, \
                  the brokers' message.max.bytes, or message.max.bytes in kafka.config)",
@@ -633,14 +647,14 @@ impl Sink {
             alone: Arc::default(),
             config: Arc::new(cc),
             rebootstrap,
-            alone_warned_at: Arc::default(),
+            alone_logged: Arc::default(),
             stats,
             fatal,
             abandon: Arc::default(),
         })
     }
 
-    /// The producer of `deliver_alone`, made on first use; `None` if
+    /// The producer of records sent alone, made on first use; `None` if
     /// librdkafka would not make it (it made the others from the same
     /// settings, so that is not expected).
     fn alone(&self) -> Option<&Out> {
@@ -729,55 +743,72 @@ impl Sink {
     }
 
     /// Sends and waits, retrying what can be retried until it succeeds or
-    /// fails permanently; a record Kafka refused with the batch it was in
-    /// as too large is tried again alone ([`Sink::deliver_alone`]).
+    /// fails permanently.
     pub async fn deliver(&self, record: &KafkaRecord) -> Result<Confirmed, DeliveryError> {
         match self.deliver_on(self.out(&record.topic), record).await {
-            Err((e, true)) if e.is_too_large() => self.deliver_alone(record).await,
+            Err((error, true)) => self.after_refusal(error, record).await,
             result => result.map_err(|(e, _)| e),
         }
     }
 
-    /// [`Sink::deliver`] in a produce request of the record's own, for a
-    /// record Kafka refused as too large in a batch. Kafka checks a topic's
-    /// `max.message.bytes` against a whole batch, and librdkafka fails
-    /// every record of a batch the broker refuses rather than split it, as
-    /// Kafka's Java producer does: records far below the limit come back
-    /// too large for their company. Alone, only one too large by itself is
-    /// refused. It lands after the records of its topic sent since, and one
-    /// request per record is slow: counted and logged, to be avoided with a
-    /// smaller `batch.size`.
-    pub async fn deliver_alone(&self, record: &KafkaRecord) -> Result<Confirmed, DeliveryError> {
+    /// [`Sink::deliver`] for a record whose delivery failed: what `failed`
+    /// says decides whether it is tried again, and how.
+    pub async fn redeliver(&self, failed: &Failed) -> Result<Confirmed, DeliveryError> {
+        if failed.enqueued {
+            self.after_refusal(failed.error.clone(), &failed.record)
+                .await
+        } else if failed.error.is_permanent() {
+            Err(failed.error.clone())
+        } else {
+            self.deliver(&failed.record).await
+        }
+    }
+
+    /// After Kafka refused `record` (a delivery report): retried unless it
+    /// is for good, and one refused as too large in a batch is tried
+    /// alone. Kafka checks a topic's `max.message.bytes` against the whole
+    /// batch, and librdkafka fails every record of a batch the broker
+    /// refuses rather than split it, as Kafka's Java producer does: records
+    /// far below the limit come back too large for their company. Alone
+    /// (`batch.num.messages` 1), only one too large by itself is refused.
+    /// It lands after the records of its topic sent since, and one request
+    /// per record is slow: counted and logged, to be avoided with a smaller
+    /// `batch.size`.
+    async fn after_refusal(
+        &self,
+        mut error: DeliveryError,
+        record: &KafkaRecord,
+    ) -> Result<Confirmed, DeliveryError> {
+        while !error.is_too_large() {
+            if error.is_permanent() {
+                return Err(error);
+            }
+            // `deliver_on` gives up on permanent errors only.
+            error = match self.deliver_on(self.out(&record.topic), record).await {
+                Ok(confirmed) => return Ok(confirmed),
+                Err((e, true)) => e,
+                Err((e, false)) => return Err(e),
+            };
+        }
+        let out = self.alone().unwrap_or_else(|| self.out(&record.topic));
+        let confirmed = self.deliver_on(out, record).await.map_err(|(e, _)| e)?;
+        // Counted once it went: refused alone too, it was the record.
         self.stats.records_sent_alone.add(1);
-        let now = crate::message::now_ms();
-        let last = self
-            .alone_warned_at
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if now - last >= 60_000
-            && self
-                .alone_warned_at
-                .compare_exchange(
-                    last,
-                    now,
-                    std::sync::atomic::Ordering::Relaxed,
-                    std::sync::atomic::Ordering::Relaxed,
-                )
-                .is_ok()
-        {
+        if self.alone_logged.due() {
             tracing::warn!(
                 topic = %record.topic,
-                "Kafka refused a batch as too large for its topic: its records are sent again one \
-                 per request, which is slow; keep batch.size in kafka.config below the smallest \
-                 topic's max.message.bytes (logged at most once a minute, counted in \
+                "Kafka refused a batch as too large for its topic and took its records one by \
+                 one, which is slow: keep batch.size in kafka.config below the smallest topic's \
+                 max.message.bytes (logged at most once a minute, counted in \
                  uns_kafka_records_sent_alone_total)"
             );
         }
-        let out = self.alone().unwrap_or_else(|| self.out(&record.topic));
-        self.deliver_on(out, record).await.map_err(|(e, _)| e)
+        Ok(confirmed)
     }
 
-    /// [`Sink::deliver`] on `out`; a failure says whether Kafka had the
-    /// record (a delivery report) or librdkafka refused it at once.
+    /// [`Sink::deliver`] on `out`, without what [`Sink::after_refusal`]
+    /// adds; a failure says whether Kafka had the record (a delivery
+    /// report) or librdkafka refused it at once.
     async fn deliver_on(
         &self,
         out: &Out,
@@ -820,7 +851,7 @@ impl Sink {
         self.all().map(|o| o.producer.in_flight_count()).sum()
     }
 
-    /// Every producer, `deliver_alone`'s too once made.
+    /// Every producer, the one for records sent alone too once made.
     fn all(&self) -> impl Iterator<Item = &Out> {
         self.producers.iter().chain(
             self.alone
@@ -1149,8 +1180,8 @@ mod tests {
         assert_eq!(context.report(&down, reason), Report::LogAndCount);
         // Said again at the next attempt: counted, logged once a minute.
         assert_eq!(context.report(&down, "0/1 brokers are down"), Report::Count);
-        if let Some(long_ago) = Instant::now().checked_sub(super::ALL_DOWN_LOG_EVERY) {
-            *context.last_all_down.lock().unwrap() = Some(long_ago);
+        if let Some(long_ago) = Instant::now().checked_sub(super::LOG_EVERY) {
+            *context.last_all_down.0.lock().unwrap() = Some(long_ago);
             assert_eq!(context.report(&down, reason), Report::LogAndCount);
         }
         let refused = "127.0.0.1:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed";

@@ -91,12 +91,13 @@ pub struct Stats {
     pub lost: Counter,
     /// Messages that matched none of `mqtt.topics`: delivered by a
     /// persistent session for a filter an earlier run subscribed to and this
-    /// one does not (`mqtt::Subscriptions`); acknowledged, not bridged.
+    /// one does not, or with a topic the broker rewrote
+    /// (`mqtt::Subscriptions`); dead-lettered, not bridged.
     pub unsubscribed: Counter,
     /// Messages done: in Kafka (or dead-lettered) and acknowledged to MQTT.
     pub acked: Counter,
-    /// Kafka records sent again in a request of their own after Kafka
-    /// refused the batch they were in as too large (`Sink::deliver_alone`).
+    /// Kafka records Kafka took alone after it refused the batch they were
+    /// in as too large (`Sink::after_refusal`).
     pub records_sent_alone: Counter,
     /// Kafka records whose delivery Kafka confirmed.
     pub confirmed: Counter,
@@ -186,12 +187,12 @@ impl Stats {
             ),
             (
                 "uns_kafka_messages_unsubscribed_total",
-                "Messages that matched none of mqtt.topics (a persistent session's filter from an earlier run; logged): acknowledged, not bridged",
+                "Messages that matched none of mqtt.topics (a persistent session's filter from an earlier run, or a topic the broker rewrote): dead-lettered, not bridged",
                 self.unsubscribed.get(),
             ),
             (
                 "uns_kafka_messages_acknowledged_total",
-                "Messages done: in Kafka or the dead-letter topic, and acknowledged to MQTT where QoS and the connection they came on allow",
+                "Messages done: in Kafka, the dead-letter topic or filtered out by the component, and acknowledged to MQTT where QoS and the connection they came on allow",
                 self.acked.get(),
             ),
             (

@@ -1126,36 +1126,37 @@ fn transport(settings: &MqttSettings) -> Result<rumqttc::Transport, MqttError> {
 /// the subscriptions of earlier runs, and MQTT has no way to list them (nor
 /// to unsubscribe one without its exact filter): a message that matches
 /// none of this run's filters came for a filter the user has taken out of
-/// `mqtt.topics`, and is acknowledged without being bridged.
+/// `mqtt.topics` (or a broker rewrote its topic), and is not bridged.
 #[derive(Debug, Clone)]
 pub struct Subscriptions {
-    /// Each filter as written and as matched (without a shared
-    /// subscription's prefix); `None` when a filter has a `$` prefix whose
-    /// meaning is the broker's own: then every message counts as
-    /// subscribed, as a wrong guess would drop messages the user asked for.
-    filters: Option<Vec<(String, String)>>,
+    /// What a topic is matched against: each filter as written, and a
+    /// shared subscription's also without its prefix. `None` when a filter
+    /// has a `$` prefix whose meaning is the broker's own: then every
+    /// message counts as subscribed, as a wrong guess would turn away
+    /// messages the user asked for.
+    patterns: Option<Vec<String>>,
 }
 
 impl Subscriptions {
     pub fn new(filters: &[String]) -> Self {
-        let known = |f: &String| !f.starts_with('$') || f == "$SYS" || f.starts_with("$SYS/");
-        let filters = filters
-            .iter()
-            .map(|f| match unshared(f) {
-                Some(inner) => Some((f.clone(), inner.to_owned())),
-                None => known(f).then(|| (f.clone(), f.clone())),
-            })
-            .collect();
-        Self { filters }
+        let mut patterns = Vec::with_capacity(filters.len());
+        for f in filters {
+            if let Some(inner) = unshared(f) {
+                patterns.push(inner.to_owned());
+            } else if f.starts_with('$') && f != "$SYS" && !f.starts_with("$SYS/") {
+                return Self { patterns: None };
+            }
+            patterns.push(f.clone());
+        }
+        Self {
+            patterns: Some(patterns),
+        }
     }
 
     pub fn matches(&self, topic: &str) -> bool {
-        let Some(filters) = &self.filters else {
-            return true;
-        };
-        filters
-            .iter()
-            .any(|(raw, inner)| filter_matches(inner, topic) || filter_matches(raw, topic))
+        self.patterns
+            .as_ref()
+            .is_none_or(|p| p.iter().any(|f| filter_matches(f, topic)))
     }
 }
 

@@ -278,7 +278,8 @@ impl Bridge {
         let batch_bytes = batch_byte_budget(settings.transform.max_memory_mb);
         let clean_session = settings.mqtt.clean_session;
         // Only a persistent session can hold filters this run did not ask for.
-        let mut unsubscribed = (!clean_session).then(|| Unsubscribed::new(&settings.mqtt.topics));
+        let unsubscribed =
+            (!clean_session).then(|| Arc::new(Unsubscribed::new(&settings.mqtt.topics)));
         let mut pending = FuturesOrdered::new();
         // Batches with the component, in receive order, and how many
         // messages they hold (unacknowledged, for the count at a deadline).
@@ -532,7 +533,7 @@ impl Bridge {
                         m.message.payload.len()
                     });
                     in_transform += batch.len();
-                    transforming.push_back(transform(batch, &worker, &out, unsubscribed.as_mut()));
+                    transforming.push_back(transform(batch, &worker, &out, unsubscribed.as_ref()));
                 }
                 result = &mut reader_task, if reader_result.is_none() => {
                     let result = match result {
@@ -933,33 +934,36 @@ fn fill_batch<T>(
 
 /// Messages that match none of `mqtt.topics`. Only a persistent session
 /// brings them: it keeps the subscriptions of earlier runs, so a filter
-/// taken out of the settings goes on delivering until the session ends.
-/// They are acknowledged without reaching the component (the user asked
-/// for them no longer), counted, and logged at most once a minute.
+/// taken out of the settings goes on delivering until the session ends (or
+/// a broker rewrote the topic, as EMQX's rewrite rules do). They skip the
+/// component and go to the dead-letter topic with the remedy: dropped,
+/// a rewritten topic would be lost without a trace.
 struct Unsubscribed {
     subscriptions: mqtt::Subscriptions,
-    warned_at: Option<std::time::Instant>,
-    since_warning: u64,
+    reason: MessageError,
 }
 
-impl Unsubscribed {
-    const WARN_EVERY: Duration = Duration::from_secs(60);
+/// `dlq_error_kind` of a message that matches none of `mqtt.topics`.
+const UNSUBSCRIBED: &str = "unsubscribed";
 
+impl Unsubscribed {
     fn new(filters: &[String]) -> Self {
         Self {
             subscriptions: mqtt::Subscriptions::new(filters),
-            warned_at: None,
-            since_warning: 0,
+            reason: MessageError::new(
+                UNSUBSCRIBED,
+                format!(
+                    "the topic matches none of mqtt.topics {filters:?}: the persistent session \
+                     still holds a subscription of an earlier run (change mqtt.client_id, or run \
+                     once with mqtt.clean_session: true, to end it), or the broker rewrote the topic"
+                ),
+            ),
         }
     }
 
     /// Takes the messages no filter of this run matches out of `messages`,
     /// each with its place in the batch.
-    fn take(
-        &mut self,
-        messages: &mut Vec<MqttMessage>,
-        stats: &Stats,
-    ) -> Vec<(usize, MqttMessage)> {
+    fn take(&self, messages: &mut Vec<MqttMessage>, stats: &Stats) -> Vec<(usize, MqttMessage)> {
         if messages
             .iter()
             .all(|m| self.subscriptions.matches(&m.topic))
@@ -970,57 +974,33 @@ impl Unsubscribed {
         for (i, m) in std::mem::take(messages).into_iter().enumerate() {
             if self.subscriptions.matches(&m.topic) {
                 messages.push(m);
-                continue;
+            } else {
+                taken.push((i, m));
             }
-            stats.unsubscribed.add(1);
-            self.since_warning += 1;
-            if self
-                .warned_at
-                .is_none_or(|at| at.elapsed() >= Self::WARN_EVERY)
-            {
-                tracing::warn!(
-                    mqtt_topic = %m.topic,
-                    messages = self.since_warning,
-                    "messages match none of mqtt.topics: the persistent session still holds a \
-                     filter an earlier run subscribed to; they are acknowledged, not bridged \
-                     (run once with mqtt.clean_session: true, or change mqtt.client_id, to end \
-                     that subscription)"
-                );
-                self.warned_at = Some(std::time::Instant::now());
-                self.since_warning = 0;
-            }
-            taken.push((i, m));
         }
+        stats.unsubscribed.add(taken.len() as u64);
         taken
     }
-}
 
-/// Puts the messages [`Unsubscribed::take`] took back in their places,
-/// each with no records (acknowledged like a message the component filters
-/// out). An answer short of the `submitted` messages (the thread died) is
-/// left as it is, for `enqueue` to leave the batch unacknowledged.
-fn put_back(
-    (kept, outcomes): (Vec<MqttMessage>, Vec<TransformOutcome>),
-    submitted: usize,
-    taken: Vec<(usize, MqttMessage)>,
-) -> (Vec<MqttMessage>, Vec<TransformOutcome>) {
-    if taken.is_empty() || kept.len() != submitted || outcomes.len() != submitted {
-        return (kept, outcomes);
-    }
-    let total = kept.len() + taken.len();
-    let (mut messages, mut all) = (Vec::with_capacity(total), Vec::with_capacity(total));
-    let mut kept = kept.into_iter().zip(outcomes);
-    let mut taken = taken.into_iter().peekable();
-    for i in 0..total {
-        if let Some((_, m)) = taken.next_if(|(at, _)| *at == i) {
-            messages.push(m);
-            all.push(Ok(Vec::new()));
-        } else if let Some((m, o)) = kept.next() {
-            messages.push(m);
-            all.push(o);
+    /// Puts the messages [`Unsubscribed::take`] took back in their places,
+    /// each with the reason to dead-letter it. An answer short of the
+    /// `submitted` messages (the thread died) is left as it is, for
+    /// `enqueue` to leave the batch unacknowledged.
+    fn put_back(
+        &self,
+        (mut messages, mut outcomes): (Vec<MqttMessage>, Vec<TransformOutcome>),
+        submitted: usize,
+        taken: Vec<(usize, MqttMessage)>,
+    ) -> (Vec<MqttMessage>, Vec<TransformOutcome>) {
+        if messages.len() == submitted && outcomes.len() == submitted {
+            // In ascending order, so each lands where it was.
+            for (at, m) in taken {
+                messages.insert(at, m);
+                outcomes.insert(at, Err(self.reason.clone()));
+            }
         }
+        (messages, outcomes)
     }
-    (messages, all)
 }
 
 /// Hands a batch to the component thread; the future resolves when it is
@@ -1029,7 +1009,7 @@ fn transform(
     batch: Vec<Inbound>,
     worker: &Worker,
     out: &Arc<Output>,
-    unsubscribed: Option<&mut Unsubscribed>,
+    unsubscribed: Option<&Arc<Unsubscribed>>,
 ) -> std::pin::Pin<Box<dyn Future<Output = Transformed> + Send>> {
     let (mut messages, tokens): (Vec<MqttMessage>, Vec<AckToken>) =
         batch.into_iter().map(|i| (i.message, i.ack)).unzip();
@@ -1037,6 +1017,7 @@ fn transform(
         Some(u) => u.take(&mut messages, &out.stats),
         None => Vec::new(),
     };
+    let unsubscribed = (!taken.is_empty()).then(|| unsubscribed.cloned()).flatten();
     let submitted = messages.len();
     let answer = (submitted > 0).then(|| worker.submit(messages));
     let out = out.clone();
@@ -1045,7 +1026,10 @@ fn transform(
             Some(answer) => answer.await,
             None => Default::default(),
         };
-        let (messages, outcomes) = put_back(answer, submitted, taken);
+        let (messages, outcomes) = match unsubscribed {
+            Some(u) => u.put_back(answer, submitted, taken),
+            None => answer,
+        };
         Transformed {
             messages,
             outcomes,
@@ -1110,8 +1094,14 @@ async fn enqueue(transformed: Transformed, pending: &mut Pending) {
             Err(reason) => {
                 let out = out.clone();
                 out.stats.count_component_failure(&reason.kind);
+                // Not the component's: it never saw the message.
+                let stage = if reason.kind == UNSUBSCRIBED {
+                    "receive"
+                } else {
+                    "transform"
+                };
                 pending.push_back(Box::pin(async move {
-                    if out.dead_letter(&message, &reason, "transform").await {
+                    if out.dead_letter(&message, &reason, stage).await {
                         observe_delivery(&out.stats, &message);
                     }
                     Some(token)
@@ -1195,21 +1185,9 @@ fn count_confirmed(stats: &Stats, confirmed: Confirmed, message: &MqttMessage) {
 /// A record Kafka refused: retried until it succeeds unless the refusal is
 /// permanent, in which case the reason is the message's dead-letter reason.
 async fn retry(sink: &Sink, failed: Failed) -> Result<Confirmed, MessageError> {
-    let Failed {
-        error,
-        record,
-        enqueued,
-    } = failed;
-    // Refused by Kafka with the batch it was in: tried alone. (Refused
-    // before it was enqueued, it is too large on its own.)
-    let retried = if enqueued && error.is_too_large() {
-        sink.deliver_alone(&record).await
-    } else if error.is_permanent() {
-        Err(error)
-    } else {
-        sink.deliver(&record).await
-    };
-    retried.map_err(|e| produce_error(&record.topic, &e))
+    sink.redeliver(&failed)
+        .await
+        .map_err(|e| produce_error(&failed.record.topic, &e))
 }
 
 /// Wall-clock, like `received_at_ms` (the component's fallback record
@@ -1398,8 +1376,8 @@ mod tests {
     }
 
     /// Messages for a filter this run does not subscribe to skip the
-    /// component and come back in their places with no records, so they
-    /// are acknowledged in receive order.
+    /// component and come back in their places with the reason to
+    /// dead-letter them, so they are acknowledged in receive order.
     #[test]
     fn unsubscribed_messages_skip_the_component_and_keep_their_places() {
         let message = |topic: &str| MqttMessage {
@@ -1412,7 +1390,7 @@ mod tests {
             received_at_ms: 0,
         };
         let stats = Stats::default();
-        let mut u = Unsubscribed::new(&["a/#".into()]);
+        let u = Unsubscribed::new(&["a/#".into()]);
         let mut batch: Vec<MqttMessage> = ["old/1", "a/1", "old/2", "old/3", "a/2"]
             .map(message)
             .into();
@@ -1427,10 +1405,22 @@ mod tests {
             ..Default::default()
         };
         let outcomes = vec![Ok(vec![record("k1")]), Ok(vec![record("k2")])];
-        let (messages, outcomes) = put_back((batch, outcomes), 2, taken);
+        let (messages, outcomes) = u.put_back((batch, outcomes), 2, taken);
         assert_eq!(topics(&messages), ["old/1", "a/1", "old/2", "old/3", "a/2"]);
-        let records: Vec<usize> = outcomes.iter().map(|o| o.as_ref().unwrap().len()).collect();
-        assert_eq!(records, [0, 1, 0, 0, 1]);
+        let records: Vec<Result<usize, &str>> = outcomes
+            .iter()
+            .map(|o| o.as_ref().map(Vec::len).map_err(|e| e.kind.as_str()))
+            .collect();
+        let gone = Err(UNSUBSCRIBED);
+        assert_eq!(records, [gone, Ok(1), gone, gone, Ok(1)]);
+        let Err(reason) = &outcomes[0] else {
+            unreachable!()
+        };
+        assert!(
+            reason.message.contains(r#"mqtt.topics ["a/#"]"#)
+                && reason.message.contains("mqtt.client_id"),
+            "{reason}"
+        );
         // A batch every message of which matches is left alone.
         let mut batch: Vec<MqttMessage> = ["a/1", "a"].map(message).into();
         assert!(u.take(&mut batch, &stats).is_empty());
@@ -1439,16 +1429,16 @@ mod tests {
         // `enqueue` leaves the whole batch unacknowledged.
         // (Refused at once: the messages come back without outcomes; or
         // the reply dropped: neither comes back.)
-        let (messages, outcomes) = put_back(
+        let (messages, outcomes) = u.put_back(
             (vec![message("a/1")], Vec::new()),
             1,
             vec![(0, message("old"))],
         );
         assert_eq!((messages.len(), outcomes.len()), (1, 0));
-        let (messages, outcomes) = put_back(Default::default(), 1, vec![(0, message("old"))]);
+        let (messages, outcomes) = u.put_back(Default::default(), 1, vec![(0, message("old"))]);
         assert_eq!((messages.len(), outcomes.len()), (0, 0));
         // A batch every message of which was taken needs no answer.
-        let (messages, outcomes) = put_back(Default::default(), 0, vec![(0, message("old"))]);
+        let (messages, outcomes) = u.put_back(Default::default(), 0, vec![(0, message("old"))]);
         assert_eq!((messages.len(), outcomes.len()), (1, 1));
     }
 

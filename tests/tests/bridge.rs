@@ -1834,10 +1834,11 @@ async fn a_persistent_session_does_not_bridge_retained_messages_again() {
 
 /// A persistent session keeps the subscriptions of earlier runs, and MQTT
 /// cannot list them: after a filter is taken out of `mqtt.topics`, the
-/// broker goes on delivering what it matched. Those messages are
+/// broker goes on delivering what it matched. Those messages go to the
+/// dead-letter topic with the remedy, not to their Kafka topic, and are
 /// acknowledged (the broker does not send them again, even to a run that
-/// subscribes to them once more) and not bridged, counted and logged; the
-/// filters still in the settings are bridged as before.
+/// subscribes to them once more); the filters still in the settings are
+/// bridged as before.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_filter_taken_out_of_a_persistent_session_is_not_bridged() {
     for version in [MqttVersion::V5, MqttVersion::V311] {
@@ -1883,22 +1884,33 @@ async fn a_filter_taken_out_of_a_persistent_session_is_not_bridged() {
         )
         .await;
         got.extend(consumer.collect_for(Duration::from_secs(3)).await);
+        got.sort_by(|a, b| a.topic.cmp(&b.topic));
         let topics: Vec<&str> = got.iter().map(|r| r.topic.as_str()).collect();
         assert_eq!(
             topics,
-            [kept_topic.as_str()],
+            [dlq.as_str(), kept_topic.as_str()],
             "{version:?}: log {}",
             s.bridge.log_path().display()
         );
+        let h = headers(&got[0]);
+        assert_eq!(
+            (
+                h["mqtt_topic"].as_str(),
+                h["dlq_error_kind"].as_str(),
+                h["dlq_stage"].as_str()
+            ),
+            (both[1].as_str(), "unsubscribed", "receive")
+        );
+        assert!(
+            h["dlq_reason"].contains("matches none of mqtt.topics")
+                && h["dlq_reason"].contains("mqtt.client_id"),
+            "{h:?}"
+        );
+        assert_eq!(got[0].value_json(), json!({"topic": both[1]}));
         assert!(
             metrics.contains("uns_kafka_messages_unsubscribed_total 1")
-                && metrics.contains("uns_kafka_messages_dead_lettered_total 0"),
+                && metrics.contains("uns_kafka_messages_dead_lettered_total 1"),
             "{version:?}: {metrics}"
-        );
-        let log = s.bridge.log();
-        assert!(
-            log.contains("messages match none of mqtt.topics") && log.contains(&both[1]),
-            "{version:?}: log:\n{log}"
         );
         let status = s.bridge.terminate(Duration::from_secs(60)).await;
         assert_eq!(status.code(), Some(0), "log:\n{}", s.bridge.log());
