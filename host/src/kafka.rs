@@ -20,6 +20,7 @@ use rdkafka::util::IntoOpaque;
 use rdkafka::{ClientContext, Message};
 use tokio::sync::watch;
 
+use crate::logging::Sparse;
 use crate::message::KafkaRecord;
 use crate::metrics::Stats;
 
@@ -68,26 +69,6 @@ pub struct LogContext {
     /// `error` the underlying code of a fatal error, not `_FATAL`, so
     /// whether it was fatal is asked of librdkafka itself.
     handle: Arc<std::sync::OnceLock<usize>>,
-}
-
-/// How often a line that would repeat ("all brokers are down", a record
-/// sent alone) is logged while it lasts (it is counted each time).
-const LOG_EVERY: Duration = Duration::from_secs(60);
-
-/// A log line said at most once every [`LOG_EVERY`].
-#[derive(Debug, Default)]
-struct Sparse(Mutex<Option<Instant>>);
-
-impl Sparse {
-    /// True when the line is due; then not again for [`LOG_EVERY`].
-    fn due(&self) -> bool {
-        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|at| at.elapsed() < LOG_EVERY) {
-            return false;
-        }
-        *last = Some(Instant::now());
-        true
-    }
 }
 
 /// What [`LogContext::error`] does with one error event.
@@ -235,7 +216,7 @@ pub type DeliveryFuture = oneshot::Receiver<OwnedDeliveryResult>;
 /// Each Kafka topic always goes through the same producer (chosen by a
 /// hash of its name), so idempotence and per-partition order hold as with
 /// one producer, while the producers' requests run side by side. The one
-/// exception is a record sent again alone ([`Sink::after_refusal`]).
+/// exception is a record sent again alone (`Sink::after_refusal`).
 #[derive(Clone)]
 pub struct Sink {
     producers: std::sync::Arc<[Out]>,
@@ -426,7 +407,7 @@ pub struct DeliveryError {
 impl DeliveryError {
     /// Too large: refused by librdkafka at once (the record alone is over
     /// `message.max.bytes`), or by Kafka with the batch it was in, when the
-    /// record itself may fit (see [`Sink::after_refusal`]).
+    /// record itself may fit (see `Sink::after_refusal`).
     pub fn is_too_large(&self) -> bool {
         matches!(
             self.error.rdkafka_error_code(),
@@ -743,7 +724,8 @@ impl Sink {
     }
 
     /// Sends and waits, retrying what can be retried until it succeeds or
-    /// fails permanently.
+    /// fails permanently; a record Kafka refused as too large with the
+    /// batch it was in is tried alone (see `after_refusal`).
     pub async fn deliver(&self, record: &KafkaRecord) -> Result<Confirmed, DeliveryError> {
         match self.deliver_on(self.out(&record.topic), record).await {
             Err((error, true)) => self.after_refusal(error, record).await,
@@ -790,7 +772,11 @@ impl Sink {
                 Err((e, false)) => return Err(e),
             };
         }
-        let out = self.alone().unwrap_or_else(|| self.out(&record.topic));
+        let Some(out) = self.alone() else {
+            // Logged when it could not be made: the usual producer it is.
+            let out = self.out(&record.topic);
+            return self.deliver_on(out, record).await.map_err(|(e, _)| e);
+        };
         let confirmed = self.deliver_on(out, record).await.map_err(|(e, _)| e)?;
         // Counted once it went: refused alone too, it was the record.
         self.stats.records_sent_alone.add(1);
@@ -1180,8 +1166,8 @@ mod tests {
         assert_eq!(context.report(&down, reason), Report::LogAndCount);
         // Said again at the next attempt: counted, logged once a minute.
         assert_eq!(context.report(&down, "0/1 brokers are down"), Report::Count);
-        if let Some(long_ago) = Instant::now().checked_sub(super::LOG_EVERY) {
-            *context.last_all_down.0.lock().unwrap() = Some(long_ago);
+        if let Some(long_ago) = Instant::now().checked_sub(crate::logging::LOG_EVERY) {
+            context.last_all_down.set_last(long_ago);
             assert_eq!(context.report(&down, reason), Report::LogAndCount);
         }
         let refused = "127.0.0.1:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed";

@@ -2,6 +2,8 @@
 //! `--log-json` for log shippers. `RUST_LOG` filters as usual.
 
 use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 
@@ -57,5 +59,31 @@ fn env_filter(default: &str) -> (EnvFilter, Option<String>) {
             Ok(filter) => (filter, None),
             Err(e) => (EnvFilter::new(default), Some(format!("{value:?}: {e}"))),
         },
+    }
+}
+
+/// How often a line that would repeat for as long as its cause lasts ("all
+/// brokers are down", records sent alone, messages of an old filter) is
+/// logged; what it reports is counted each time.
+pub const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// A log line said at most once every [`LOG_EVERY`].
+#[derive(Debug, Default)]
+pub struct Sparse(Mutex<Option<Instant>>);
+
+impl Sparse {
+    /// True when the line is due; then not again for [`LOG_EVERY`].
+    pub fn due(&self) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < LOG_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
+    #[cfg(test)]
+    pub fn set_last(&self, at: Instant) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
     }
 }

@@ -1139,12 +1139,13 @@ pub struct Subscriptions {
 
 impl Subscriptions {
     pub fn new(filters: &[String]) -> Self {
+        let brokers_own = |f: &str| f.starts_with('$') && f != "$SYS" && !f.starts_with("$SYS/");
         let mut patterns = Vec::with_capacity(filters.len());
         for f in filters {
-            if let Some(inner) = unshared(f) {
-                patterns.push(inner.to_owned());
-            } else if f.starts_with('$') && f != "$SYS" && !f.starts_with("$SYS/") {
-                return Self { patterns: None };
+            match unshared(f) {
+                Some(inner) if !brokers_own(inner) => patterns.push(inner.to_owned()),
+                None if !brokers_own(f) => {}
+                _ => return Self { patterns: None },
             }
             patterns.push(f.clone());
         }
@@ -1252,6 +1253,8 @@ mod tests {
         assert!(odd.matches("b/1") && odd.matches("c/1"));
         // `$aws/...` (AWS IoT) is such a prefix too, `$SYS` is not.
         assert!(Subscriptions::new(&["$aws/things/#".into()]).matches("x"));
+        assert!(Subscriptions::new(&["$share/g/$aws/things/#".into()]).matches("x"));
+        assert!(Subscriptions::new(&["$share/g".into()]).matches("x"));
         assert!(!Subscriptions::new(&["$SYS/#".into()]).matches("x"));
     }
 

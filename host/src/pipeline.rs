@@ -932,15 +932,17 @@ fn fill_batch<T>(
     batch
 }
 
-/// Messages that match none of `mqtt.topics`. Only a persistent session
-/// brings them: it keeps the subscriptions of earlier runs, so a filter
-/// taken out of the settings goes on delivering until the session ends (or
-/// a broker rewrote the topic, as EMQX's rewrite rules do). They skip the
-/// component and go to the dead-letter topic with the remedy: dropped,
-/// a rewritten topic would be lost without a trace.
+/// Messages that match none of `mqtt.topics`, looked for with a persistent
+/// session only: it keeps the subscriptions of earlier runs, so a filter
+/// taken out of the settings goes on delivering until the session ends.
+/// (A broker that rewrites topics, as EMQX's rewrite rules can, sends them
+/// with any session.) They skip the component and go to the dead-letter
+/// topic with the remedy: dropped, a rewritten topic would be lost without
+/// a trace. Logged once a minute rather than each.
 struct Unsubscribed {
     subscriptions: mqtt::Subscriptions,
     reason: MessageError,
+    logged: crate::logging::Sparse,
 }
 
 /// `dlq_error_kind` of a message that matches none of `mqtt.topics`.
@@ -958,27 +960,28 @@ impl Unsubscribed {
                      once with mqtt.clean_session: true, to end it), or the broker rewrote the topic"
                 ),
             ),
+            logged: Default::default(),
         }
     }
 
     /// Takes the messages no filter of this run matches out of `messages`,
     /// each with its place in the batch.
-    fn take(&self, messages: &mut Vec<MqttMessage>, stats: &Stats) -> Vec<(usize, MqttMessage)> {
-        if messages
+    fn take(&self, messages: &mut Vec<MqttMessage>) -> Vec<(usize, MqttMessage)> {
+        let Some(first) = messages
             .iter()
-            .all(|m| self.subscriptions.matches(&m.topic))
-        {
+            .position(|m| !self.subscriptions.matches(&m.topic))
+        else {
             return Vec::new();
-        }
+        };
         let mut taken = Vec::new();
-        for (i, m) in std::mem::take(messages).into_iter().enumerate() {
-            if self.subscriptions.matches(&m.topic) {
+        for (i, m) in messages.split_off(first).into_iter().enumerate() {
+            // The first of these is the one just found.
+            if i > 0 && self.subscriptions.matches(&m.topic) {
                 messages.push(m);
             } else {
-                taken.push((i, m));
+                taken.push((first + i, m));
             }
         }
-        stats.unsubscribed.add(taken.len() as u64);
         taken
     }
 
@@ -991,8 +994,18 @@ impl Unsubscribed {
         (mut messages, mut outcomes): (Vec<MqttMessage>, Vec<TransformOutcome>),
         submitted: usize,
         taken: Vec<(usize, MqttMessage)>,
+        stats: &Stats,
     ) -> (Vec<MqttMessage>, Vec<TransformOutcome>) {
         if messages.len() == submitted && outcomes.len() == submitted {
+            stats.unsubscribed.add(taken.len() as u64);
+            if let (Some((_, m)), true) = (taken.first(), self.logged.due()) {
+                tracing::warn!(
+                    mqtt_topic = %m.topic,
+                    total = stats.unsubscribed.get(),
+                    "{} (dead-lettered; logged at most once a minute)",
+                    self.reason.message
+                );
+            }
             // In ascending order, so each lands where it was.
             for (at, m) in taken {
                 messages.insert(at, m);
@@ -1014,7 +1027,7 @@ fn transform(
     let (mut messages, tokens): (Vec<MqttMessage>, Vec<AckToken>) =
         batch.into_iter().map(|i| (i.message, i.ack)).unzip();
     let taken = match unsubscribed {
-        Some(u) => u.take(&mut messages, &out.stats),
+        Some(u) => u.take(&mut messages),
         None => Vec::new(),
     };
     let unsubscribed = (!taken.is_empty()).then(|| unsubscribed.cloned()).flatten();
@@ -1027,7 +1040,7 @@ fn transform(
             None => Default::default(),
         };
         let (messages, outcomes) = match unsubscribed {
-            Some(u) => u.put_back(answer, submitted, taken),
+            Some(u) => u.put_back(answer, submitted, taken, &out.stats),
             None => answer,
         };
         Transformed {
@@ -1233,7 +1246,10 @@ impl Output {
     async fn dead_letter(&self, message: &MqttMessage, reason: &MessageError, stage: &str) -> bool {
         let topic = &self.dead_letter_topic;
         let reason = &MessageError::new(reason.kind.clone(), clip_reason(&reason.message));
-        tracing::warn!(mqtt_topic = %message.topic, kind = %reason.kind, reason = %reason.message, "message dead-lettered to {topic}");
+        // Those of an old filter may be every message: `Unsubscribed` logs.
+        if reason.kind != UNSUBSCRIBED {
+            tracing::warn!(mqtt_topic = %message.topic, kind = %reason.kind, reason = %reason.message, "message dead-lettered to {topic}");
+        }
         let mut record = dead_letter_record(topic, message, reason, stage, &self.info);
         // `deliver` tries a record Kafka refused with its batch alone.
         let written = match self.sink.deliver(&record).await {
@@ -1394,18 +1410,18 @@ mod tests {
         let mut batch: Vec<MqttMessage> = ["old/1", "a/1", "old/2", "old/3", "a/2"]
             .map(message)
             .into();
-        let taken = u.take(&mut batch, &stats);
+        let taken = u.take(&mut batch);
         let topics = |b: &[MqttMessage]| b.iter().map(|m| m.topic.clone()).collect::<Vec<_>>();
         assert_eq!(topics(&batch), ["a/1", "a/2"]);
         assert_eq!(taken.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 2, 3]);
-        assert_eq!(stats.unsubscribed.get(), 3);
         // What the component made of the two it saw: one record each.
         let record = |t: &str| KafkaRecord {
             topic: t.into(),
             ..Default::default()
         };
         let outcomes = vec![Ok(vec![record("k1")]), Ok(vec![record("k2")])];
-        let (messages, outcomes) = u.put_back((batch, outcomes), 2, taken);
+        let (messages, outcomes) = u.put_back((batch, outcomes), 2, taken, &stats);
+        assert_eq!(stats.unsubscribed.get(), 3);
         assert_eq!(topics(&messages), ["old/1", "a/1", "old/2", "old/3", "a/2"]);
         let records: Vec<Result<usize, &str>> = outcomes
             .iter()
@@ -1423,7 +1439,7 @@ mod tests {
         );
         // A batch every message of which matches is left alone.
         let mut batch: Vec<MqttMessage> = ["a/1", "a"].map(message).into();
-        assert!(u.take(&mut batch, &stats).is_empty());
+        assert!(u.take(&mut batch).is_empty());
         assert_eq!(batch.len(), 2);
         // An answer short of its batch (the thread died) stays short, and
         // `enqueue` leaves the whole batch unacknowledged.
@@ -1433,13 +1449,25 @@ mod tests {
             (vec![message("a/1")], Vec::new()),
             1,
             vec![(0, message("old"))],
+            &stats,
         );
         assert_eq!((messages.len(), outcomes.len()), (1, 0));
-        let (messages, outcomes) = u.put_back(Default::default(), 1, vec![(0, message("old"))]);
+        let (messages, outcomes) =
+            u.put_back(Default::default(), 1, vec![(0, message("old"))], &stats);
         assert_eq!((messages.len(), outcomes.len()), (0, 0));
+        // Not counted: the broker sends them again.
+        assert_eq!(stats.unsubscribed.get(), 3);
         // A batch every message of which was taken needs no answer.
-        let (messages, outcomes) = u.put_back(Default::default(), 0, vec![(0, message("old"))]);
+        let (messages, outcomes) =
+            u.put_back(Default::default(), 0, vec![(0, message("old"))], &stats);
         assert_eq!((messages.len(), outcomes.len()), (1, 1));
+        // The last one taken goes back last.
+        let mut batch: Vec<MqttMessage> = ["a/1", "old"].map(message).into();
+        let taken = u.take(&mut batch);
+        let outcomes = vec![Ok(Vec::new())];
+        let (messages, outcomes) = u.put_back((batch, outcomes), 1, taken, &stats);
+        assert_eq!(topics(&messages), ["a/1", "old"]);
+        assert!(outcomes[0].is_ok() && outcomes[1].is_err());
     }
 
     #[test]
