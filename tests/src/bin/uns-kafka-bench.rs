@@ -85,6 +85,8 @@ usage: cargo run --release -p uns-kafka-e2e --bin uns-kafka-bench -- [options]
   --timeout SECS        give up on a stage after this long (default 60 + messages/1000)
   --idle SECS           end a stage when nothing arrived for this long after publishing (default 15)
   --keep-topics         do not delete the Kafka topics the run created
+  --persistent          run the bridge with a persistent session (mqtt.clean_session: false), whose
+                        messages it checks against mqtt.topics; a clean one by default
   --warm-up N           records per topic sent through the Kafka baseline and the bridge before the
                         clock starts (default 32: past the first 4 KB of each new partition, where
                         Kafka writes its first index entries, a one-off stall of seconds with 1000
@@ -133,6 +135,7 @@ struct Opts {
     timeout: Duration,
     idle: Duration,
     keep_topics: bool,
+    persistent: bool,
     fetch_wait_ms: u64,
     warm_up: u64,
     publishers: usize,
@@ -189,6 +192,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Opts> {
         timeout: Duration::ZERO,
         idle: Duration::from_secs(15),
         keep_topics: false,
+        persistent: false,
         fetch_wait_ms: 10,
         warm_up: 32,
         publishers: 4,
@@ -202,7 +206,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Opts> {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
-        let takes_value = !matches!(flag.as_str(), "-h" | "--help" | "--keep-topics");
+        let takes_value = !matches!(
+            flag.as_str(),
+            "-h" | "--help" | "--keep-topics" | "--persistent"
+        );
         let value = if takes_value {
             match inline {
                 Some(v) => v,
@@ -266,6 +273,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Opts> {
             "--timeout" => timeout = Some(Duration::from_secs(num(&flag, v)?)),
             "--idle" => o.idle = Duration::from_secs(num(&flag, v)?),
             "--keep-topics" => o.keep_topics = true,
+            "--persistent" => o.persistent = true,
             "--fetch-wait-ms" => o.fetch_wait_ms = num(&flag, v)?,
             "--warm-up" => o.warm_up = num(&flag, v)?,
             "--publishers" => o.publishers = num(&flag, v)?,
@@ -1577,9 +1585,17 @@ async fn stage_bridge(opts: &Opts, created: &mut Vec<String>) -> anyhow::Result<
         kafka_config.insert(k.clone(), v.clone());
     }
     let mut yaml = format!(
-        "mqtt:\n  host: '{}'\n  port: {}\n  topics: ['{}']\n  qos: {}\nkafka:\n  config:\n",
+        "mqtt:\n  host: '{}'\n  port: {}\n  topics: ['{}']\n  qos: {}\n",
         opts.mqtt_host, opts.mqtt_port, workload.filter, opts.qos
     );
+    if opts.persistent {
+        // Gone a minute after the run.
+        let id = std::process::id();
+        yaml.push_str(&format!(
+            "  clean_session: false\n  client_id: 'uns-kafka-bench-{id}'\n  session_expiry: 60\n"
+        ));
+    }
+    yaml.push_str("kafka:\n  config:\n");
     for (k, v) in &kafka_config {
         yaml.push_str(&format!("    {k}: '{v}'\n"));
     }
@@ -1974,6 +1990,7 @@ fn json_line(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult)]
         "batch_size": opts.batch_size,
         "producers": opts.producers,
         "publishers": opts.publishers,
+        "persistent": opts.persistent,
         "warm_up": opts.warm_up,
         "rate": opts.rate,
     })
