@@ -754,8 +754,9 @@ impl Sink {
     /// far below the limit come back too large for their company. Alone
     /// (`batch.num.messages` 1), only one too large by itself is refused.
     /// It lands after the records of its topic sent since, and one request
-    /// per record is slow: counted and logged, to be avoided with a smaller
-    /// `batch.size`.
+    /// per record is slow: each one Kafka takes alone is counted (and
+    /// logged once a minute), to be avoided with a smaller `batch.size`.
+    /// Should the producer for it not be made, the usual one tries again.
     async fn after_refusal(
         &self,
         mut error: DeliveryError,

@@ -187,7 +187,7 @@ impl Stats {
             ),
             (
                 "uns_kafka_messages_unsubscribed_total",
-                "Messages that matched none of mqtt.topics (a persistent session's filter from an earlier run, or a topic the broker rewrote): dead-lettered, not bridged",
+                "Messages that matched none of mqtt.topics, checked with a persistent session only (its filter from an earlier run, or a topic the broker rewrote): dead-lettered, not bridged",
                 self.unsubscribed.get(),
             ),
             (
@@ -207,7 +207,7 @@ impl Stats {
             ),
             (
                 "uns_kafka_records_sent_alone_total",
-                "Kafka records sent again one per request after Kafka refused their batch as too large for the topic (logged; keep batch.size below the topic's max.message.bytes)",
+                "Kafka records Kafka took one per request after it refused their batch as too large for the topic (logged; keep batch.size below the topic's max.message.bytes)",
                 self.records_sent_alone.get(),
             ),
             (

@@ -1131,7 +1131,8 @@ fn transport(settings: &MqttSettings) -> Result<rumqttc::Transport, MqttError> {
 pub struct Subscriptions {
     /// What a topic is matched against: each filter as written, and a
     /// shared subscription's also without its prefix. `None` when a filter
-    /// has a `$` prefix whose meaning is the broker's own: then every
+    /// (or a shared one's inner filter) has a `$` prefix whose meaning is
+    /// the broker's own: then every
     /// message counts as subscribed, as a wrong guess would turn away
     /// messages the user asked for.
     patterns: Option<Vec<String>>,

@@ -936,7 +936,8 @@ fn fill_batch<T>(
 /// session only: it keeps the subscriptions of earlier runs, so a filter
 /// taken out of the settings goes on delivering until the session ends.
 /// (A broker that rewrites topics, as EMQX's rewrite rules can, sends them
-/// with any session.) They skip the component and go to the dead-letter
+/// with any session; with a clean one they are not looked for, and are
+/// bridged.) They skip the component and go to the dead-letter
 /// topic with the remedy: dropped, a rewritten topic would be lost without
 /// a trace. Logged once a minute rather than each.
 struct Unsubscribed {
@@ -998,9 +999,9 @@ impl Unsubscribed {
     ) -> (Vec<MqttMessage>, Vec<TransformOutcome>) {
         if messages.len() == submitted && outcomes.len() == submitted {
             stats.unsubscribed.add(taken.len() as u64);
-            if let (Some((_, m)), true) = (taken.first(), self.logged.due()) {
+            if !taken.is_empty() && self.logged.due() {
                 tracing::warn!(
-                    mqtt_topic = %m.topic,
+                    mqtt_topic = %taken[0].1.topic,
                     total = stats.unsubscribed.get(),
                     "{} (dead-lettered; logged at most once a minute)",
                     self.reason.message
@@ -1461,6 +1462,15 @@ mod tests {
         let (messages, outcomes) =
             u.put_back(Default::default(), 0, vec![(0, message("old"))], &stats);
         assert_eq!((messages.len(), outcomes.len()), (1, 1));
+        // All taken, and one in the middle.
+        let mut batch: Vec<MqttMessage> = ["old/1", "old/2"].map(message).into();
+        let taken = u.take(&mut batch);
+        assert!(batch.is_empty());
+        assert_eq!(taken.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1]);
+        let mut batch: Vec<MqttMessage> = ["a/1", "old", "a/2"].map(message).into();
+        let taken = u.take(&mut batch);
+        assert_eq!(topics(&batch), ["a/1", "a/2"]);
+        assert_eq!(taken.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [1]);
         // The last one taken goes back last.
         let mut batch: Vec<MqttMessage> = ["a/1", "old"].map(message).into();
         let taken = u.take(&mut batch);

@@ -217,6 +217,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Opts> {
                     .next()
                     .ok_or_else(|| anyhow!("{flag} needs a value (see --help)"))?,
             }
+        } else if inline.is_some() {
+            bail!("{flag} takes no value (see --help)");
         } else {
             String::new()
         };
@@ -1820,7 +1822,7 @@ fn print_table(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult
         opts.partitions
     );
     println!(
-        "mqtt {}:{}  kafka {}  bridge {}  max_in_flight {}  batch_size {}  producers {}  publishers {}  warm-up {}{}",
+        "mqtt {}:{}  kafka {}  bridge {}  max_in_flight {}  batch_size {}  producers {}  publishers {}  warm-up {}{}{}",
         opts.mqtt_host,
         opts.mqtt_port,
         opts.kafka,
@@ -1835,6 +1837,11 @@ fn print_table(opts: &Opts, payload_bytes: usize, results: &[(Stage, StageResult
             format!("  rate {} msg/s", opts.rate)
         } else {
             String::new()
+        },
+        if opts.persistent {
+            "  persistent session"
+        } else {
+            ""
         }
     );
     println!();
