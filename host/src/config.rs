@@ -238,6 +238,10 @@ pub struct BridgeSettings {
     /// slow the bridge stops reading from MQTT at this point.
     #[serde(default = "defaults::max_in_flight")]
     pub max_in_flight: usize,
+    /// Most payload megabytes received but not yet acknowledged: the
+    /// message bound alone lets 20,000 one-megabyte messages take 20 GB.
+    #[serde(default = "defaults::max_in_flight_mb")]
+    pub max_in_flight_mb: u64,
     /// `host:port` for `/health` and `/metrics`; off when absent.
     #[serde(default)]
     pub health_listen: Option<SocketAddr>,
@@ -254,6 +258,13 @@ pub struct BridgeSettings {
 /// A secret: never printed, not even by `{:?}`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl BridgeSettings {
+    /// `max_in_flight_mb` in bytes.
+    pub fn max_in_flight_bytes(&self) -> usize {
+        usize::try_from(self.max_in_flight_mb << 20).unwrap_or(usize::MAX)
+    }
+}
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
@@ -309,6 +320,9 @@ mod defaults {
     }
     pub fn max_in_flight() -> usize {
         20_000
+    }
+    pub fn max_in_flight_mb() -> u64 {
+        64
     }
     pub fn shutdown_timeout_ms() -> u64 {
         10_000
@@ -1045,6 +1059,12 @@ impl Layers {
                 format!("must be 1..=65535, got {}", bridge.max_in_flight),
             ));
         }
+        if bridge.max_in_flight_mb == 0 || bridge.max_in_flight_mb > 4096 {
+            return Err(err(
+                "bridge.max_in_flight_mb",
+                format!("must be 1..=4096, got {}", bridge.max_in_flight_mb),
+            ));
+        }
         if bridge.health_stall_timeout_ms < 1000 {
             // Under load one Kafka round trip can take most of a second:
             // a shorter timeout would fail probes of a bridge that works.
@@ -1203,6 +1223,7 @@ const SECTION_KEYS: &[(&str, &[&str])] = &[
         &[
             "BATCH_SIZE",
             "MAX_IN_FLIGHT",
+            "MAX_IN_FLIGHT_MB",
             "HEALTH_LISTEN",
             "HEALTH_STALL_TIMEOUT_MS",
             "SHUTDOWN_TIMEOUT_MS",

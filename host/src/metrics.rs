@@ -29,6 +29,12 @@ impl Gauge {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn sub(&self, n: u64) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
 }
 
 /// Upper bounds of [`Histogram`]'s buckets, in milliseconds: from a
@@ -111,6 +117,10 @@ pub struct Stats {
     pub kafka_errors: Counter,
     /// Received messages waiting for room in the pipeline.
     pub mqtt_waiting: Gauge,
+    /// Payload bytes of the messages in the pipeline (each counted up to
+    /// `bridge.max_in_flight_mb`): what the byte bound holds down, so an
+    /// operator can see how close large messages bring it.
+    pub in_flight_bytes: Gauge,
     /// 1 while the MQTT broker has the bridge connected (from its CONNACK to
     /// the connection's loss), else 0: what an alert on the MQTT side
     /// watches, where `/health` also folds in Kafka.
@@ -240,6 +250,11 @@ impl Stats {
                 "uns_kafka_mqtt_waiting_messages",
                 "Received messages waiting for room in the pipeline (bridge.max_in_flight)",
                 self.mqtt_waiting.get(),
+            ),
+            (
+                "uns_kafka_in_flight_payload_bytes",
+                "Payload bytes of the messages received and not yet done (bridge.max_in_flight_mb)",
+                self.in_flight_bytes.get(),
             ),
             (
                 "uns_kafka_mqtt_unsent_acks",

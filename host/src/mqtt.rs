@@ -3,11 +3,13 @@
 //! token to acknowledge it later.
 //!
 //! Acknowledgements are manual: the broker only forgets a QoS 1/2 message
-//! when Kafka has it. Each message handed on holds a permit of a semaphore
-//! sized `bridge.max_in_flight` until it is acknowledged. Messages that
-//! arrive while no permit is free wait in a small buffer; when that is full
-//! the reader stops polling the connection, so a slow Kafka slows the broker
-//! down instead of filling our memory.
+//! when Kafka has it. Each message handed on holds [`Room`] until it is
+//! done: a permit of a semaphore sized `bridge.max_in_flight`, and its
+//! payload's bytes of one sized `bridge.max_in_flight_mb` (a count alone
+//! lets large messages take gigabytes). Messages that arrive while there
+//! is no room wait in a small buffer (256 messages, or a quarter of the
+//! byte bound); when that is full the reader stops polling the connection,
+//! so a slow Kafka slows the broker down instead of filling our memory.
 //!
 //! The waiting buffer stays bounded while acknowledgements are queued. A
 //! broker is meant to stop sending at our Receive Maximum
@@ -71,7 +73,39 @@ const OWN_PACKET_IDS: u16 = 16;
 pub struct AckToken {
     generation: u64,
     inner: AckInner,
-    _permit: OwnedSemaphorePermit,
+    _room: Room,
+}
+
+/// What a message handed on holds until it is done: a place in
+/// `bridge.max_in_flight` and its payload's bytes (at most all) of
+/// `bridge.max_in_flight_mb`.
+struct Room {
+    /// Declared first, so back before `_place`: a reader that sees every
+    /// place back finds every byte back too.
+    bytes: OwnedSemaphorePermit,
+    _place: OwnedSemaphorePermit,
+    stats: Arc<crate::metrics::Stats>,
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.stats
+            .in_flight_bytes
+            .sub(self.bytes.num_permits() as u64);
+    }
+}
+
+/// A place and bytes to fill a [`Room`] with. Waiting for a place first and
+/// bytes second holds no bytes while places are short; only the reader
+/// takes either, so neither wait can starve the other.
+async fn room_for(
+    places: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    need: u32,
+) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), tokio::sync::AcquireError> {
+    let place = places.acquire_owned().await?;
+    let bytes = bytes.acquire_many_owned(need).await?;
+    Ok((place, bytes))
 }
 
 /// Packet id and QoS, all an acknowledgement needs: a message in flight
@@ -233,6 +267,13 @@ pub struct Reader {
     permits: Arc<Semaphore>,
     /// `bridge.max_in_flight`: all of `permits`, none of ours outstanding.
     window: usize,
+    /// Payload bytes, `bridge.max_in_flight_mb` of them.
+    bytes: Arc<Semaphore>,
+    /// All of `bytes`; also the most one message takes, so that one larger
+    /// than the bound still passes, alone.
+    bytes_cap: usize,
+    /// Payload bytes in `waiting`.
+    waiting_bytes: usize,
     /// Set once a clean session's drain has unsubscribed (`Control`).
     unsubscribing: Arc<AtomicBool>,
     /// Received, waiting for a permit.
@@ -391,6 +432,7 @@ enum Event {
 pub fn connect(
     settings: &MqttSettings,
     max_in_flight: usize,
+    max_in_flight_bytes: usize,
     stats: Arc<crate::metrics::Stats>,
     tx: mpsc::UnboundedSender<Inbound>,
     stopping: watch::Receiver<bool>,
@@ -473,6 +515,9 @@ pub fn connect(
         generation: generation.clone(),
         permits: Arc::new(Semaphore::new(max_in_flight)),
         window: max_in_flight,
+        bytes: Arc::new(Semaphore::new(max_in_flight_bytes)),
+        bytes_cap: max_in_flight_bytes,
+        waiting_bytes: 0,
         unsubscribing: unsubscribing.clone(),
         waiting: VecDeque::new(),
         unsent: unsent.clone(),
@@ -544,11 +589,8 @@ impl Reader {
                 self.hand_on_at_stop();
             }
             // Hand on what the pipeline has room for.
-            while !self.waiting.is_empty() {
-                let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-                    break;
-                };
-                if !self.forward(permit) {
+            while let Some(room) = self.try_room() {
+                if !self.forward(room) {
                     return Ok(());
                 }
             }
@@ -569,11 +611,12 @@ impl Reader {
             // (a keep-alive away). Dropping a pending poll is safe while no
             // acknowledgement is queued: it is waiting to read, or at worst
             // flushing bytes that stay buffered.
-            let next = if self.waiting.len() >= WAITING_CAP && unsent < self.unsent_cap {
+            let next = if self.waiting_full() && unsent < self.unsent_cap {
+                let room = self.wait_for_room();
                 tokio::select! {
                     biased;
                     _ = stop => Next::Stop,
-                    permit = self.permits.clone().acquire_owned() => Next::Permit(permit),
+                    room = room => Next::Room(room),
                 }
             } else if unsubscribed >= self.topics.len()
                 && !announced
@@ -601,18 +644,17 @@ impl Reader {
                     let window = u32::try_from(self.window).unwrap_or(u32::MAX);
                     tokio::select! {
                         biased;
-                        // All back: handed to `forward`, which has nothing
-                        // to send and drops them.
-                        all = permits.acquire_many_owned(window) => Next::Permit(all),
+                        // All back: dropped, the loop looks again.
+                        _ = permits.acquire_many_owned(window) => Next::AllBack,
                         event = self.poll() => Next::Event(event),
                     }
                 }
             } else if !self.waiting.is_empty() && unsent == 0 && connected {
-                let permits = self.permits.clone();
+                let room = self.wait_for_room();
                 tokio::select! {
                     biased;
                     _ = stop => Next::Stop,
-                    permit = permits.acquire_owned() => Next::Permit(permit),
+                    room = room => Next::Room(room),
                     event = self.poll() => Next::Event(event),
                 }
             } else if unsent == 0 && connected {
@@ -625,13 +667,15 @@ impl Reader {
                 Next::Event(self.poll().await)
             };
             let polled = match next {
-                Next::Permit(Ok(permit)) => {
-                    if !self.forward(permit) {
+                Next::Room(Ok((place, bytes))) => {
+                    let room = self.room(place, bytes);
+                    if !self.forward(room) {
                         return Ok(());
                     }
                     continue;
                 }
-                Next::Permit(Err(_)) => return Ok(()),
+                Next::Room(Err(_)) => return Ok(()),
+                Next::AllBack => continue,
                 Next::Stop => continue,
                 Next::Quiet => {
                     announced = true;
@@ -798,6 +842,7 @@ impl Reader {
                     }
                     let generation = self.generation.load(Ordering::Acquire);
                     self.stats.received.add(1);
+                    self.waiting_bytes += message.payload.len();
                     self.waiting.push_back((message, inner, generation));
                 }
                 Event::AckSent => {
@@ -863,23 +908,38 @@ impl Reader {
             return;
         }
         let waiting = std::mem::take(&mut self.waiting);
+        self.waiting_bytes = 0;
         let beyond_window = Arc::new(Semaphore::new(waiting.len()));
+        // As many bytes as the messages have (each counted up to the cap):
+        // never short either.
+        let beyond_bytes = Arc::new(Semaphore::new(
+            waiting
+                .iter()
+                .map(|held| held.0.payload.len().min(self.bytes_cap))
+                .sum(),
+        ));
         for held in waiting {
             if held.0.qos > 0 {
                 // Not acknowledged: the broker sends it again.
                 self.count_not_bridged(held.0.qos);
                 continue;
             }
-            let permit = match self.permits.clone().try_acquire_owned() {
-                Ok(permit) => Ok(permit),
+            let place = match self.permits.clone().try_acquire_owned() {
+                Ok(place) => Ok(place),
                 // One permit per waiting message: never short.
                 Err(_) => beyond_window.clone().try_acquire_owned(),
             };
-            let Ok(permit) = permit else {
+            let need = self.need(&held.0);
+            let bytes = match self.bytes.clone().try_acquire_many_owned(need) {
+                Ok(bytes) => Ok(bytes),
+                Err(_) => beyond_bytes.clone().try_acquire_many_owned(need),
+            };
+            let (Ok(place), Ok(bytes)) = (place, bytes) else {
                 self.count_not_bridged(0);
                 continue;
             };
-            if !self.hand(held, permit) {
+            let room = self.room(place, bytes);
+            if !self.hand(held, room) {
                 self.count_not_bridged(0);
             }
         }
@@ -893,36 +953,82 @@ impl Reader {
 
     /// Counts what still waits as not bridged, and lets it go.
     fn drop_waiting(&mut self) {
+        self.waiting_bytes = 0;
         for (m, _, _) in std::mem::take(&mut self.waiting) {
             self.count_not_bridged(m.qos);
         }
     }
 
-    /// Hands the oldest waiting message to the pipeline with `permit`;
+    /// Whether the reader stops reading: 256 messages wait, or a quarter of
+    /// `bridge.max_in_flight_mb` does (so that the buffer adds at most a
+    /// quarter, and one message, to the byte bound).
+    fn waiting_full(&self) -> bool {
+        self.waiting.len() >= WAITING_CAP
+            || (!self.waiting.is_empty() && self.waiting_bytes >= self.bytes_cap / 4)
+    }
+
+    /// The bytes `message` takes of the byte bound: its payload, or all of
+    /// the bound for a message larger than it.
+    fn need(&self, message: &MqttMessage) -> u32 {
+        u32::try_from(message.payload.len().min(self.bytes_cap)).unwrap_or(u32::MAX)
+    }
+
+    /// Room for the oldest waiting message, if there is some now.
+    fn try_room(&self) -> Option<Room> {
+        let need = self.need(&self.waiting.front()?.0);
+        let place = self.permits.clone().try_acquire_owned().ok()?;
+        let bytes = self.bytes.clone().try_acquire_many_owned(need).ok()?;
+        Some(self.room(place, bytes))
+    }
+
+    /// Waits for room for the oldest waiting message (of which there must
+    /// be one); borrows nothing, so it can race a poll.
+    fn wait_for_room(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), tokio::sync::AcquireError>,
+    > + 'static {
+        let need = self.waiting.front().map_or(0, |held| self.need(&held.0));
+        room_for(self.permits.clone(), self.bytes.clone(), need)
+    }
+
+    fn room(&self, place: OwnedSemaphorePermit, bytes: OwnedSemaphorePermit) -> Room {
+        self.stats.in_flight_bytes.add(bytes.num_permits() as u64);
+        Room {
+            bytes,
+            _place: place,
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Hands the oldest waiting message to the pipeline with `room`;
     /// false when the pipeline is gone.
-    fn forward(&mut self, permit: OwnedSemaphorePermit) -> bool {
+    fn forward(&mut self, room: Room) -> bool {
         if *self.stopping.borrow() {
             // The stop may have come between the reader's look and this
-            // call: the permit goes back for the hand-on.
-            drop(permit);
+            // call: the room goes back for the hand-on.
+            drop(room);
             self.hand_on_at_stop();
             // Not acknowledged: a persistent session gets QoS 1 and 2 again.
             self.drop_waiting();
             return true;
         }
         match self.waiting.pop_front() {
-            Some(held) => self.hand(held, permit),
+            Some(held) => {
+                self.waiting_bytes -= held.0.payload.len();
+                self.hand(held, room)
+            }
             None => true,
         }
     }
 
     /// Sends one received message on with its acknowledgement; false when
     /// the pipeline is gone.
-    fn hand(&self, (message, inner, generation): Held, permit: OwnedSemaphorePermit) -> bool {
+    fn hand(&self, (message, inner, generation): Held, room: Room) -> bool {
         let ack = AckToken {
             generation,
             inner,
-            _permit: permit,
+            _room: room,
         };
         self.tx.send(Inbound { message, ack }).is_ok()
     }
@@ -1062,7 +1168,10 @@ impl Reader {
 
 /// What the reader's wait ended with.
 enum Next {
-    Permit(Result<OwnedSemaphorePermit, tokio::sync::AcquireError>),
+    /// Room for the oldest waiting message: a place and its bytes.
+    Room(Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), tokio::sync::AcquireError>),
+    /// Every place is back (a clean session's drain waits for this).
+    AllBack,
     /// A persistent session's stop began: hand on what is held.
     Stop,
     Event(Result<Event, Closed>),
@@ -1505,6 +1614,16 @@ mod tests {
     /// inside) and a window of `window` messages, started; never told to
     /// stop (these tests are about what comes before).
     fn start_reader(mqtt: &str, window: usize) -> TestReader {
+        start_reader_bounded(mqtt, window, 1 << 20).0
+    }
+
+    /// [`start_reader`] with a bound of `bytes` payload bytes, and the
+    /// reader's metrics.
+    fn start_reader_bounded(
+        mqtt: &str,
+        window: usize,
+        bytes: usize,
+    ) -> (TestReader, Arc<crate::metrics::Stats>) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("settings.yaml"),
@@ -1521,8 +1640,11 @@ mod tests {
         std::mem::forget(stop_tx);
         let stats = Arc::new(crate::metrics::Stats::default());
         let (reader, acker, control, state) =
-            connect(&settings.mqtt, window, stats, tx, stop_rx).unwrap();
-        (rx, acker, control, state, tokio::spawn(reader.run()))
+            connect(&settings.mqtt, window, bytes, stats.clone(), tx, stop_rx).unwrap();
+        (
+            (rx, acker, control, state, tokio::spawn(reader.run())),
+            stats,
+        )
     }
 
     /// A clean-session reader (MQTT 3.1.1) subscribed to `a/#` at QoS 1.
@@ -1580,6 +1702,75 @@ mod tests {
     /// QoS 1 PUBLISH of `payload` on a/b with packet id `pkid`.
     fn publish_311(pkid: u8, payload: u8) -> [u8; 10] {
         [0x32, 0x08, 0, 3, b'a', b'/', b'b', 0, pkid, payload]
+    }
+
+    /// QoS 1 PUBLISH on a/b with packet id `pkid` and `len` bytes of
+    /// payload.
+    fn publish_311_sized(pkid: u8, len: usize) -> Vec<u8> {
+        let remaining = 2 + 3 + 2 + len;
+        let mut p = vec![0x32];
+        let mut n = remaining;
+        loop {
+            let byte = (n % 128) as u8;
+            n /= 128;
+            p.push(if n > 0 { byte | 0x80 } else { byte });
+            if n == 0 {
+                break;
+            }
+        }
+        p.extend_from_slice(&[0, 3, b'a', b'/', b'b', 0, pkid]);
+        p.resize(p.len() + len, b'x');
+        p
+    }
+
+    /// The next message handed on within `wait`, if any.
+    async fn next(rx: &mut mpsc::UnboundedReceiver<Inbound>, wait: Duration) -> Option<Inbound> {
+        tokio::time::timeout(wait, rx.recv()).await.ok().flatten()
+    }
+
+    /// Large messages: the byte bound, not the message window, holds them
+    /// back, and a message larger than the whole bound still passes, alone.
+    #[tokio::test]
+    async fn payload_bytes_bound_what_is_in_flight() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let ((mut rx, _acker, _control, _state, reader), stats) = start_reader_bounded(
+            &format!("host: 127.0.0.1, port: {port}, version: 4, qos: 1, topics: ['a/#']"),
+            100,
+            1000,
+        );
+        let mut s = accept_subscribed_311(&listener).await;
+        s.write_all(&publish_311_sized(1, 600)).await.unwrap();
+        s.write_all(&publish_311_sized(2, 600)).await.unwrap();
+        s.write_all(&publish_311_sized(3, 5000)).await.unwrap();
+        let first = next(&mut rx, Duration::from_secs(5))
+            .await
+            .expect("the first");
+        assert_eq!(first.message.payload.len(), 600);
+        assert_eq!(stats.in_flight_bytes.get(), 600);
+        assert!(
+            next(&mut rx, Duration::from_millis(500)).await.is_none(),
+            "a second 600 bytes handed on with 1000 allowed"
+        );
+        drop(first);
+        let second = next(&mut rx, Duration::from_secs(5))
+            .await
+            .expect("the second");
+        assert_eq!(second.message.payload.len(), 600);
+        assert!(
+            next(&mut rx, Duration::from_millis(500)).await.is_none(),
+            "a message larger than the bound handed on beside another"
+        );
+        drop(second);
+        let third = next(&mut rx, Duration::from_secs(5))
+            .await
+            .expect("the large one");
+        assert_eq!(third.message.payload.len(), 5000);
+        // Counted up to the bound, all of which it holds.
+        assert_eq!(stats.in_flight_bytes.get(), 1000);
+        drop(third);
+        assert_eq!(stats.in_flight_bytes.get(), 0);
+        reader.abort();
     }
 
     /// After a drop, with messages waiting for room, a permit coming back

@@ -235,6 +235,7 @@ impl Bridge {
         let (reader, acker, control, mut state) = mqtt::connect(
             &settings.mqtt,
             settings.bridge.max_in_flight,
+            settings.bridge.max_in_flight_bytes(),
             stats.clone(),
             tx,
             stop_rx,

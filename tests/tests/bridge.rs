@@ -2313,3 +2313,102 @@ async fn the_health_endpoint_drops_clients_that_never_finish_a_request() {
     let status = s.bridge.terminate(Duration::from_secs(60)).await;
     assert_eq!(status.code(), Some(0), "log:\n{}", s.bridge.log());
 }
+
+/// Large messages are held back by their bytes (`bridge.max_in_flight_mb`),
+/// not only by their number: with Kafka away, six 400 KB messages against a
+/// 1 MB bound put two in the pipeline and one in the reader's buffer (a
+/// quarter of the bound), and the broker keeps the rest, where all six used
+/// to be read into memory. Nothing is lost by it: the next run of the
+/// persistent session, with Kafka there, bridges all six under the same
+/// bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_messages_are_held_back_by_their_bytes_and_all_arrive() {
+    const MESSAGES: usize = 6;
+    const SIZE: usize = 400 * 1024;
+    let p = unique("bigmsgs");
+    let kafka_topic = format!("{p}_big");
+    let dlq = format!("{p}-dlq");
+    create_topics(&[&kafka_topic, &dlq], 1).await;
+    let consumer = Consumer::new(&[&kafka_topic]);
+    let session =
+        format!("  client_id: '{p}-bridge'\n  clean_session: false\n  session_expiry: 600\n");
+    let port = free_port();
+    let bridge_yaml = format!(
+        "bridge:\n  max_in_flight_mb: 1\n  shutdown_timeout_ms: 1000\n  \
+         health_listen: '127.0.0.1:{port}'\n"
+    );
+    let closed_port = free_port();
+    let away = settings(env().mqtt_port, &[format!("{p}/#")], &session, &dlq).replace(
+        &format!("bootstrap.servers: '{}'", env().kafka_bootstrap),
+        &format!("bootstrap.servers: '127.0.0.1:{closed_port}'"),
+    );
+    assert!(away.contains(&closed_port.to_string()), "{away}");
+    let mut first = start(&format!("{away}{bridge_yaml}"), None).await;
+
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    let payloads: Vec<String> = (0..MESSAGES)
+        .map(|i| json!({"i": i, "pad": "x".repeat(SIZE)}).to_string())
+        .collect();
+    for payload in &payloads {
+        publisher
+            .publish(&format!("{p}/big"), payload.as_str(), 1, false)
+            .await;
+    }
+    publisher.wait_acked(ARRIVE).await;
+    let metrics = metrics_with(port, &["uns_kafka_messages_received_total 3\n"]).await;
+    // Given time to read more, it does not.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let metrics_later = http_get(port, "/metrics");
+    for m in [&metrics, &metrics_later] {
+        assert_eq!(
+            metric_value(m, "uns_kafka_messages_received_total"),
+            3,
+            "{m}"
+        );
+        assert_eq!(
+            metric_value(m, "uns_kafka_in_flight_payload_bytes"),
+            2 * payloads[0].len() as u64,
+            "{m}"
+        );
+        assert_eq!(metric_value(m, "uns_kafka_mqtt_waiting_messages"), 1, "{m}");
+    }
+    // Nothing confirmed: exit 3, and the broker keeps all six.
+    assert_eq!(
+        first.bridge.terminate(Duration::from_secs(30)).await.code(),
+        Some(3),
+        "log:\n{}",
+        first.bridge.log()
+    );
+
+    let mut second = start(
+        &format!(
+            "{}{bridge_yaml}",
+            settings(env().mqtt_port, &[format!("{p}/#")], &session, &dlq)
+        ),
+        None,
+    )
+    .await;
+    let mut records = consumer.collect(MESSAGES, ARRIVE).await;
+    records.extend(consumer.collect_for(Duration::from_secs(2)).await);
+    let got: Vec<u64> = records
+        .iter()
+        .map(|r| r.value_json()["i"].as_u64().expect("i"))
+        .collect();
+    assert_eq!(
+        got,
+        (0..MESSAGES as u64).collect::<Vec<_>>(),
+        "log:\n{}",
+        second.bridge.log()
+    );
+    publisher.disconnect().await;
+    assert_eq!(
+        second
+            .bridge
+            .terminate(Duration::from_secs(30))
+            .await
+            .code(),
+        Some(0),
+        "log:\n{}",
+        second.bridge.log()
+    );
+}
