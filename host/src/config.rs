@@ -238,8 +238,8 @@ pub struct BridgeSettings {
     /// slow the bridge stops reading from MQTT at this point.
     #[serde(default = "defaults::max_in_flight")]
     pub max_in_flight: usize,
-    /// Most payload megabytes received but not yet acknowledged: the
-    /// message bound alone lets 20,000 one-megabyte messages take 20 GB.
+    /// Most payload megabytes in the pipeline: the message bound alone
+    /// lets 20,000 one-megabyte messages take 20 GB.
     #[serde(default = "defaults::max_in_flight_mb")]
     pub max_in_flight_mb: u64,
     /// `host:port` for `/health` and `/metrics`; off when absent.

@@ -253,7 +253,7 @@ impl Stats {
             ),
             (
                 "uns_kafka_in_flight_payload_bytes",
-                "Payload bytes of the messages received and not yet done (bridge.max_in_flight_mb)",
+                "Payload bytes of the messages handed to the pipeline and not yet done (bridge.max_in_flight_mb)",
                 self.in_flight_bytes.get(),
             ),
             (

@@ -1752,6 +1752,9 @@ mod tests {
             next(&mut rx, Duration::from_millis(500)).await.is_none(),
             "a second 600 bytes handed on with 1000 allowed"
         );
+        // The second waits, a quarter of the bound and more: the reader
+        // stops reading, and the third stays with the broker.
+        assert_eq!(stats.received.get(), 2);
         drop(first);
         let second = next(&mut rx, Duration::from_secs(5))
             .await

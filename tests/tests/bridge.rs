@@ -2355,7 +2355,19 @@ async fn large_messages_are_held_back_by_their_bytes_and_all_arrive() {
             .await;
     }
     publisher.wait_acked(ARRIVE).await;
-    let metrics = metrics_with(port, &["uns_kafka_messages_received_total 3\n"]).await;
+    // All three together: the gauges are set a moment after the count.
+    let metrics = metrics_with(
+        port,
+        &[
+            "uns_kafka_messages_received_total 3\n",
+            "uns_kafka_mqtt_waiting_messages 1\n",
+            &format!(
+                "uns_kafka_in_flight_payload_bytes {}\n",
+                2 * payloads[0].len()
+            ),
+        ],
+    )
+    .await;
     // Given time to read more, it does not.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let metrics_later = http_get(port, "/metrics");
