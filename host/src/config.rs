@@ -321,8 +321,11 @@ mod defaults {
     pub fn max_in_flight() -> usize {
         20_000
     }
+    /// Above what 20,000 UNS or Sparkplug messages take (13 KB each on
+    /// average): a stopped reader cannot keep its connection alive, so the
+    /// bound is for floods of large messages, not for everyday traffic.
     pub fn max_in_flight_mb() -> u64 {
-        64
+        256
     }
     pub fn shutdown_timeout_ms() -> u64 {
         10_000
