@@ -49,23 +49,30 @@ impl Bridge {
     /// A container's start: the binary from where the Dockerfile puts it
     /// (that decides where it finds the default component), in its WORKDIR,
     /// with nothing of this process's environment but `envs` (a variable of
-    /// the CI machine must not make the image's test pass).
+    /// the CI machine must not make the image's test pass), as `user`
+    /// (`uid`, `gid`, no other groups) when given.
     pub fn start_contained<I, S>(
         bin: &Path,
         workdir: &Path,
         args: I,
         envs: &[(&str, &str)],
+        user: Option<(u32, u32)>,
     ) -> Bridge
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        Self::spawn(bin, Some(workdir), args, envs)
+        Self::spawn(bin, Some((workdir, user)), args, envs)
     }
 
     /// With a working directory, as a container: nothing of this
-    /// process's environment but `envs`.
-    fn spawn<I, S>(bin: &Path, cwd: Option<&Path>, args: I, envs: &[(&str, &str)]) -> Bridge
+    /// process's environment but `envs`, and maybe as another user.
+    fn spawn<I, S>(
+        bin: &Path,
+        contained: Option<(&Path, Option<(u32, u32)>)>,
+        args: I,
+        envs: &[(&str, &str)],
+    ) -> Bridge
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -78,7 +85,14 @@ impl Bridge {
             .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
         let log_err = log.try_clone().expect("clone log file handle");
         let mut command = Command::new(bin);
-        if let Some(dir) = cwd {
+        if let Some((dir, user)) = contained {
+            if let Some((uid, gid)) = user {
+                use std::os::unix::process::CommandExt;
+                // std drops root's other groups too (setgroups before
+                // setuid), which would let the child read what the image's
+                // user could not.
+                command.uid(uid).gid(gid);
+            }
             command.current_dir(dir);
             command.env_clear();
             // A library found only through it on this machine (OpenSSL

@@ -19,9 +19,11 @@ const READY: Duration = Duration::from_secs(60);
 const ARRIVE: Duration = Duration::from_secs(60);
 
 /// The final stage of the Dockerfile, as far as running the bridge goes.
-/// RUN (packages, the user, `mkdir`), USER and VOLUME have no counterpart
-/// outside a container, except the directory the test creates itself; the
-/// RUN commands are kept for the packages they install.
+/// Of RUN, the `mkdir -p` and `chown -R` of the image's files are followed
+/// (the packages and the user account have no counterpart outside a
+/// container; the commands are kept for the packages they install). USER
+/// is followed when the test runs as root, and a VOLUME is read-only, as
+/// the compose file mounts it.
 #[derive(Default)]
 struct Image {
     copies: Vec<CopyInstruction>,
@@ -33,6 +35,9 @@ struct Image {
     expose: Vec<String>,
     /// The RUN instructions' commands.
     run: Vec<String>,
+    /// USER, by number (`uid:gid`).
+    user: Option<(u32, u32)>,
+    volumes: Vec<String>,
 }
 
 struct CopyInstruction {
@@ -104,7 +109,17 @@ fn parse_dockerfile(text: &str) -> Image {
             }
             "EXPOSE" => image.expose = rest.split_whitespace().map(String::from).collect(),
             "RUN" => image.run.push(rest.to_string()),
-            "USER" | "VOLUME" => {}
+            "USER" => {
+                let (uid, gid) = rest.split_once(':').unwrap_or((rest, rest));
+                let number = |s: &str| {
+                    s.parse::<u32>()
+                        .unwrap_or_else(|_| panic!("USER {rest}: by number, uid:gid"))
+                };
+                image.user = Some((number(uid), number(gid)));
+            }
+            "VOLUME" => image
+                .volumes
+                .extend(rest.split_whitespace().map(String::from)),
             other => panic!("Dockerfile instruction {other} is not followed by this test: {line}"),
         }
     }
@@ -136,15 +151,16 @@ fn build_output(source: &str) -> PathBuf {
     }
 }
 
-fn place(source: &Path, dest: &Path) {
+/// Build output is linked where the filesystem allows (the debug binary is
+/// half a gigabyte); the rest is copied, as its owner and mode change.
+fn place(source: &Path, dest: &Path, from_build: bool) {
     std::fs::create_dir_all(dest.parent().expect("a file has a parent")).expect("mkdir");
     assert!(
         source.is_file(),
         "COPY source {} is missing",
         source.display()
     );
-    // The debug binary is half a gigabyte: link it where the filesystem allows.
-    if std::fs::hard_link(source, dest).is_err() {
+    if !from_build || std::fs::hard_link(source, dest).is_err() {
         std::fs::copy(source, dest)
             .unwrap_or_else(|e| panic!("copy {} to {}: {e}", source.display(), dest.display()));
     }
@@ -382,6 +398,8 @@ fn the_runtime_stage_installs_the_libraries_the_bridge_links() {
 
 /// The image's COPY instructions, carried out under `root`.
 fn lay_out(image: &Image, root: &Path) {
+    // Others may enter, as in a container's root.
+    set_mode(root, 0o755);
     for copy in &image.copies {
         for source in &copy.sources {
             let from = if copy.from_build {
@@ -395,7 +413,71 @@ fn lay_out(image: &Image, root: &Path) {
             } else {
                 inside(root, &copy.dest)
             };
-            place(&from, &to);
+            place(&from, &to, copy.from_build);
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+/// Every file and directory under `path`, itself first.
+fn walk(path: &Path) -> Vec<PathBuf> {
+    let mut all = vec![path.to_path_buf()];
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).expect("read_dir") {
+            all.extend(walk(&entry.expect("dir entry").path()));
+        }
+    }
+    all
+}
+
+/// Whether this test may act as another user (it runs as root).
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The RUN commands' `mkdir -p` and `chown -R`, on the image's files; the
+/// ownership only as root.
+fn run_file_commands(image: &Image, root: &Path) {
+    for command in image.run.iter().flat_map(|r| r.split("&&")) {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        match words.as_slice() {
+            ["mkdir", "-p", dirs @ ..] => {
+                for dir in dirs {
+                    std::fs::create_dir_all(inside(root, dir)).expect("mkdir -p");
+                }
+            }
+            ["chown", "-R", owner, paths @ ..] => {
+                let (uid, gid) = owner.split_once(':').expect("chown uid:gid");
+                let (uid, gid) = (uid.parse().expect("uid"), gid.parse().expect("gid"));
+                for path in paths.iter().flat_map(|p| walk(&inside(root, p))) {
+                    if is_root() {
+                        std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                            .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+                    }
+                }
+            }
+            ["chown", ..] => panic!("RUN {command}: only chown -R uid:gid is followed here"),
+            _ => {}
+        }
+    }
+}
+
+/// A VOLUME as the compose file mounts it (`:ro`): the host's files, which
+/// the container's user may read and not write.
+fn mount_read_only(image: &Image, root: &Path) {
+    for volume in &image.volumes {
+        for path in walk(&inside(root, volume)) {
+            if is_root() {
+                std::os::unix::fs::chown(&path, Some(0), Some(0))
+                    .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+            }
+            set_mode(&path, if path.is_dir() { 0o555 } else { 0o444 });
         }
     }
 }
@@ -472,8 +554,13 @@ async fn the_image_and_compose_file_run_the_bridge() {
         .expect("scratch root");
     let root = root.path();
     lay_out(&image, root);
-    // RUN mkdir -p /app/cache (the ENV points the component cache there).
-    std::fs::create_dir_all(inside(root, "/app/cache")).expect("mkdir cache");
+    run_file_commands(&image, root);
+    mount_read_only(&image, root);
+    // As USER, where this test can switch to it.
+    let user = image.user.filter(|_| is_root());
+    if user.is_none() {
+        eprintln!("not root: the image's USER is not followed");
+    }
 
     let exposed = image.expose.first().expect("EXPOSE a port").clone();
     let port = free_port();
@@ -503,7 +590,7 @@ async fn the_image_and_compose_file_run_the_bridge() {
         .chain(&image.cmd)
         .map(|a| rewrite(a, root, &exposed, port))
         .collect();
-    let mut bridge = Bridge::start_contained(&bin, &workdir, &args, &envs);
+    let mut bridge = Bridge::start_contained(&bin, &workdir, &args, &envs, user);
     bridge.wait_ready(READY).await;
 
     // The default component is the image's copy, found beside the binary.
@@ -521,10 +608,19 @@ async fn the_image_and_compose_file_run_the_bridge() {
         component.display(),
         bridge.log()
     );
-    let cached = std::fs::read_dir(inside(root, "/app/cache").join("uns-kafka"))
-        .map(|dir| dir.count())
-        .unwrap_or(0);
-    assert!(cached > 0, "no compiled component cached under /app/cache");
+    let cached: Vec<PathBuf> = std::fs::read_dir(inside(root, "/app/cache").join("uns-kafka"))
+        .map(|dir| dir.map(|e| e.expect("dir entry").path()).collect())
+        .unwrap_or_default();
+    assert!(
+        !cached.is_empty(),
+        "no compiled component cached under /app/cache; log:\n{}",
+        bridge.log()
+    );
+    if let Some((uid, _)) = user {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(&cached[0]).expect("stat").uid();
+        assert_eq!(owner, uid, "the bridge did not run as the image's USER");
+    }
 
     // HEALTHCHECK, as Docker runs it: inside the container, same env.
     let (probe_program, probe_args) = image.healthcheck.split_first().expect("HEALTHCHECK CMD");
@@ -532,8 +628,13 @@ async fn the_image_and_compose_file_run_the_bridge() {
         .iter()
         .map(|a| rewrite(a, root, &exposed, port))
         .collect();
-    let mut probe =
-        Bridge::start_contained(&on_path(root, probe_program), &workdir, &probe_args, &envs);
+    let mut probe = Bridge::start_contained(
+        &on_path(root, probe_program),
+        &workdir,
+        &probe_args,
+        &envs,
+        user,
+    );
     let status = probe.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(0), "healthcheck: {}", probe.log());
 
@@ -543,7 +644,7 @@ async fn the_image_and_compose_file_run_the_bridge() {
         .iter()
         .map(|a| rewrite(a, root, &exposed, port))
         .collect();
-    let mut check = Bridge::start_contained(&bin, &workdir, &check_args, &envs);
+    let mut check = Bridge::start_contained(&bin, &workdir, &check_args, &envs, user);
     let status = check.wait_exit(Duration::from_secs(60)).await;
     assert_eq!(status.code(), Some(0), "check: {}", check.log());
     assert!(
@@ -572,4 +673,10 @@ async fn the_image_and_compose_file_run_the_bridge() {
     // docker stop: SIGTERM, and a clean exit.
     let status = bridge.terminate(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(0), "log:\n{}", bridge.log());
+    // Writable again, so that a test not run as root can remove its root.
+    for volume in &image.volumes {
+        for dir in walk(&inside(root, volume)).iter().filter(|p| p.is_dir()) {
+            set_mode(dir, 0o755);
+        }
+    }
 }
