@@ -20,6 +20,12 @@ pub struct MqttMessage {
     pub content_type: Option<String>,
     /// Milliseconds since the Unix epoch when the host received the message.
     pub received_at_ms: i64,
+    /// Whether the broker says it sent this for one of this run's
+    /// subscriptions (MQTT 5 subscription identifiers): `Some(false)` is a
+    /// persistent session's filter of an earlier run. `None` where it cannot
+    /// tell (MQTT 3.1.1, a broker without identifiers), and the topic is
+    /// matched against `mqtt.topics` instead. Host-only: not in the WIT.
+    pub subscribed: Option<bool>,
 }
 
 /// One record to produce to Kafka, as the component returned it.

@@ -95,10 +95,11 @@ pub struct Stats {
     /// holding them would stop the bridge for good, but counted apart, so
     /// an alert can tell them from what the dead-letter topic holds.
     pub lost: Counter,
-    /// Messages that matched none of `mqtt.topics`: delivered by a
-    /// persistent session for a filter an earlier run subscribed to and this
-    /// one does not, or with a topic the broker rewrote
-    /// (`mqtt::Subscriptions`); dead-lettered, not bridged.
+    /// Messages a persistent session delivered for a filter an earlier run
+    /// subscribed to and this one does not: as the broker says (MQTT 5
+    /// subscription identifiers), or else by a topic matching none of
+    /// `mqtt.topics` (as a topic the broker rewrote does too;
+    /// `mqtt::Subscriptions`); dead-lettered, not bridged.
     pub unsubscribed: Counter,
     /// Messages done: in Kafka (or dead-lettered) and acknowledged to MQTT.
     pub acked: Counter,
@@ -197,7 +198,7 @@ impl Stats {
             ),
             (
                 "uns_kafka_messages_unsubscribed_total",
-                "Messages that matched none of mqtt.topics, checked with a persistent session only (its filter from an earlier run, or a topic the broker rewrote): dead-lettered, not bridged",
+                "Messages a persistent session delivered for a filter of an earlier run (by MQTT 5 subscription identifier, else by a topic matching none of mqtt.topics): dead-lettered, not bridged",
                 self.unsubscribed.get(),
             ),
             (

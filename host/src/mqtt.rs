@@ -276,6 +276,13 @@ pub struct Reader {
     waiting_bytes: usize,
     /// Set once a clean session's drain has unsubscribed (`Control`).
     unsubscribing: Arc<AtomicBool>,
+    /// The MQTT 5 subscription identifier of each of `topics`
+    /// ([`subscription_id`]), which the broker puts on what it sends for
+    /// that filter, so a message says which filter it came for
+    /// (`MqttMessage::subscribed`).
+    subscription_ids: Vec<usize>,
+    /// SUBACKs still to come for the last subscribe: ready at none.
+    subacks_due: usize,
     /// Received, waiting for a permit.
     waiting: VecDeque<Held>,
     unsent: Arc<AtomicI64>,
@@ -413,6 +420,9 @@ impl EventLoop {
 enum Event {
     Connected {
         session_present: bool,
+        /// MQTT 5: the broker takes subscription identifiers (absent from
+        /// its CONNACK means yes); false for 3.1.1.
+        subscription_ids: bool,
     },
     Refused(String),
     Subscribed {
@@ -519,6 +529,8 @@ pub fn connect(
         bytes_cap: max_in_flight_bytes,
         waiting_bytes: 0,
         unsubscribing: unsubscribing.clone(),
+        subscription_ids: settings.topics.iter().map(|t| subscription_id(t)).collect(),
+        subacks_due: 0,
         waiting: VecDeque::new(),
         unsent: unsent.clone(),
         unsent_cap: max_in_flight.saturating_mul(4).clamp(1 << 16, capacity / 2) as i64,
@@ -747,7 +759,10 @@ impl Reader {
                 }
             };
             match event {
-                Event::Connected { session_present } => {
+                Event::Connected {
+                    session_present,
+                    subscription_ids: ids_taken,
+                } => {
                     self.generation.fetch_add(1, Ordering::AcqRel);
                     // rumqttc keeps queued acknowledgements across a
                     // reconnect and writes them (as harmless acks of
@@ -783,7 +798,8 @@ impl Reader {
                     // Subscribe on every other connection: the broker may
                     // have lost our session, and the first of a run may find
                     // one made with other filters.
-                    subscribe(&self.client, &self.topics, self.qos).await;
+                    let ids = ids_taken.then_some(&self.subscription_ids[..]);
+                    self.subacks_due = subscribe(&self.client, &self.topics, self.qos, ids).await;
                 }
                 Event::Refused(reason) => {
                     connected = false;
@@ -824,6 +840,11 @@ impl Reader {
                             reason,
                         });
                     }
+                    // One SUBACK per filter where each has its identifier.
+                    self.subacks_due = self.subacks_due.saturating_sub(1);
+                    if self.subacks_due > 0 {
+                        continue;
+                    }
                     // Ready first, then say so: whoever waits for the log
                     // line and then asks /health must hear the same.
                     let _ = self.state.send(State::Ready);
@@ -860,7 +881,25 @@ impl Reader {
     }
 }
 
-async fn subscribe(client: &Client, topics: &[String], qos: u8) {
+/// The subscription identifier of `filter`: FNV-1a of its text, in MQTT 5's
+/// 1..=268,435,455. Derived from the filter, not made up per run, because
+/// the broker stamps a message with it when it queues the message: what a
+/// persistent session held while the bridge was away carries the earlier
+/// run's identifiers, and is this run's too where the filter is. So it must
+/// not change between versions either (nor use std's hasher, which may).
+fn subscription_id(filter: &str) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in filter.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % 268_435_455) as usize + 1
+}
+
+/// Subscribes to `topics`; on MQTT 5 with `ids`, each filter in a SUBSCRIBE
+/// of its own carrying its identifier (one identifier covers a whole
+/// packet). Returns the number of SUBACKs to wait for.
+async fn subscribe(client: &Client, topics: &[String], qos: u8, ids: Option<&[usize]>) -> usize {
     let r = match client {
         Client::V311(c) => {
             let q = rumqttc::qos(qos).unwrap_or(rumqttc::QoS::AtLeastOnce);
@@ -874,21 +913,42 @@ async fn subscribe(client: &Client, topics: &[String], qos: u8) {
         }
         Client::V5(c) => {
             let q = v5::mqttbytes::qos(qos).unwrap_or(v5::mqttbytes::QoS::AtLeastOnce);
-            c.subscribe_many(topics.iter().map(|t| {
+            let filters = topics.iter().map(|t| {
                 let mut filter = v5::mqttbytes::v5::Filter::new(t.clone(), q);
                 // Retained messages when the subscription is new, not again
                 // when a persistent session already has it: the bridge
                 // wrote them to Kafka the first time.
                 filter.retain_forward_rule = v5::mqttbytes::v5::RetainForwardRule::OnNewSubscribe;
                 filter
-            }))
-            .await
+            });
+            match ids {
+                Some(ids) => {
+                    let mut sent = 0;
+                    for (filter, &id) in filters.zip(ids) {
+                        let properties = v5::mqttbytes::v5::SubscribeProperties {
+                            id: Some(id),
+                            user_properties: Vec::new(),
+                        };
+                        match c.subscribe_many_with_properties([filter], properties).await {
+                            Ok(()) => sent += 1,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not queue the subscription");
+                                break;
+                            }
+                        }
+                    }
+                    return sent;
+                }
+                None => c.subscribe_many(filters).await,
+            }
             .map_err(|e| e.to_string())
         }
     };
     if let Err(e) = r {
         tracing::warn!(error = %e, "could not queue the subscription");
+        return 0;
     }
+    1
 }
 
 impl Reader {
@@ -1042,6 +1102,7 @@ impl Reader {
                         if c.code == ConnectReturnCode::Success {
                             Ok(Event::Connected {
                                 session_present: c.session_present,
+                                subscription_ids: false,
                             })
                         } else {
                             Ok(Event::Refused(format!("{:?}", c.code)))
@@ -1072,6 +1133,7 @@ impl Reader {
                             user_properties: Vec::new(),
                             content_type: None,
                             received_at_ms: now_ms(),
+                            subscribed: None,
                         };
                         let inner = if p.qos == rumqttc::QoS::AtMostOnce {
                             AckInner::None
@@ -1095,12 +1157,18 @@ impl Reader {
             }
             EventLoop::V5(e) => {
                 use v5::mqttbytes::v5::{ConnectReturnCode, Packet, SubscribeReasonCode};
+                let ours = &self.subscription_ids;
                 use v5::Event as E;
                 match e.poll().await {
                     Ok(E::Incoming(Packet::ConnAck(c))) => {
                         if c.code == ConnectReturnCode::Success {
                             Ok(Event::Connected {
                                 session_present: c.session_present,
+                                subscription_ids: c
+                                    .properties
+                                    .as_ref()
+                                    .and_then(|p| p.subscription_identifiers_available)
+                                    != Some(0),
                             })
                         } else {
                             Ok(Event::Refused(format!("{:?}", c.code)))
@@ -1127,11 +1195,13 @@ impl Reader {
                             Ok(t) => t.to_owned(),
                             Err(_) => String::from_utf8_lossy(&p.topic).into_owned(),
                         };
-                        let (user_properties, content_type) = match &p.properties {
-                            Some(props) => {
-                                (props.user_properties.clone(), props.content_type.clone())
-                            }
-                            None => (Vec::new(), None),
+                        let (user_properties, content_type, ids) = match &p.properties {
+                            Some(props) => (
+                                props.user_properties.clone(),
+                                props.content_type.clone(),
+                                &props.subscription_identifiers[..],
+                            ),
+                            None => (Vec::new(), None, &[][..]),
                         };
                         let message = MqttMessage {
                             topic,
@@ -1141,6 +1211,11 @@ impl Reader {
                             user_properties,
                             content_type,
                             received_at_ms: now_ms(),
+                            // No identifier: a subscription made without
+                            // one (an earlier version's), or a broker that
+                            // sends none; the topic decides then.
+                            subscribed: (!ids.is_empty())
+                                .then(|| ids.iter().any(|id| ours.contains(id))),
                         };
                         let inner = if p.qos == v5::mqttbytes::QoS::AtMostOnce {
                             AckInner::None
@@ -1235,7 +1310,9 @@ fn transport(settings: &MqttSettings) -> Result<rumqttc::Transport, MqttError> {
 /// the subscriptions of earlier runs, and MQTT has no way to list them (nor
 /// to unsubscribe one without its exact filter): a message that matches
 /// none of this run's filters came for a filter the user has taken out of
-/// `mqtt.topics` (or a broker rewrote its topic), and is not bridged.
+/// `mqtt.topics` (or a broker rewrote its topic), and is not bridged. Asked
+/// only where the broker does not say which subscription a message came
+/// for (`MqttMessage::subscribed`).
 #[derive(Debug, Clone)]
 pub struct Subscriptions {
     /// What a topic is matched against: each filter as written, and a
@@ -1704,20 +1781,163 @@ mod tests {
         [0x32, 0x08, 0, 3, b'a', b'/', b'b', 0, pkid, payload]
     }
 
-    /// QoS 1 PUBLISH on a/b with packet id `pkid` and `len` bytes of
-    /// payload.
-    fn publish_311_sized(pkid: u8, len: usize) -> Vec<u8> {
-        let remaining = 2 + 3 + 2 + len;
-        let mut p = vec![0x32];
-        let mut n = remaining;
+    /// MQTT's variable byte integer.
+    fn varint(mut n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
         loop {
             let byte = (n % 128) as u8;
             n /= 128;
-            p.push(if n > 0 { byte | 0x80 } else { byte });
+            out.push(if n > 0 { byte | 0x80 } else { byte });
             if n == 0 {
-                break;
+                return out;
             }
         }
+    }
+
+    /// The variable byte integer `bytes` starts with, and its length.
+    fn read_varint(bytes: &[u8]) -> (usize, usize) {
+        let mut n = 0;
+        for (i, b) in bytes.iter().enumerate() {
+            n |= usize::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return (n, i + 1);
+            }
+        }
+        panic!("a variable byte integer runs off the end");
+    }
+
+    /// MQTT 5 QoS 0 PUBLISH of `p` on `topic`, with a subscription
+    /// identifier if `id`.
+    fn publish_v5_qos0(topic: &str, id: Option<usize>) -> Vec<u8> {
+        let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+        body.extend_from_slice(topic.as_bytes());
+        let properties = match id {
+            Some(id) => [vec![0x0b], varint(id)].concat(),
+            None => Vec::new(),
+        };
+        body.extend(varint(properties.len()));
+        body.extend(properties);
+        body.push(b'p');
+        [vec![0x30], varint(body.len()), body].concat()
+    }
+
+    /// MQTT 5: the bridge subscribes to each filter with an identifier of
+    /// its own (one SUBSCRIBE each, as an identifier covers a packet), is
+    /// ready once every SUBACK is in, and a message says whether the broker
+    /// sent it for one of those subscriptions, which its topic cannot tell
+    /// when the broker rewrote it or an earlier run's filter matches it too.
+    #[tokio::test]
+    async fn mqtt5_messages_say_whether_they_came_for_this_runs_subscription() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (mut rx, _acker, _control, mut state, reader) = start_reader(
+            &format!("host: 127.0.0.1, port: {port}, version: 5, qos: 0, topics: ['a/#', 'b/#']"),
+            10,
+        );
+        let (mut s, _) = listener.accept().await.unwrap();
+        let (connect, _) = read_packet(&mut s).await.unwrap();
+        assert_eq!(connect, 0x10, "CONNECT first");
+        // CONNACK: no session, success, no properties (identifiers allowed).
+        s.write_all(&[0x20, 0x03, 0x00, 0x00, 0x00]).await.unwrap();
+        let mut ids = Vec::new();
+        for filter in ["a/#", "b/#"] {
+            let sub = until(&mut s, 0x82).await;
+            let (properties, at) = read_varint(&sub[2..]);
+            assert!(
+                properties >= 2 && sub[2 + at] == 0x0b,
+                "no subscription identifier in {sub:?}"
+            );
+            let (id, _) = read_varint(&sub[2 + at + 1..]);
+            assert_eq!(id, subscription_id(filter));
+            let named = &sub[2 + at + properties..];
+            assert_eq!(&named[2..2 + filter.len()], filter.as_bytes(), "{sub:?}");
+            ids.push((sub[0], sub[1]));
+        }
+        // SUBACKs: QoS 0 granted; ready at the second only.
+        s.write_all(&[0x90, 0x04, ids[0].0, ids[0].1, 0x00, 0x00])
+            .await
+            .unwrap();
+        let ready = tokio::time::timeout(
+            Duration::from_millis(500),
+            state.wait_for(|s| *s == State::Ready),
+        )
+        .await
+        .is_ok();
+        assert!(!ready, "ready with a SUBACK still to come");
+        s.write_all(&[0x90, 0x04, ids[1].0, ids[1].1, 0x00, 0x00])
+            .await
+            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            state.wait_for(|s| *s == State::Ready),
+        )
+        .await
+        .expect("ready once both are granted")
+        .unwrap();
+        let a = subscription_id("a/#");
+        let other = a % 268_435_455 + 1;
+        assert_ne!(other, subscription_id("b/#"));
+        for (topic, id) in [
+            ("rewritten/x", Some(a)),
+            ("a/1", Some(other)),
+            ("a/2", None),
+        ] {
+            s.write_all(&publish_v5_qos0(topic, id)).await.unwrap();
+        }
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let m = next(&mut rx, Duration::from_secs(5))
+                .await
+                .expect("a message");
+            got.push((m.message.topic.clone(), m.message.subscribed));
+        }
+        assert_eq!(
+            got,
+            [
+                ("rewritten/x".to_owned(), Some(true)),
+                ("a/1".to_owned(), Some(false)),
+                ("a/2".to_owned(), None),
+            ]
+        );
+        reader.abort();
+    }
+
+    /// A filter's identifier is what the broker stamped on the messages a
+    /// persistent session queued under an earlier version: it must not
+    /// change from one version to the next.
+    #[test]
+    fn a_filters_subscription_identifier_never_changes() {
+        assert_eq!(subscription_id("spBv1.0/#"), 179_441_778);
+        assert_eq!(subscription_id("a/#"), 108_616_933);
+        assert_ne!(subscription_id("a/#"), subscription_id("a/+"));
+    }
+
+    /// A broker that says it takes no subscription identifiers gets none
+    /// (one would be a protocol error it disconnects for).
+    #[tokio::test]
+    async fn no_subscription_identifier_for_a_broker_without_them() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (_rx, _acker, _control, _state, reader) = start_reader(
+            &format!("host: 127.0.0.1, port: {port}, version: 5, qos: 0, topics: ['a/#']"),
+            10,
+        );
+        let (mut s, _) = listener.accept().await.unwrap();
+        read_packet(&mut s).await.unwrap();
+        // CONNACK with Subscription Identifier Available (0x29) = 0.
+        s.write_all(&[0x20, 0x05, 0x00, 0x00, 0x02, 0x29, 0x00])
+            .await
+            .unwrap();
+        let sub = until(&mut s, 0x82).await;
+        let (properties, _) = read_varint(&sub[2..]);
+        assert_eq!(properties, 0, "properties in {sub:?}");
+        reader.abort();
+    }
+
+    /// QoS 1 PUBLISH on a/b with packet id `pkid` and `len` bytes of
+    /// payload.
+    fn publish_311_sized(pkid: u8, len: usize) -> Vec<u8> {
+        let mut p = [vec![0x32], varint(2 + 3 + 2 + len)].concat();
         p.extend_from_slice(&[0, 3, b'a', b'/', b'b', 0, pkid]);
         p.resize(p.len() + len, b'x');
         p

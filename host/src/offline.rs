@@ -306,6 +306,7 @@ fn message(
         user_properties,
         content_type,
         received_at_ms: now_ms(),
+        subscribed: None,
     }
 }
 

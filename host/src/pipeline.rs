@@ -933,17 +933,22 @@ fn fill_batch<T>(
     batch
 }
 
-/// Messages that match none of `mqtt.topics`, looked for with a persistent
-/// session only: it keeps the subscriptions of earlier runs, so a filter
-/// taken out of the settings goes on delivering until the session ends.
-/// (A broker that rewrites topics, as EMQX's rewrite rules can, sends them
-/// with any session; with a clean one they are not looked for, and are
-/// bridged.) They skip the component and go to the dead-letter
-/// topic with the remedy: dropped, a rewritten topic would be lost without
-/// a trace. Logged once a minute rather than each.
+/// Messages sent for none of this run's subscriptions, looked for with a
+/// persistent session only: it keeps the subscriptions of earlier runs, so
+/// a filter taken out of the settings goes on delivering until the session
+/// ends. With MQTT 5 the broker says which subscription a message came for
+/// (`MqttMessage::subscribed`); otherwise a message whose topic matches
+/// none of `mqtt.topics` counts as such (and so does one whose topic the
+/// broker rewrote, as EMQX's rewrite rules can; with a clean session they
+/// are not looked for, and are bridged). They skip the component and go to
+/// the dead-letter topic with the remedy: dropped, a rewritten topic would
+/// be lost without a trace. Logged once a minute rather than each.
 struct Unsubscribed {
     subscriptions: mqtt::Subscriptions,
+    /// Found by its topic.
     reason: MessageError,
+    /// Found by the broker's subscription identifier.
+    reason_by_id: MessageError,
     logged: crate::logging::Sparse,
 }
 
@@ -962,23 +967,44 @@ impl Unsubscribed {
                      once with mqtt.clean_session: true, to end it), or the broker rewrote the topic"
                 ),
             ),
+            reason_by_id: MessageError::new(
+                UNSUBSCRIBED,
+                format!(
+                    "the broker sent this for a subscription of an earlier run, not for this \
+                     run's mqtt.topics {filters:?} (its MQTT 5 subscription identifier says so): \
+                     the persistent session still holds that subscription (change \
+                     mqtt.client_id, or run once with mqtt.clean_session: true, to end it)"
+                ),
+            ),
             logged: Default::default(),
         }
     }
 
-    /// Takes the messages no filter of this run matches out of `messages`,
-    /// each with its place in the batch.
+    /// Whether `m` came for one of this run's subscriptions: as the broker
+    /// says (MQTT 5), or else as its topic says.
+    fn subscribed(&self, m: &MqttMessage) -> bool {
+        m.subscribed
+            .unwrap_or_else(|| self.subscriptions.matches(&m.topic))
+    }
+
+    /// The dead-letter reason of a message [`Unsubscribed::take`] took.
+    fn reason(&self, m: &MqttMessage) -> &MessageError {
+        match m.subscribed {
+            Some(false) => &self.reason_by_id,
+            _ => &self.reason,
+        }
+    }
+
+    /// Takes the messages that came for none of this run's subscriptions
+    /// out of `messages`, each with its place in the batch.
     fn take(&self, messages: &mut Vec<MqttMessage>) -> Vec<(usize, MqttMessage)> {
-        let Some(first) = messages
-            .iter()
-            .position(|m| !self.subscriptions.matches(&m.topic))
-        else {
+        let Some(first) = messages.iter().position(|m| !self.subscribed(m)) else {
             return Vec::new();
         };
         let mut taken = Vec::new();
         for (i, m) in messages.split_off(first).into_iter().enumerate() {
             // The first of these is the one just found.
-            if i > 0 && self.subscriptions.matches(&m.topic) {
+            if i > 0 && self.subscribed(&m) {
                 messages.push(m);
             } else {
                 taken.push((first + i, m));
@@ -1005,13 +1031,13 @@ impl Unsubscribed {
                     mqtt_topic = %taken[0].1.topic,
                     total = stats.unsubscribed.get(),
                     "{} (dead-lettered; logged at most once a minute)",
-                    self.reason.message
+                    self.reason(&taken[0].1).message
                 );
             }
             // In ascending order, so each lands where it was.
             for (at, m) in taken {
+                outcomes.insert(at, Err(self.reason(&m).clone()));
                 messages.insert(at, m);
-                outcomes.insert(at, Err(self.reason.clone()));
             }
         }
         (messages, outcomes)
@@ -1393,6 +1419,52 @@ mod tests {
         assert_eq!(batch_byte_budget(128), 16 << 20);
     }
 
+    /// Where the broker says which subscription a message came for (MQTT 5),
+    /// that decides, not the topic: a topic the broker rewrote is bridged,
+    /// and a message an earlier run's filter brought is dead-lettered even
+    /// when this run's filters match its topic too, with a reason that says
+    /// how it was told.
+    #[test]
+    fn the_brokers_word_on_a_subscription_outranks_the_topic() {
+        let message = |topic: &str, subscribed| MqttMessage {
+            topic: topic.into(),
+            payload: Default::default(),
+            qos: 1,
+            retain: false,
+            user_properties: Vec::new(),
+            content_type: None,
+            received_at_ms: 0,
+            subscribed,
+        };
+        let u = Unsubscribed::new(&["a/#".into()]);
+        let mut batch = vec![
+            message("rewritten/1", Some(true)),
+            message("a/1", Some(false)),
+            message("a/2", None),
+            message("old/1", None),
+        ];
+        let taken = u.take(&mut batch);
+        let topics = |b: &[MqttMessage]| b.iter().map(|m| m.topic.clone()).collect::<Vec<_>>();
+        assert_eq!(topics(&batch), ["rewritten/1", "a/2"]);
+        let reasons: Vec<(usize, &str)> = taken
+            .iter()
+            .map(|(i, m)| (*i, u.reason(m).message.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 2);
+        assert_eq!(reasons[0].0, 1);
+        assert!(
+            reasons[0].1.contains("subscription identifier"),
+            "{}",
+            reasons[0].1
+        );
+        assert_eq!(reasons[1].0, 3);
+        assert!(
+            reasons[1].1.starts_with("the topic matches none"),
+            "{}",
+            reasons[1].1
+        );
+    }
+
     /// Messages for a filter this run does not subscribe to skip the
     /// component and come back in their places with the reason to
     /// dead-letter them, so they are acknowledged in receive order.
@@ -1406,6 +1478,7 @@ mod tests {
             user_properties: Vec::new(),
             content_type: None,
             received_at_ms: 0,
+            subscribed: None,
         };
         let stats = Stats::default();
         let u = Unsubscribed::new(&["a/#".into()]);

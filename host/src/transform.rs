@@ -1128,6 +1128,7 @@ mod tests {
             user_properties: Vec::new(),
             content_type: None,
             received_at_ms: 1,
+            subscribed: None,
         }
     }
 

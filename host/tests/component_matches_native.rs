@@ -185,6 +185,7 @@ fn message(rng: &mut Rng) -> MqttMessage {
         user_properties,
         content_type: (rng.below(3) == 0).then(|| "application/json".to_owned()),
         received_at_ms: rng.below(2_000_000_000_000) as i64,
+        subscribed: None,
     }
 }
 

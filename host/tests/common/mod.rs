@@ -71,6 +71,7 @@ pub fn message(topic: &str, payload: Vec<u8>) -> MqttMessage {
         user_properties: Vec::new(),
         content_type: None,
         received_at_ms: 1_700_000_000_000,
+        subscribed: None,
     }
 }
 
