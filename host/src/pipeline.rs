@@ -1419,6 +1419,21 @@ mod tests {
         assert_eq!(batch_byte_budget(128), 16 << 20);
     }
 
+    /// An empty QoS 1 message on `topic`, with nothing said of its
+    /// subscription.
+    fn received_on(topic: &str) -> MqttMessage {
+        MqttMessage {
+            topic: topic.into(),
+            payload: Default::default(),
+            qos: 1,
+            retain: false,
+            user_properties: Vec::new(),
+            content_type: None,
+            received_at_ms: 0,
+            subscribed: None,
+        }
+    }
+
     /// Where the broker says which subscription a message came for (MQTT 5),
     /// that decides, not the topic: a topic the broker rewrote is bridged,
     /// and a message an earlier run's filter brought is dead-lettered even
@@ -1427,14 +1442,8 @@ mod tests {
     #[test]
     fn the_brokers_word_on_a_subscription_outranks_the_topic() {
         let message = |topic: &str, subscribed| MqttMessage {
-            topic: topic.into(),
-            payload: Default::default(),
-            qos: 1,
-            retain: false,
-            user_properties: Vec::new(),
-            content_type: None,
-            received_at_ms: 0,
             subscribed,
+            ..received_on(topic)
         };
         let u = Unsubscribed::new(&["a/#".into()]);
         let mut batch = vec![
@@ -1470,16 +1479,7 @@ mod tests {
     /// dead-letter them, so they are acknowledged in receive order.
     #[test]
     fn unsubscribed_messages_skip_the_component_and_keep_their_places() {
-        let message = |topic: &str| MqttMessage {
-            topic: topic.into(),
-            payload: Default::default(),
-            qos: 1,
-            retain: false,
-            user_properties: Vec::new(),
-            content_type: None,
-            received_at_ms: 0,
-            subscribed: None,
-        };
+        let message = received_on;
         let stats = Stats::default();
         let u = Unsubscribed::new(&["a/#".into()]);
         let mut batch: Vec<MqttMessage> = ["old/1", "a/1", "old/2", "old/3", "a/2"]
