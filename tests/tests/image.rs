@@ -80,6 +80,12 @@ fn parse_dockerfile(text: &str) -> Image {
             "FROM" => image = Image::default(),
             "COPY" => {
                 let mut words: Vec<&str> = rest.split_whitespace().collect();
+                if let Some(flag) = words
+                    .iter()
+                    .find(|w| w.starts_with("--") && !w.starts_with("--from="))
+                {
+                    panic!("COPY {flag} is not followed by this test: {line}");
+                }
                 let from_build = words.iter().any(|w| w.starts_with("--from="));
                 words.retain(|w| !w.starts_with("--"));
                 let dest = words.pop().expect("COPY has a destination").to_string();
@@ -445,9 +451,13 @@ fn is_root() -> bool {
 /// ownership only as root.
 fn run_file_commands(image: &Image, root: &Path) {
     for command in image.run.iter().flat_map(|r| r.split("&&")) {
+        assert!(
+            !command.contains(';') && !command.contains("||"),
+            "RUN {command}: only commands joined by && are followed here"
+        );
         let words: Vec<&str> = command.split_whitespace().collect();
         match words.as_slice() {
-            ["mkdir", "-p", dirs @ ..] => {
+            ["mkdir", "-p", dirs @ ..] if dirs.iter().all(|d| !d.starts_with('-')) => {
                 for dir in dirs {
                     std::fs::create_dir_all(inside(root, dir)).expect("mkdir -p");
                 }
@@ -462,7 +472,9 @@ fn run_file_commands(image: &Image, root: &Path) {
                     }
                 }
             }
-            ["chown", ..] => panic!("RUN {command}: only chown -R uid:gid is followed here"),
+            ["chown" | "mkdir" | "chmod" | "install" | "touch" | "ln" | "cp" | "mv", ..] => {
+                panic!("RUN {command}: of the image's files, only mkdir -p and chown -R uid:gid are followed here")
+            }
             _ => {}
         }
     }
@@ -556,6 +568,9 @@ async fn the_image_and_compose_file_run_the_bridge() {
     lay_out(&image, root);
     run_file_commands(&image, root);
     mount_read_only(&image, root);
+    // Declared after the root, so dropped (even on a failed assert) before
+    // it is removed.
+    let _writable = Writable(&image, root);
     // As USER, where this test can switch to it.
     let user = image.user.filter(|_| is_root());
     if user.is_none() {
@@ -673,10 +688,18 @@ async fn the_image_and_compose_file_run_the_bridge() {
     // docker stop: SIGTERM, and a clean exit.
     let status = bridge.terminate(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(0), "log:\n{}", bridge.log());
-    // Writable again, so that a test not run as root can remove its root.
-    for volume in &image.volumes {
-        for dir in walk(&inside(root, volume)).iter().filter(|p| p.is_dir()) {
-            set_mode(dir, 0o755);
+}
+
+/// Makes the read-only volumes writable again when dropped, so that a test
+/// not run as root can remove its scratch root.
+struct Writable<'a>(&'a Image, &'a Path);
+
+impl Drop for Writable<'_> {
+    fn drop(&mut self) {
+        for volume in &self.0.volumes {
+            for dir in walk(&inside(self.1, volume)).iter().filter(|p| p.is_dir()) {
+                set_mode(dir, 0o755);
+            }
         }
     }
 }
