@@ -281,8 +281,11 @@ pub struct Reader {
     /// that filter, so a message says which filter it came for
     /// (`MqttMessage::subscribed`).
     subscription_ids: Vec<usize>,
-    /// SUBACKs still to come for the last subscribe: ready at none.
-    subacks_due: usize,
+    /// Filters (indices into `topics`) still to subscribe to, one SUBSCRIBE
+    /// each, where each carries its identifier; ready when none is left.
+    to_subscribe: VecDeque<usize>,
+    /// The filter whose SUBACK is awaited, where each has its own.
+    subscribing: Option<usize>,
     /// Received, waiting for a permit.
     waiting: VecDeque<Held>,
     unsent: Arc<AtomicI64>,
@@ -530,7 +533,8 @@ pub fn connect(
         waiting_bytes: 0,
         unsubscribing: unsubscribing.clone(),
         subscription_ids: settings.topics.iter().map(|t| subscription_id(t)).collect(),
-        subacks_due: 0,
+        to_subscribe: VecDeque::new(),
+        subscribing: None,
         waiting: VecDeque::new(),
         unsent: unsent.clone(),
         unsent_cap: max_in_flight.saturating_mul(4).clamp(1 << 16, capacity / 2) as i64,
@@ -596,6 +600,8 @@ impl Reader {
         let mut connected_once = false;
         let mut unsubscribed = 0;
         let mut announced = false;
+        // Said once, not at each filter's SUBACK.
+        let mut warned_grant = false;
         loop {
             if *self.stopping.borrow() {
                 self.hand_on_at_stop();
@@ -798,8 +804,14 @@ impl Reader {
                     // Subscribe on every other connection: the broker may
                     // have lost our session, and the first of a run may find
                     // one made with other filters.
-                    let ids = ids_taken.then_some(&self.subscription_ids[..]);
-                    self.subacks_due = subscribe(&self.client, &self.topics, self.qos, ids).await;
+                    if ids_taken {
+                        self.to_subscribe = (0..self.topics.len()).collect();
+                        self.subscribe_next().await;
+                    } else {
+                        self.to_subscribe.clear();
+                        self.subscribing = None;
+                        subscribe(&self.client, &self.topics, self.qos, None).await;
+                    }
                 }
                 Event::Refused(reason) => {
                     connected = false;
@@ -823,7 +835,8 @@ impl Reader {
                     // would quietly make the bridge at most once.
                     // 1 for 2 only costs what Kafka's side costs anyway
                     // (a duplicate after a crash).
-                    if granted.contains(&1) && self.qos == 2 && !connected_once {
+                    if granted.contains(&1) && self.qos == 2 && !connected_once && !warned_grant {
+                        warned_grant = true;
                         tracing::warn!("MQTT broker granted QoS 1 for mqtt.qos 2: a crash or reconnect may bring duplicates");
                     }
                     let downgraded = granted.iter().find(|g| **g == 0 && self.qos > 0).map(|g| {
@@ -836,13 +849,14 @@ impl Reader {
                     if let Some(reason) = refused.first().cloned().or(downgraded) {
                         return Err(MqttError::SubscriptionRefused {
                             addr: self.addr.clone(),
-                            filter: self.topics.join(", "),
+                            filter: match self.subscribing {
+                                Some(i) => self.topics[i].clone(),
+                                None => self.topics.join(", "),
+                            },
                             reason,
                         });
                     }
-                    // One SUBACK per filter where each has its identifier.
-                    self.subacks_due = self.subacks_due.saturating_sub(1);
-                    if self.subacks_due > 0 {
+                    if self.subscribe_next().await {
                         continue;
                     }
                     // Ready first, then say so: whoever waits for the log
@@ -896,10 +910,9 @@ fn subscription_id(filter: &str) -> usize {
     (hash % 268_435_455) as usize + 1
 }
 
-/// Subscribes to `topics`; on MQTT 5 with `ids`, each filter in a SUBSCRIBE
-/// of its own carrying its identifier (one identifier covers a whole
-/// packet). Returns the number of SUBACKs to wait for.
-async fn subscribe(client: &Client, topics: &[String], qos: u8, ids: Option<&[usize]>) -> usize {
+/// Subscribes to `topics` in one SUBSCRIBE; on MQTT 5 with `id` as its
+/// subscription identifier (one covers a whole packet).
+async fn subscribe(client: &Client, topics: &[String], qos: u8, id: Option<usize>) {
     let r = match client {
         Client::V311(c) => {
             let q = rumqttc::qos(qos).unwrap_or(rumqttc::QoS::AtLeastOnce);
@@ -921,23 +934,13 @@ async fn subscribe(client: &Client, topics: &[String], qos: u8, ids: Option<&[us
                 filter.retain_forward_rule = v5::mqttbytes::v5::RetainForwardRule::OnNewSubscribe;
                 filter
             });
-            match ids {
-                Some(ids) => {
-                    let mut sent = 0;
-                    for (filter, &id) in filters.zip(ids) {
-                        let properties = v5::mqttbytes::v5::SubscribeProperties {
-                            id: Some(id),
-                            user_properties: Vec::new(),
-                        };
-                        match c.subscribe_many_with_properties([filter], properties).await {
-                            Ok(()) => sent += 1,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "could not queue the subscription");
-                                break;
-                            }
-                        }
-                    }
-                    return sent;
+            match id {
+                Some(id) => {
+                    let properties = v5::mqttbytes::v5::SubscribeProperties {
+                        id: Some(id),
+                        user_properties: Vec::new(),
+                    };
+                    c.subscribe_many_with_properties(filters, properties).await
                 }
                 None => c.subscribe_many(filters).await,
             }
@@ -946,12 +949,30 @@ async fn subscribe(client: &Client, topics: &[String], qos: u8, ids: Option<&[us
     };
     if let Err(e) = r {
         tracing::warn!(error = %e, "could not queue the subscription");
-        return 0;
     }
-    1
 }
 
 impl Reader {
+    /// Subscribes to the next filter waiting for a SUBSCRIBE of its own, with
+    /// its identifier; false when none waits. One at a time: rumqttc hands
+    /// the bridge's own packets ids from a small cycle (`OWN_PACKET_IDS`, or
+    /// the broker's Receive Maximum if lower) without checking which are
+    /// still in use, and a broker may refuse a SUBSCRIBE with one that is.
+    /// None once the bridge is stopping: a filter subscribed after a clean
+    /// session's unsubscribe would keep its drain from going quiet.
+    async fn subscribe_next(&mut self) -> bool {
+        if *self.stopping.borrow() || self.unsubscribing.load(Ordering::Acquire) {
+            self.to_subscribe.clear();
+        }
+        self.subscribing = self.to_subscribe.pop_front();
+        let Some(i) = self.subscribing else {
+            return false;
+        };
+        let id = self.subscription_ids[i];
+        subscribe(&self.client, &self.topics[i..=i], self.qos, Some(id)).await;
+        true
+    }
+
     /// A persistent session's stop. The broker sends QoS 1 and 2 again,
     /// but no broker keeps QoS 0: those received and waiting for room are
     /// handed on now, past the window (by at most the waiting buffer), and
@@ -1214,7 +1235,10 @@ impl Reader {
                             // No identifier: a subscription made without
                             // one (an earlier version's), or a broker that
                             // sends none; the topic decides then.
-                            subscribed: (!ids.is_empty())
+                            // 0 is no identifier (MQTT 5 forbids it).
+                            subscribed: ids
+                                .iter()
+                                .any(|&id| id != 0)
                                 .then(|| ids.iter().any(|id| ours.contains(id))),
                         };
                         let inner = if p.qos == v5::mqttbytes::QoS::AtMostOnce {
@@ -1806,15 +1830,15 @@ mod tests {
         panic!("a variable byte integer runs off the end");
     }
 
-    /// MQTT 5 QoS 0 PUBLISH of `p` on `topic`, with a subscription
-    /// identifier if `id`.
-    fn publish_v5_qos0(topic: &str, id: Option<usize>) -> Vec<u8> {
+    /// MQTT 5 QoS 0 PUBLISH of `p` on `topic`, with these subscription
+    /// identifiers.
+    fn publish_v5_qos0(topic: &str, ids: &[usize]) -> Vec<u8> {
         let mut body = (topic.len() as u16).to_be_bytes().to_vec();
         body.extend_from_slice(topic.as_bytes());
-        let properties = match id {
-            Some(id) => [vec![0x0b], varint(id)].concat(),
-            None => Vec::new(),
-        };
+        let properties: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| [vec![0x0b], varint(id)].concat())
+            .collect();
         body.extend(varint(properties.len()));
         body.extend(properties);
         body.push(b'p');
@@ -1822,10 +1846,11 @@ mod tests {
     }
 
     /// MQTT 5: the bridge subscribes to each filter with an identifier of
-    /// its own (one SUBSCRIBE each, as an identifier covers a packet), is
-    /// ready once every SUBACK is in, and a message says whether the broker
-    /// sent it for one of those subscriptions, which its topic cannot tell
-    /// when the broker rewrote it or an earlier run's filter matches it too.
+    /// its own (one SUBSCRIBE each, as an identifier covers a packet, and
+    /// the next only once the last is granted), is ready once every SUBACK
+    /// is in, and a message says whether the broker sent it for one of
+    /// those subscriptions, which its topic cannot tell when the broker
+    /// rewrote it or an earlier run's filter matches it too.
     #[tokio::test]
     async fn mqtt5_messages_say_whether_they_came_for_this_runs_subscription() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1839,9 +1864,10 @@ mod tests {
         assert_eq!(connect, 0x10, "CONNECT first");
         // CONNACK: no session, success, no properties (identifiers allowed).
         s.write_all(&[0x20, 0x03, 0x00, 0x00, 0x00]).await.unwrap();
-        let mut ids = Vec::new();
         for filter in ["a/#", "b/#"] {
-            let sub = until(&mut s, 0x82).await;
+            let sub = tokio::time::timeout(Duration::from_secs(5), until(&mut s, 0x82))
+                .await
+                .unwrap_or_else(|_| panic!("no SUBSCRIBE for {filter}"));
             let (properties, at) = read_varint(&sub[2..]);
             assert!(
                 properties >= 2 && sub[2 + at] == 0x0b,
@@ -1849,24 +1875,27 @@ mod tests {
             );
             let (id, _) = read_varint(&sub[2 + at + 1..]);
             assert_eq!(id, subscription_id(filter));
+            // This filter alone, with its options byte.
             let named = &sub[2 + at + properties..];
+            assert_eq!(named.len(), 2 + filter.len() + 1, "{sub:?}");
             assert_eq!(&named[2..2 + filter.len()], filter.as_bytes(), "{sub:?}");
-            ids.push((sub[0], sub[1]));
+            let ready = tokio::time::timeout(
+                Duration::from_millis(300),
+                state.wait_for(|s| *s == State::Ready),
+            )
+            .await
+            .is_ok();
+            assert!(!ready, "ready before {filter} was granted");
+            let more = tokio::time::timeout(Duration::from_millis(300), read_packet(&mut s)).await;
+            assert!(
+                more.is_err(),
+                "a packet before {filter} was granted: {more:?}"
+            );
+            // SUBACK: QoS 0 granted.
+            s.write_all(&[0x90, 0x04, sub[0], sub[1], 0x00, 0x00])
+                .await
+                .unwrap();
         }
-        // SUBACKs: QoS 0 granted; ready at the second only.
-        s.write_all(&[0x90, 0x04, ids[0].0, ids[0].1, 0x00, 0x00])
-            .await
-            .unwrap();
-        let ready = tokio::time::timeout(
-            Duration::from_millis(500),
-            state.wait_for(|s| *s == State::Ready),
-        )
-        .await
-        .is_ok();
-        assert!(!ready, "ready with a SUBACK still to come");
-        s.write_all(&[0x90, 0x04, ids[1].0, ids[1].1, 0x00, 0x00])
-            .await
-            .unwrap();
         tokio::time::timeout(
             Duration::from_secs(5),
             state.wait_for(|s| *s == State::Ready),
@@ -1874,31 +1903,35 @@ mod tests {
         .await
         .expect("ready once both are granted")
         .unwrap();
-        let a = subscription_id("a/#");
-        let other = a % 268_435_455 + 1;
-        assert_ne!(other, subscription_id("b/#"));
-        for (topic, id) in [
-            ("rewritten/x", Some(a)),
-            ("a/1", Some(other)),
-            ("a/2", None),
+        let (a, b) = (subscription_id("a/#"), subscription_id("b/#"));
+        let other = (1..).find(|i| ![a, b].contains(i)).unwrap();
+        for (topic, ids) in [
+            ("rewritten/x", &[a][..]),
+            ("a/1", &[other][..]),
+            ("a/2", &[]),
+            ("a/3", &[other, b]),
+            ("a/4", &[0]),
         ] {
-            s.write_all(&publish_v5_qos0(topic, id)).await.unwrap();
+            s.write_all(&publish_v5_qos0(topic, ids)).await.unwrap();
         }
         let mut got = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..5 {
             let m = next(&mut rx, Duration::from_secs(5))
                 .await
                 .expect("a message");
             got.push((m.message.topic.clone(), m.message.subscribed));
         }
-        assert_eq!(
-            got,
-            [
-                ("rewritten/x".to_owned(), Some(true)),
-                ("a/1".to_owned(), Some(false)),
-                ("a/2".to_owned(), None),
-            ]
-        );
+        let expected = [
+            ("rewritten/x", Some(true)),
+            ("a/1", Some(false)),
+            ("a/2", None),
+            // Any of them ours.
+            ("a/3", Some(true)),
+            // 0 is no identifier at all.
+            ("a/4", None),
+        ]
+        .map(|(t, v)| (t.to_owned(), v));
+        assert_eq!(got, expected);
         reader.abort();
     }
 
