@@ -87,6 +87,21 @@ struct Room {
     stats: Arc<crate::metrics::Stats>,
 }
 
+impl Room {
+    fn new(
+        place: OwnedSemaphorePermit,
+        bytes: OwnedSemaphorePermit,
+        stats: Arc<crate::metrics::Stats>,
+    ) -> Room {
+        stats.in_flight_bytes.add(bytes.num_permits() as u64);
+        Room {
+            bytes,
+            _place: place,
+            stats,
+        }
+    }
+}
+
 impl Drop for Room {
     fn drop(&mut self) {
         self.stats
@@ -95,17 +110,18 @@ impl Drop for Room {
     }
 }
 
-/// A place and bytes to fill a [`Room`] with. Waiting for a place first and
-/// bytes second holds no bytes while places are short; only the reader
-/// takes either, so neither wait can starve the other.
+/// Waits for a place and `need` bytes. Waiting for a place first and bytes
+/// second holds no bytes while places are short; only the reader takes
+/// either, so neither wait can starve the other.
 async fn room_for(
     places: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     need: u32,
-) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), tokio::sync::AcquireError> {
+    stats: Arc<crate::metrics::Stats>,
+) -> Result<Room, tokio::sync::AcquireError> {
     let place = places.acquire_owned().await?;
     let bytes = bytes.acquire_many_owned(need).await?;
-    Ok((place, bytes))
+    Ok(Room::new(place, bytes, stats))
 }
 
 /// Packet id and QoS, all an acknowledgement needs: a message in flight
@@ -227,7 +243,7 @@ impl Control {
     }
 }
 
-/// Received messages held without a pipeline permit, at most.
+/// Received messages held without room in the pipeline, at most.
 pub const WAITING_CAP: usize = 256;
 
 /// How long the broker must stay silent after confirming our unsubscribe
@@ -251,7 +267,7 @@ pub enum State {
     Disconnected,
 }
 
-/// A received message waiting for a permit: the message, what acknowledges
+/// A received message waiting for room: the message, what acknowledges
 /// it, and the connection generation it came on.
 type Held = (MqttMessage, AckInner, u64);
 
@@ -281,12 +297,11 @@ pub struct Reader {
     /// that filter, so a message says which filter it came for
     /// (`MqttMessage::subscribed`).
     subscription_ids: Vec<usize>,
-    /// Filters (indices into `topics`) still to subscribe to, one SUBSCRIBE
-    /// each, where each carries its identifier; ready when none is left.
-    to_subscribe: VecDeque<usize>,
-    /// The filter whose SUBACK is awaited, where each has its own.
+    /// The filter (index into `topics`) whose SUBACK is awaited where each
+    /// has a SUBSCRIBE of its own (with its identifier); the next follows
+    /// it, and ready comes after the last.
     subscribing: Option<usize>,
-    /// Received, waiting for a permit.
+    /// Received, waiting for room.
     waiting: VecDeque<Held>,
     unsent: Arc<AtomicI64>,
     /// Poll even with a full buffer once this many acknowledgements are
@@ -425,7 +440,7 @@ enum Event {
         session_present: bool,
         /// MQTT 5: the broker takes subscription identifiers (absent from
         /// its CONNACK means yes); false for 3.1.1.
-        subscription_ids: bool,
+        ids_taken: bool,
     },
     Refused(String),
     Subscribed {
@@ -533,7 +548,6 @@ pub fn connect(
         waiting_bytes: 0,
         unsubscribing: unsubscribing.clone(),
         subscription_ids: settings.topics.iter().map(|t| subscription_id(t)).collect(),
-        to_subscribe: VecDeque::new(),
         subscribing: None,
         waiting: VecDeque::new(),
         unsent: unsent.clone(),
@@ -596,7 +610,7 @@ impl Reader {
         // Between a drop and the next CONNACK, a poll is a connection
         // attempt: nothing may cut it short.
         let mut connected = false;
-        // Set on the first SUBACK: connected and subscribed at least once.
+        // Set at the (last) SUBACK: connected and subscribed at least once.
         let mut connected_once = false;
         let mut unsubscribed = 0;
         let mut announced = false;
@@ -620,11 +634,11 @@ impl Reader {
                 self.stopping.clone(),
                 !self.handed_on && !self.clean_session,
             );
-            // With the buffer full, wait for a permit (or a persistent
+            // With the buffer full, wait for room (or a persistent
             // session's stop) only: the broker keeps the rest. With
             // messages waiting and nothing to write, for a
-            // permit or a packet, whichever comes first: a QoS 0 message
-            // frees its permit without writing anything, so a poll on a
+            // room or a packet, whichever comes first: a QoS 0 message
+            // frees its room without writing anything, so a poll on a
             // quiet connection alone would hold them until the next packet
             // (a keep-alive away). Dropping a pending poll is safe while no
             // acknowledgement is queued: it is waiting to read, or at worst
@@ -685,8 +699,7 @@ impl Reader {
                 Next::Event(self.poll().await)
             };
             let polled = match next {
-                Next::Room(Ok((place, bytes))) => {
-                    let room = self.room(place, bytes);
+                Next::Room(Ok(room)) => {
                     if !self.forward(room) {
                         return Ok(());
                     }
@@ -767,7 +780,7 @@ impl Reader {
             match event {
                 Event::Connected {
                     session_present,
-                    subscription_ids: ids_taken,
+                    ids_taken,
                 } => {
                     self.generation.fetch_add(1, Ordering::AcqRel);
                     // rumqttc keeps queued acknowledgements across a
@@ -804,12 +817,10 @@ impl Reader {
                     // Subscribe on every other connection: the broker may
                     // have lost our session, and the first of a run may find
                     // one made with other filters.
+                    self.subscribing = None;
                     if ids_taken {
-                        self.to_subscribe = (0..self.topics.len()).collect();
-                        self.subscribe_next().await;
+                        self.subscribe_one(0).await;
                     } else {
-                        self.to_subscribe.clear();
-                        self.subscribing = None;
                         subscribe(&self.client, &self.topics, self.qos, None).await;
                     }
                 }
@@ -856,8 +867,11 @@ impl Reader {
                             reason,
                         });
                     }
-                    if self.subscribe_next().await {
-                        continue;
+                    // The next filter's turn, if each has its own SUBACK.
+                    if let Some(i) = self.subscribing {
+                        if self.subscribe_one(i + 1).await {
+                            continue;
+                        }
                     }
                     // Ready first, then say so: whoever waits for the log
                     // line and then asks /health must hear the same.
@@ -953,21 +967,22 @@ async fn subscribe(client: &Client, topics: &[String], qos: u8, id: Option<usize
 }
 
 impl Reader {
-    /// Subscribes to the next filter waiting for a SUBSCRIBE of its own, with
-    /// its identifier; false when none waits. One at a time: rumqttc hands
-    /// the bridge's own packets ids from a small cycle (`OWN_PACKET_IDS`, or
-    /// the broker's Receive Maximum if lower) without checking which are
-    /// still in use, and a broker may refuse a SUBSCRIBE with one that is.
-    /// None once the bridge is stopping: a filter subscribed after a clean
-    /// session's unsubscribe would keep its drain from going quiet.
-    async fn subscribe_next(&mut self) -> bool {
-        if *self.stopping.borrow() || self.unsubscribing.load(Ordering::Acquire) {
-            self.to_subscribe.clear();
-        }
-        self.subscribing = self.to_subscribe.pop_front();
-        let Some(i) = self.subscribing else {
+    /// Subscribes to filter `i` alone, with its identifier; false when there
+    /// is no such filter, or the bridge is stopping (a filter subscribed
+    /// after a clean session's unsubscribe would keep its drain from going
+    /// quiet). One at a time: rumqttc hands the bridge's own packet ids from
+    /// a small cycle (`OWN_PACKET_IDS`, or the broker's Receive Maximum if
+    /// lower) without checking which are still in use, and a broker may
+    /// refuse a SUBSCRIBE with one that is.
+    async fn subscribe_one(&mut self, i: usize) -> bool {
+        if i >= self.topics.len()
+            || *self.stopping.borrow()
+            || self.unsubscribing.load(Ordering::Acquire)
+        {
+            self.subscribing = None;
             return false;
-        };
+        }
+        self.subscribing = Some(i);
         let id = self.subscription_ids[i];
         subscribe(&self.client, &self.topics[i..=i], self.qos, Some(id)).await;
         true
@@ -990,37 +1005,26 @@ impl Reader {
         }
         let waiting = std::mem::take(&mut self.waiting);
         self.waiting_bytes = 0;
-        let beyond_window = Arc::new(Semaphore::new(waiting.len()));
-        // As many bytes as the messages have (each counted up to the cap):
-        // never short either.
-        let beyond_bytes = Arc::new(Semaphore::new(
-            waiting
-                .iter()
-                .map(|held| held.0.payload.len().min(self.bytes_cap))
-                .sum(),
-        ));
-        for held in waiting {
-            if held.0.qos > 0 {
-                // Not acknowledged: the broker sends it again.
-                self.count_not_bridged(held.0.qos);
-                continue;
-            }
-            let place = match self.permits.clone().try_acquire_owned() {
-                Ok(place) => Ok(place),
-                // One permit per waiting message: never short.
-                Err(_) => beyond_window.clone().try_acquire_owned(),
-            };
-            let need = self.need(&held.0);
-            let bytes = match self.bytes.clone().try_acquire_many_owned(need) {
-                Ok(bytes) => Ok(bytes),
-                Err(_) => beyond_bytes.clone().try_acquire_many_owned(need),
-            };
-            let (Ok(place), Ok(bytes)) = (place, bytes) else {
+        let (qos0, qos12): (Vec<Held>, Vec<Held>) =
+            waiting.into_iter().partition(|held| held.0.qos == 0);
+        for held in qos12 {
+            // Not acknowledged: the broker sends it again.
+            self.count_not_bridged(held.0.qos);
+        }
+        // Room past both bounds for every one of them (by at most the
+        // waiting buffer): never short.
+        let needs: Vec<u32> = qos0.iter().map(|held| self.need(&held.0)).collect();
+        let places = Arc::new(Semaphore::new(qos0.len()));
+        let bytes = Arc::new(Semaphore::new(needs.iter().map(|&n| n as usize).sum()));
+        for (held, need) in qos0.into_iter().zip(needs) {
+            let (Ok(place), Ok(bytes)) = (
+                places.clone().try_acquire_owned(),
+                bytes.clone().try_acquire_many_owned(need),
+            ) else {
                 self.count_not_bridged(0);
                 continue;
             };
-            let room = self.room(place, bytes);
-            if !self.hand(held, room) {
+            if !self.hand(held, Room::new(place, bytes, self.stats.clone())) {
                 self.count_not_bridged(0);
             }
         }
@@ -1059,27 +1063,21 @@ impl Reader {
         let need = self.need(&self.waiting.front()?.0);
         let place = self.permits.clone().try_acquire_owned().ok()?;
         let bytes = self.bytes.clone().try_acquire_many_owned(need).ok()?;
-        Some(self.room(place, bytes))
+        Some(Room::new(place, bytes, self.stats.clone()))
     }
 
     /// Waits for room for the oldest waiting message (of which there must
     /// be one); borrows nothing, so it can race a poll.
     fn wait_for_room(
         &self,
-    ) -> impl std::future::Future<
-        Output = Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), tokio::sync::AcquireError>,
-    > + 'static {
+    ) -> impl std::future::Future<Output = Result<Room, tokio::sync::AcquireError>> + 'static {
         let need = self.waiting.front().map_or(0, |held| self.need(&held.0));
-        room_for(self.permits.clone(), self.bytes.clone(), need)
-    }
-
-    fn room(&self, place: OwnedSemaphorePermit, bytes: OwnedSemaphorePermit) -> Room {
-        self.stats.in_flight_bytes.add(bytes.num_permits() as u64);
-        Room {
-            bytes,
-            _place: place,
-            stats: self.stats.clone(),
-        }
+        room_for(
+            self.permits.clone(),
+            self.bytes.clone(),
+            need,
+            self.stats.clone(),
+        )
     }
 
     /// Hands the oldest waiting message to the pipeline with `room`;
@@ -1123,7 +1121,7 @@ impl Reader {
                         if c.code == ConnectReturnCode::Success {
                             Ok(Event::Connected {
                                 session_present: c.session_present,
-                                subscription_ids: false,
+                                ids_taken: false,
                             })
                         } else {
                             Ok(Event::Refused(format!("{:?}", c.code)))
@@ -1185,7 +1183,7 @@ impl Reader {
                         if c.code == ConnectReturnCode::Success {
                             Ok(Event::Connected {
                                 session_present: c.session_present,
-                                subscription_ids: c
+                                ids_taken: c
                                     .properties
                                     .as_ref()
                                     .and_then(|p| p.subscription_identifiers_available)
@@ -1268,7 +1266,7 @@ impl Reader {
 /// What the reader's wait ended with.
 enum Next {
     /// Room for the oldest waiting message: a place and its bytes.
-    Room(Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), tokio::sync::AcquireError>),
+    Room(Result<Room, tokio::sync::AcquireError>),
     /// Every place is back (a clean session's drain waits for this).
     AllBack,
     /// A persistent session's stop began: hand on what is held.

@@ -952,7 +952,7 @@ struct Unsubscribed {
     logged: crate::logging::Sparse,
 }
 
-/// `dlq_error_kind` of a message that matches none of `mqtt.topics`.
+/// `dlq_error_kind` of a message sent for none of this run's subscriptions.
 const UNSUBSCRIBED: &str = "unsubscribed";
 
 impl Unsubscribed {

@@ -465,11 +465,12 @@ fn run_file_commands(image: &Image, root: &Path) {
             ["chown", "-R", owner, paths @ ..] => {
                 let (uid, gid) = owner.split_once(':').expect("chown uid:gid");
                 let (uid, gid) = (uid.parse().expect("uid"), gid.parse().expect("gid"));
+                if !is_root() {
+                    continue;
+                }
                 for path in paths.iter().flat_map(|p| walk(&inside(root, p))) {
-                    if is_root() {
-                        std::os::unix::fs::chown(&path, Some(uid), Some(gid))
-                            .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
-                    }
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
                 }
             }
             ["chown" | "mkdir" | "chmod" | "install" | "touch" | "ln" | "cp" | "mv", ..] => {
@@ -483,9 +484,10 @@ fn run_file_commands(image: &Image, root: &Path) {
 /// A VOLUME as the compose file mounts it (`:ro`): the host's files, which
 /// the container's user may read and not write.
 fn mount_read_only(image: &Image, root: &Path) {
+    let root_user = is_root();
     for volume in &image.volumes {
         for path in walk(&inside(root, volume)) {
-            if is_root() {
+            if root_user {
                 std::os::unix::fs::chown(&path, Some(0), Some(0))
                     .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
             }
