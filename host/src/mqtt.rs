@@ -366,6 +366,20 @@ impl EventLoop {
     /// packet ids to other messages. The broker delivers them again. QoS 0
     /// messages stay: nothing acknowledges them, and no broker sends them
     /// twice.
+    /// Drops the SUBSCRIBEs rumqttc took from its request channel when the
+    /// connection failed, to send first on the next (it keeps them where
+    /// the broker resumes the session).
+    fn forget_pending_subscriptions(&mut self) {
+        match self {
+            EventLoop::V311(e) => e
+                .pending
+                .retain(|r| !matches!(r, rumqttc::Request::Subscribe(_))),
+            EventLoop::V5(e) => e
+                .pending
+                .retain(|r| !matches!(r, v5::Request::Subscribe(_))),
+        }
+    }
+
     fn forget_unread_messages(&mut self) -> usize {
         let before;
         let after;
@@ -735,6 +749,11 @@ impl Reader {
                     // session has given their packet ids to new messages,
                     // not yet in Kafka.
                     self.generation.fetch_add(1, Ordering::AcqRel);
+                    // Subscribing starts over on the next connection; a
+                    // SUBSCRIBE of this one that rumqttc kept to send first
+                    // there would bring a SUBACK taken for another filter's.
+                    self.events.forget_pending_subscriptions();
+                    self.subscribing = None;
                     if !self.clean_session {
                         // A clean session's broker forgets them: bridged,
                         // they are not lost (an ack of theirs on the new
@@ -1801,6 +1820,49 @@ mod tests {
     /// QoS 1 PUBLISH of `payload` on a/b with packet id `pkid`.
     fn publish_311(pkid: u8, payload: u8) -> [u8; 10] {
         [0x32, 0x08, 0, 3, b'a', b'/', b'b', 0, pkid, payload]
+    }
+
+    /// What rumqttc kept of a lost connection to send first on the next:
+    /// its SUBSCRIBEs go (subscribing starts over, and their SUBACKs would
+    /// be taken for other filters'), the rest stays.
+    #[test]
+    fn a_lost_connections_pending_subscribes_are_dropped_and_nothing_else() {
+        use v5::mqttbytes::v5::{Filter, Subscribe};
+        let (_client, e) = v5::AsyncClient::new(v5::MqttOptions::new("t", "127.0.0.1", 1), 8);
+        let mut events = EventLoop::V5(Box::new(e));
+        if let EventLoop::V5(e) = &mut events {
+            let subscribe = |f: &str| {
+                v5::Request::Subscribe(Subscribe::new(
+                    Filter::new(f, v5::mqttbytes::QoS::AtLeastOnce),
+                    None,
+                ))
+            };
+            e.pending
+                .extend([subscribe("a/#"), v5::Request::PingReq, subscribe("b/#")]);
+        }
+        events.forget_pending_subscriptions();
+        let EventLoop::V5(e) = &events else {
+            unreachable!()
+        };
+        assert_eq!(e.pending, [v5::Request::PingReq]);
+        let (_client, e) =
+            rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 8);
+        let mut events = EventLoop::V311(Box::new(e));
+        if let EventLoop::V311(e) = &mut events {
+            e.pending.extend([
+                rumqttc::Request::Subscribe(rumqttc::Subscribe::new(
+                    "a/#",
+                    rumqttc::QoS::AtLeastOnce,
+                )),
+                rumqttc::Request::PingReq(rumqttc::PingReq),
+            ]);
+        }
+        events.forget_pending_subscriptions();
+        let EventLoop::V311(e) = &events else {
+            unreachable!()
+        };
+        assert_eq!(e.pending.len(), 1);
+        assert!(matches!(e.pending[0], rumqttc::Request::PingReq(_)));
     }
 
     /// MQTT's variable byte integer.
