@@ -359,13 +359,6 @@ enum EventLoop {
 }
 
 impl EventLoop {
-    /// Forgets the QoS 1 and 2 messages rumqttc read before the connection
-    /// failed but has not handed out: it would after the reconnect, and
-    /// their acknowledgements would go out on the new connection, where a
-    /// persistent session's broker has sent them again or given their
-    /// packet ids to other messages. The broker delivers them again. QoS 0
-    /// messages stay: nothing acknowledges them, and no broker sends them
-    /// twice.
     /// Drops the SUBSCRIBEs rumqttc took from its request channel when the
     /// connection failed, to send first on the next (it keeps them where
     /// the broker resumes the session).
@@ -380,6 +373,13 @@ impl EventLoop {
         }
     }
 
+    /// Forgets the QoS 1 and 2 messages rumqttc read before the connection
+    /// failed but has not handed out: it would after the reconnect, and
+    /// their acknowledgements would go out on the new connection, where a
+    /// persistent session's broker has sent them again or given their
+    /// packet ids to other messages. The broker delivers them again. QoS 0
+    /// messages stay: nothing acknowledges them, and no broker sends them
+    /// twice.
     fn forget_unread_messages(&mut self) -> usize {
         let before;
         let after;
