@@ -49,12 +49,25 @@ fn install(default: &str, json: bool) {
 /// in place: ignored in silence, a typo in an operator's `RUST_LOG=debug`
 /// looks like a bridge with nothing to say.
 fn env_filter(default: &str) -> (EnvFilter, Option<String>) {
-    match std::env::var("RUST_LOG") {
+    filter_for(std::env::var("RUST_LOG"), default)
+}
+
+/// [`env_filter`] for a given value of `RUST_LOG`. An empty or blank one
+/// counts as unset: `EnvFilter` reads it as no directives, which turns off
+/// every line, errors included, and it is what a compose file's
+/// `RUST_LOG: ${RUST_LOG}` or a Kubernetes `value: ""` passes when nobody
+/// meant to set it.
+fn filter_for(
+    value: Result<String, std::env::VarError>,
+    default: &str,
+) -> (EnvFilter, Option<String>) {
+    match value {
         Err(std::env::VarError::NotPresent) => (EnvFilter::new(default), None),
         Err(std::env::VarError::NotUnicode(_)) => (
             EnvFilter::new(default),
             Some("it is not valid UTF-8".to_owned()),
         ),
+        Ok(value) if value.trim().is_empty() => (EnvFilter::new(default), None),
         Ok(value) => match EnvFilter::try_new(&value) {
             Ok(filter) => (filter, None),
             Err(e) => (EnvFilter::new(default), Some(format!("{value:?}: {e}"))),
@@ -85,5 +98,32 @@ impl Sparse {
     #[cfg(test)]
     pub fn set_last(&self, at: Instant) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::filter::LevelFilter;
+
+    fn level(value: Result<String, std::env::VarError>) -> (Option<LevelFilter>, Option<String>) {
+        let (filter, bad) = filter_for(value, "warn");
+        (filter.max_level_hint(), bad)
+    }
+
+    /// An empty `RUST_LOG` would otherwise be a filter that lets nothing
+    /// through (its hint is `OFF`): the default stands, without a warning.
+    #[test]
+    fn an_empty_or_blank_rust_log_is_the_default() {
+        assert_eq!(level(Ok(String::new())), (Some(LevelFilter::WARN), None));
+        assert_eq!(level(Ok("  ".into())), (Some(LevelFilter::WARN), None));
+        assert_eq!(
+            level(Err(std::env::VarError::NotPresent)),
+            (Some(LevelFilter::WARN), None)
+        );
+        assert_eq!(level(Ok("debug".into())), (Some(LevelFilter::DEBUG), None));
+        let (hint, bad) = level(Ok("warn,uns_kafka=loud".into()));
+        assert_eq!(hint, Some(LevelFilter::WARN));
+        assert!(bad.is_some_and(|why| why.starts_with("\"warn,uns_kafka=loud\": ")));
     }
 }
