@@ -830,7 +830,7 @@ impl Reader {
                         // 3.1.1 re-sends every retained message on a
                         // subscribe, each a duplicate in Kafka; MQTT 5 asks
                         // for them on new subscriptions only (below).
-                        let _ = self.state.send(State::Ready);
+                        self.say_ready();
                         continue;
                     }
                     // Subscribe on every other connection: the broker may
@@ -892,9 +892,14 @@ impl Reader {
                             continue;
                         }
                     }
+                    if self.stopping_or_unsubscribing() {
+                        // Not every filter is subscribed, and the state
+                        // the stop set (`HandedOn`) must stand.
+                        continue;
+                    }
                     // Ready first, then say so: whoever waits for the log
                     // line and then asks /health must hear the same.
-                    let _ = self.state.send(State::Ready);
+                    self.say_ready();
                     if !connected_once {
                         tracing::info!(topics = ?self.topics, "uns-kafka ready: subscribed to {} topic filter(s)", self.topics.len());
                     }
@@ -986,6 +991,21 @@ async fn subscribe(client: &Client, topics: &[String], qos: u8, id: Option<usize
 }
 
 impl Reader {
+    fn stopping_or_unsubscribing(&self) -> bool {
+        *self.stopping.borrow() || self.unsubscribing.load(Ordering::Acquire)
+    }
+
+    /// `Ready`, unless a stop has begun: the pipeline waits for the state
+    /// the stop sets (`HandedOn`, `Unsubscribed`), and a `Ready` sent over
+    /// it before the pipeline looked would hide it (a false "did not hand
+    /// on in time" a second later), and tell `/health` a stopping bridge
+    /// is ready.
+    fn say_ready(&self) {
+        if !self.stopping_or_unsubscribing() {
+            let _ = self.state.send(State::Ready);
+        }
+    }
+
     /// Subscribes to filter `i` alone, with its identifier; false when there
     /// is no such filter, or the bridge is stopping (a filter subscribed
     /// after a clean session's unsubscribe would keep its drain from going
@@ -994,10 +1014,7 @@ impl Reader {
     /// lower) without checking which are still in use, and a broker may
     /// refuse a SUBSCRIBE with one that is.
     async fn subscribe_one(&mut self, i: usize) -> bool {
-        if i >= self.topics.len()
-            || *self.stopping.borrow()
-            || self.unsubscribing.load(Ordering::Acquire)
-        {
+        if i >= self.topics.len() || self.stopping_or_unsubscribing() {
             self.subscribing = None;
             return false;
         }
@@ -1765,6 +1782,30 @@ mod tests {
         )
     }
 
+    /// [`start_reader`] with the sender of the pipeline's stop.
+    fn start_reader_stoppable(mqtt: &str, window: usize) -> (TestReader, watch::Sender<bool>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("settings.yaml"),
+            format!(
+                "mqtt: {{{mqtt}}}\n\
+                 kafka: {{config: {{bootstrap.servers: 'localhost:9092'}}}}\n"
+            ),
+        )
+        .unwrap();
+        let settings =
+            crate::config::load_from(dir.path(), Vec::new(), crate::config::Mode::Bridge).unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stats = Arc::new(crate::metrics::Stats::default());
+        let (reader, acker, control, state) =
+            connect(&settings.mqtt, window, 1 << 20, stats, tx, stop_rx).unwrap();
+        (
+            (rx, acker, control, state, tokio::spawn(reader.run())),
+            stop_tx,
+        )
+    }
+
     /// A clean-session reader (MQTT 3.1.1) subscribed to `a/#` at QoS 1.
     fn clean_reader(port: u16, window: usize) -> TestReader {
         start_reader(
@@ -1992,6 +2033,53 @@ mod tests {
         ]
         .map(|(t, v)| (t.to_owned(), v));
         assert_eq!(got, expected);
+        reader.abort();
+    }
+
+    /// A persistent session's stop between the first filter's SUBACK and
+    /// the last's: no further SUBSCRIBE, and the `HandedOn` the stop set
+    /// stands. A `Ready` sent over it on the next SUBACK kept the pipeline
+    /// waiting a second for a hand-on that had come (and warning it had
+    /// not), and told `/health` a stopping bridge was ready.
+    #[tokio::test]
+    async fn a_stop_while_subscribing_is_not_overwritten_by_ready() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let ((_rx, _acker, control, mut state, reader), stop) = start_reader_stoppable(
+            &format!(
+                "host: 127.0.0.1, port: {port}, version: 5, qos: 1, clean_session: false, \
+                 session_expiry: 60, client_id: stop-test, topics: ['a/#', 'b/#']"
+            ),
+            10,
+        );
+        let (mut s, _) = listener.accept().await.unwrap();
+        read_packet(&mut s).await.unwrap();
+        s.write_all(&[0x20, 0x03, 0x00, 0x00, 0x00]).await.unwrap();
+        let sub = until(&mut s, 0x82).await;
+        control.hand_on_held();
+        stop.send(true).unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            state.wait_for(|s| *s == State::HandedOn),
+        )
+        .await
+        .expect("handed on")
+        .unwrap();
+        // SUBACK for a/#: QoS 1 granted.
+        s.write_all(&[0x90, 0x04, sub[0], sub[1], 0x00, 0x01])
+            .await
+            .unwrap();
+        let changed = tokio::time::timeout(Duration::from_millis(500), state.changed()).await;
+        assert!(
+            changed.is_err(),
+            "the state changed after the stop: {:?}",
+            *state.borrow()
+        );
+        let more = tokio::time::timeout(Duration::from_millis(300), read_packet(&mut s)).await;
+        assert!(
+            !matches!(more, Ok(Some((0x82, _)))),
+            "b/# subscribed after the stop"
+        );
         reader.abort();
     }
 
