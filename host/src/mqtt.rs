@@ -1759,6 +1759,22 @@ mod tests {
         window: usize,
         bytes: usize,
     ) -> (TestReader, Arc<crate::metrics::Stats>) {
+        let (reader, stats, stop) = start_reader_with(mqtt, window, bytes);
+        std::mem::forget(stop);
+        (reader, stats)
+    }
+
+    /// [`start_reader`] with the sender of the pipeline's stop.
+    fn start_reader_stoppable(mqtt: &str, window: usize) -> (TestReader, watch::Sender<bool>) {
+        let (reader, _, stop) = start_reader_with(mqtt, window, 1 << 20);
+        (reader, stop)
+    }
+
+    fn start_reader_with(
+        mqtt: &str,
+        window: usize,
+        bytes: usize,
+    ) -> (TestReader, Arc<crate::metrics::Stats>, watch::Sender<bool>) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("settings.yaml"),
@@ -1772,36 +1788,12 @@ mod tests {
             crate::config::load_from(dir.path(), Vec::new(), crate::config::Mode::Bridge).unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
-        std::mem::forget(stop_tx);
         let stats = Arc::new(crate::metrics::Stats::default());
         let (reader, acker, control, state) =
             connect(&settings.mqtt, window, bytes, stats.clone(), tx, stop_rx).unwrap();
         (
             (rx, acker, control, state, tokio::spawn(reader.run())),
             stats,
-        )
-    }
-
-    /// [`start_reader`] with the sender of the pipeline's stop.
-    fn start_reader_stoppable(mqtt: &str, window: usize) -> (TestReader, watch::Sender<bool>) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("settings.yaml"),
-            format!(
-                "mqtt: {{{mqtt}}}\n\
-                 kafka: {{config: {{bootstrap.servers: 'localhost:9092'}}}}\n"
-            ),
-        )
-        .unwrap();
-        let settings =
-            crate::config::load_from(dir.path(), Vec::new(), crate::config::Mode::Bridge).unwrap();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let stats = Arc::new(crate::metrics::Stats::default());
-        let (reader, acker, control, state) =
-            connect(&settings.mqtt, window, 1 << 20, stats, tx, stop_rx).unwrap();
-        (
-            (rx, acker, control, state, tokio::spawn(reader.run())),
             stop_tx,
         )
     }
