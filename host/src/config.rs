@@ -1022,6 +1022,21 @@ impl Layers {
                 ),
             ));
         }
+        // A message is acknowledged to MQTT when the delivery reports of
+        // its records say Kafka has them: with reports for failures only,
+        // the first message would wait for ever and the bridge with it.
+        if native
+            .get("delivery.report.only.error")
+            .is_ok_and(|v| v.trim() == "true")
+        {
+            return Err(err(
+                "kafka.config.delivery.report.only.error",
+                "must be false: the bridge acknowledges an MQTT message when Kafka's \
+                 delivery report for each of its records says it is stored, and without \
+                 reports for success it would acknowledge nothing"
+                    .into(),
+            ));
+        }
         if let Err(why) = check_kafka_topic(&kafka.dead_letter_topic) {
             return Err(err("kafka.dead_letter_topic", why));
         }
