@@ -615,6 +615,58 @@ async fn component_bugs_are_dead_lettered_with_a_reason_that_says_why_and_fits()
     );
 }
 
+/// A message the component turns into no records is acknowledged and
+/// counted as such, and nowhere else: not as a record, and not in the
+/// delivery histogram, where a component that filters most traffic out
+/// would make the p99 read near 0 while real records take seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_filtered_out_is_acknowledged_and_not_timed() {
+    let p = unique("filtered");
+    let (dlq, good_topic, dlq_consumer, good_consumer) = dlq_and_good(&p).await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write_settings(&format!(
+        "{}bridge:\n  health_listen: '127.0.0.1:{port}'\n",
+        settings(env().mqtt_port, &[format!("{p}/#")], "", &dlq)
+    ));
+    let config = dir.path().to_string_lossy().into_owned();
+    let faulty = component("test-faulty").to_string_lossy().into_owned();
+    let mut bridge = Bridge::start(["run", "--config", &config, "--component", &faulty], &[]);
+    bridge.wait_ready(READY).await;
+
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    for payload in ["drop", "drop", "fine"] {
+        publisher.publish(&good_topic, payload, 1, false).await;
+    }
+    publisher.wait_acked(ARRIVE).await;
+    let good = good_consumer.collect(1, ARRIVE).await;
+    assert_eq!(good.len(), 1, "log:\n{}", bridge.log());
+    assert_eq!(good[0].value.as_deref(), Some(&b"fine"[..]));
+    let metrics = metrics_with(port, &["uns_kafka_messages_acknowledged_total 3"]).await;
+    for (name, value) in [
+        ("uns_kafka_messages_received_total", 3),
+        ("uns_kafka_records_produced_total", 1),
+        ("uns_kafka_records_confirmed_total", 1),
+        ("uns_kafka_messages_dead_lettered_total", 0),
+        ("uns_kafka_delivery_seconds_count", 1),
+    ] {
+        assert_eq!(metric_value(&metrics, name), value, "{name}\n{metrics}");
+    }
+    assert!(good_consumer
+        .collect_for(Duration::from_secs(1))
+        .await
+        .is_empty());
+    assert!(dlq_consumer
+        .collect_for(Duration::from_secs(1))
+        .await
+        .is_empty());
+    publisher.disconnect().await;
+    assert_eq!(
+        bridge.terminate(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+}
+
 /// A dead-letter topic that refuses every record (here Kafka's internal
 /// offsets topic, as one without write permission would): the bad message
 /// is logged and counted as lost, not as dead-lettered, and the bridge

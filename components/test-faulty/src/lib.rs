@@ -7,7 +7,8 @@
 //! is bridged like anything else; `huge-error` is rejected with a 2 MiB
 //! reason; `bad-topic` becomes a record for a Kafka topic with a space in
 //! its name; `half-bad-topic` becomes a good record and then a bad-topic
-//! one; anything else becomes one record on the
+//! one; `drop` becomes no record at all (the WIT's way to filter a message
+//! out); anything else becomes one record on the
 //! topic with `/` replaced by `_`, keyed by the topic, payload unchanged.
 //! `init` fails when its configuration mentions `fail_init`.
 
@@ -93,6 +94,7 @@ mod component {
                 record(m.topic.replace('/', "_"), None, m.payload.clone()),
                 record(format!("bad topic {}", m.topic), None, m.payload),
             ]),
+            b"drop" => Ok(Vec::new()),
             b"bad-topic" => Ok(vec![record(
                 format!("bad topic {}", m.topic),
                 None,
