@@ -1288,7 +1288,10 @@ impl Output {
             Err(e) => {
                 // Usually too large for the dead-letter topic as well: keep
                 // the reason and the topic, say how big the payload was.
-                record.value = None;
+                // Empty rather than null: a null value is a tombstone, which
+                // on a compacted dead-letter topic deletes the earlier dead
+                // letters of the same MQTT topic (the key).
+                record.value = Some(Vec::new());
                 record.headers.push((
                     "dlq_payload_dropped".into(),
                     format!("{} bytes: {e}", message.payload.len()).into_bytes(),
