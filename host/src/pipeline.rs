@@ -68,10 +68,17 @@ pub fn main(args: RunArgs) -> Result<(), CliError> {
     );
     let settings = config::load(&args.config)?;
     let bridge = Bridge::prepare(settings, args.component)?.with_hangup(hangup);
-    runtime
-        .block_on(bridge.run(shutdown.recv()))
-        .map_err(CliError::from_run)
+    let result = runtime.block_on(bridge.run(shutdown.recv()));
+    // Dropping a runtime waits without limit for what still runs on its
+    // blocking pool: a SIGHUP's compile and `init`, or rumqttc's DNS
+    // lookup, which a dead resolver holds for half a minute. The stop's
+    // deadline has passed by now; neither may hold the exit past it.
+    runtime.shutdown_timeout(BLOCKING_AT_EXIT);
+    result.map_err(CliError::from_run)
 }
+
+/// How long the exit waits for blocking work the stop left behind.
+const BLOCKING_AT_EXIT: Duration = Duration::from_millis(500);
 
 /// SIGINT or SIGTERM: stop taking messages and finish those in flight.
 /// Registered when made (tokio's `ctrl_c()` registers only when first

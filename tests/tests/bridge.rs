@@ -2004,6 +2004,50 @@ async fn a_filter_taken_out_of_a_persistent_session_is_not_bridged() {
     }
 }
 
+/// A SIGTERM while a SIGHUP's reload is still loading (here a component
+/// whose `init` spins for the two minutes of its `transform.timeout_ms`)
+/// stops the bridge on time: the reload runs on tokio's blocking pool,
+/// which the exit used to wait for without limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_slow_reload_still_stops_on_time() {
+    let p = unique("slowreload");
+    let dir = ConfigDir::new();
+    let settings_with = |config: &str| {
+        format!(
+            "{}transform:\n  component: transform.wasm\n  timeout_ms: 120000\n  config: {{{config}}}\n",
+            settings(env().mqtt_port, &[format!("{p}/#")], "", &format!("{p}-dlq"))
+        )
+    };
+    dir.write_settings(&settings_with(""));
+    dir.copy_in(&component("test-faulty"), "transform.wasm");
+    let config = dir.path().to_string_lossy().into_owned();
+    let mut bridge = Bridge::start(["run", "--config", &config], &[]);
+    bridge.wait_ready(READY).await;
+    dir.write_settings(&settings_with("slow_init: true"));
+    bridge.signal(libc::SIGHUP);
+    bridge
+        .wait_for_log(
+            "SIGHUP: reading the settings again",
+            Duration::from_secs(30),
+        )
+        .await;
+    // Into `init` (compiling a component this small takes far less).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent = std::time::Instant::now();
+    bridge.signal(libc::SIGTERM);
+    // Nothing in flight: the stop itself takes a moment; `init` would hold
+    // the exit for the rest of its two minutes.
+    let status = bridge.wait_exit(Duration::from_secs(45)).await;
+    let log = bridge.log();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(30),
+        "exit took {:?}; log:\n{log}",
+        sent.elapsed()
+    );
+    assert!(!log.contains("transform component reloaded"), "log:\n{log}");
+}
+
 /// SIGHUP reads the settings again and reloads the component: a new
 /// transform ships without a restart or a reconnect, in place of the old
 /// file or under a new name in `transform.component`; a file or settings

@@ -10,7 +10,9 @@
 //! one; `drop` becomes no record at all (the WIT's way to filter a message
 //! out); anything else becomes one record on the
 //! topic with `/` replaced by `_`, keyed by the topic, payload unchanged.
-//! `init` fails when its configuration mentions `fail_init`.
+//! `init` fails when its configuration mentions `fail_init`, and spins
+//! until `transform.timeout_ms` stops it when it mentions `slow_init` (a
+//! component may not sleep).
 
 #[cfg(target_arch = "wasm32")]
 mod component {
@@ -35,6 +37,12 @@ mod component {
         fn init(config: String) -> Result<(), String> {
             if config.contains("fail_init") {
                 return Err("asked to fail init".to_owned());
+            }
+            if config.contains("slow_init") {
+                let mut n = 0u64;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
             }
             Ok(())
         }
