@@ -283,7 +283,8 @@ impl Bridge {
             stats: stats.clone(),
         });
         let batch_size = settings.bridge.batch_size;
-        let batch_bytes = batch_byte_budget(settings.transform.max_memory_mb);
+        // `mut`: a reload may bring another `transform.max_memory_mb`.
+        let mut batch_bytes = batch_byte_budget(settings.transform.max_memory_mb);
         let clean_session = settings.mqtt.clean_session;
         // Only a persistent session can hold filters this run did not ask for.
         let unsubscribed =
@@ -492,7 +493,8 @@ impl Bridge {
                     reloading = Some(tokio::task::spawn_blocking(move || {
                         let settings = config::load(&dir)?;
                         let (runtime, transformer) = load_component(&settings, component)?;
-                        Ok((runtime, transformer, settings.component_config()))
+                        let budget = batch_byte_budget(settings.transform.max_memory_mb);
+                        Ok((runtime, transformer, settings.component_config(), budget))
                     }));
                 }
                 loaded = join_opt(&mut reloading), if reloading.is_some() => {
@@ -501,7 +503,7 @@ impl Bridge {
                         .map_err(|e| e.to_string())
                         .and_then(|r| r.map_err(|e| e.to_string()));
                     match loaded {
-                        Ok((runtime, transformer, config)) => {
+                        Ok((runtime, transformer, config, budget)) => {
                             let info = transformer.info().clone();
                             tracing::info!(
                                 component = %info.name,
@@ -510,6 +512,9 @@ impl Bridge {
                                 "transform component reloaded"
                             );
                             worker.replace(transformer, runtime, config);
+                            // Batches cut from here on go to the new
+                            // instance, sized to its memory.
+                            batch_bytes = budget;
                             stats.set_info(info.clone());
                             stats.component_reloads.add(1);
                             // Messages in flight keep the Output (and the
@@ -715,8 +720,9 @@ fn init_error_origin(settings: &Settings, error: &str) -> String {
 }
 
 /// A component compiled and instantiated by [`load_component`] on SIGHUP,
-/// and the configuration its `init` took (for a fresh instance later).
-type Loaded = (Arc<TransformRuntime>, Transformer, String);
+/// the configuration its `init` took (for a fresh instance later), and
+/// the batch byte budget of its `transform.max_memory_mb`.
+type Loaded = (Arc<TransformRuntime>, Transformer, String, usize);
 
 /// SIGHUP, the usual "reload" signal: with a handler installed it no longer
 /// ends the process (its default), which would drop what is in flight.

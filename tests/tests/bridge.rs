@@ -2048,6 +2048,59 @@ async fn sigterm_during_a_slow_reload_still_stops_on_time() {
     assert!(!log.contains("transform component reloaded"), "log:\n{log}");
 }
 
+/// A reload that lowers `transform.max_memory_mb` cuts batches to the new
+/// memory: a backlog of large messages went on in batches of an eighth of
+/// the old limit (here 128 MiB into a 64 MiB instance), failed on memory,
+/// and the instance replaced for it forgot what it had learned. The
+/// backlog forms behind a message that keeps the component busy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_to_less_memory_cuts_batches_to_it() {
+    let p = unique("reloadmem");
+    let dlq = format!("{p}-dlq");
+    let k = format!("{p}_big");
+    create_topics(&[&k, &dlq], 1).await;
+    let consumer = Consumer::new(&[&k]);
+    let dir = ConfigDir::new();
+    let settings_with = |mb: u64| {
+        format!(
+            "{}transform:\n  component: transform.wasm\n  timeout_ms: 3000\n  max_memory_mb: {mb}\n",
+            settings(env().mqtt_port, &[format!("{p}/#")], "", &dlq)
+        )
+    };
+    dir.write_settings(&settings_with(1024));
+    dir.copy_in(&component("test-faulty"), "transform.wasm");
+    let config = dir.path().to_string_lossy().into_owned();
+    let mut bridge = Bridge::start(["run", "--config", &config], &[]);
+    bridge.wait_ready(READY).await;
+    dir.write_settings(&settings_with(64));
+    bridge.signal(libc::SIGHUP);
+    bridge
+        .wait_for_log("transform component reloaded", Duration::from_secs(60))
+        .await;
+
+    let publisher = MqttClient::connect(MqttConnect::anonymous()).await.unwrap();
+    // Three seconds of the component's time, while 80 MB queue behind.
+    publisher
+        .publish(&format!("{p}/busy"), "loop", 1, false)
+        .await;
+    let big = vec![b'x'; 400_000];
+    for _ in 0..200 {
+        publisher
+            .publish(&format!("{p}/big"), big.clone(), 1, false)
+            .await;
+    }
+    publisher.wait_acked(Duration::from_secs(60)).await;
+    let got = consumer.collect(200, Duration::from_secs(60)).await;
+    let log = bridge.log();
+    assert_eq!(got.len(), 200, "log:\n{log}");
+    assert!(!log.contains("component failed on a batch"), "log:\n{log}");
+    publisher.disconnect().await;
+    assert_eq!(
+        bridge.terminate(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+}
+
 /// SIGHUP reads the settings again and reloads the component: a new
 /// transform ships without a restart or a reconnect, in place of the old
 /// file or under a new name in `transform.component`; a file or settings
