@@ -6,15 +6,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::transform::{ComponentInfo, SANDBOX_FAILURES};
 
+/// Release on add, acquire on read: one who reads a count also sees every
+/// count the same thread made before it (`/health` reads `acked`, then
+/// `lost`, and a lost message is counted in `lost` first), which relaxed
+/// atomics do not promise on a weakly ordered CPU (aarch64). The cost is
+/// nil on x86, where both are the same instructions.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
 impl Counter {
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.fetch_add(n, Ordering::Release);
     }
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.load(Ordering::Acquire)
     }
 }
 
