@@ -78,7 +78,9 @@ async fn run(args: DemoArgs) -> Result<(), CliError> {
         }
     }
     // The demo's topics are unique per run, so a real Kafka shows only
-    // this run's records.
+    // this run's records; so are its filters, or a real broker's live
+    // Sparkplug traffic (retained STATE and BIRTHs first) would be copied
+    // into the topics the production bridge writes.
     let root = format!("demo{run_id}");
     let dlq = format!("uns_kafka_dlq_demo{run_id}");
     let dir = tempfile::tempdir().map_err(|e| CliError::Other(e.into()))?;
@@ -89,7 +91,7 @@ async fn run(args: DemoArgs) -> Result<(), CliError> {
         serde_json::Value::from(bootstrap.as_str()),
     );
     let settings_yaml = format!(
-        "mqtt:\n  host: {host_text}\n  port: {mqtt_port}\n  version: 4\n  topics: ['{root}/#', 'spBv1.0/#']\n  qos: 1\n  \
+        "mqtt:\n  host: {host_text}\n  port: {mqtt_port}\n  version: 4\n  topics: ['{root}/#', 'spBv1.0/plant1/+/edge{run_id}', 'spBv1.0/STATE/scada{run_id}']\n  qos: 1\n  \
          ignored_attributes:\n    '{root}/+/+/+/vibration': ['raw']\n\
          kafka:\n  config:\n    bootstrap.servers: {bootstrap_text}\n  dead_letter_topic: {dlq}\n"
     );

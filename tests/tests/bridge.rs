@@ -2399,6 +2399,10 @@ async fn demo_bridges_its_samples_embedded_and_against_the_real_brokers() {
             )
         }
     };
+    // Someone else's Sparkplug traffic on the real broker, retained so
+    // that any subscription to it gets it at once: not the demo's to take.
+    let foreign = format!("spBv1.0/{}/NDATA/e1", unique("foreign"));
+    publish(env().mqtt_port, &foreign, "not the demo's", 1, true).await;
     for extra in [
         &[][..],
         &["--mqtt", &mqtt, "--kafka", &env().kafka_bootstrap][..],
@@ -2422,7 +2426,9 @@ async fn demo_bridges_its_samples_embedded_and_against_the_real_brokers() {
             "colour codes in a log that is not a terminal:\n{stderr}"
         );
         assert!(stderr.contains("uns-kafka stopped"), "{stderr}");
+        assert!(!stderr.contains(&foreign), "{stderr}");
     }
+    publish(env().mqtt_port, &foreign, "", 1, true).await;
     let (code, _, stderr) = demo(&["--mqtt", "no-port-here"]).await;
     assert_eq!(code, Some(2), "{stderr}");
 }
