@@ -71,7 +71,7 @@ fn summary(s: &Settings, component: &str) -> String {
         MqttVersion::V311 => "MQTT 3.1.1",
         MqttVersion::V5 => "MQTT 5",
     };
-    let host = m.host.as_deref().unwrap_or_default();
+    let host = m.url_host();
     // Relaxed checks are said where the address is, not only in the log.
     let relaxed = match &m.tls {
         Some(t) if t.cert_reqs == Some(false) => {

@@ -335,6 +335,20 @@ mod defaults {
     }
 }
 
+impl MqttSettings {
+    /// `host` as a URL writes it: an IPv6 address in brackets, its zone's
+    /// `%` as `%25` (RFC 6874). Bare, `::1` in `ws://::1:1883/mqtt` is no
+    /// authority a URL parser takes, and every connection would fail.
+    pub fn url_host(&self) -> String {
+        let host = self.host.as_deref().unwrap_or_default();
+        if host.contains(':') {
+            format!("[{}]", host.replace('%', "%25"))
+        } else {
+            host.to_owned()
+        }
+    }
+}
+
 /// The librdkafka settings we add when the user did not choose: a bridge
 /// that loses, duplicates or reorders data under retries is worse than a
 /// slow one. `message.timeout.ms: 0` (never) keeps a record in librdkafka's
@@ -1987,5 +2001,28 @@ mod tests {
         ] {
             assert!(check_host(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// What `check` prints and a websocket URL is built from.
+    #[test]
+    fn an_ipv6_host_is_bracketed_in_a_url() {
+        for (host, url) in [
+            ("broker", "broker"),
+            ("10.0.0.1", "10.0.0.1"),
+            ("::1", "[::1]"),
+            ("fe80::1%eth0", "[fe80::1%25eth0]"),
+        ] {
+            let m: MqttSettings = serde_yaml::from_str(&format!("host: '{host}'")).unwrap();
+            assert_eq!(m.url_host(), url, "{host}");
+        }
+    }
+
+    #[test]
+    fn filters_follow_the_mqtt_spec() {
+        assert!(check_filter("a/+/c/#").is_ok());
+        assert!(check_filter("#").is_ok());
+        assert!(check_filter("a/#/c").is_err());
+        assert!(check_filter("a/b+").is_err());
+        assert!(check_filter("").is_err());
     }
 }

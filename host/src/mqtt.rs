@@ -490,8 +490,10 @@ pub fn connect(
         Transport::Websockets => {
             let scheme = if settings.tls.is_some() { "wss" } else { "ws" };
             let url = format!(
-                "{scheme}://{host}:{}{}",
-                settings.port, settings.websocket_path
+                "{scheme}://{}:{}{}",
+                settings.url_host(),
+                settings.port,
+                settings.websocket_path
             );
             (url.clone(), url)
         }
@@ -2071,6 +2073,30 @@ mod tests {
         assert!(
             !matches!(more, Ok(Some((0x82, _)))),
             "b/# subscribed after the stop"
+        );
+        reader.abort();
+    }
+
+    /// Websockets to an IPv6 address: the URL brackets it (bare, rumqttc
+    /// could not parse `ws://::1:port/mqtt` and never connected).
+    #[tokio::test]
+    async fn websockets_reach_an_ipv6_address() {
+        let listener = TcpListener::bind("[::1]:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (_rx, _acker, _control, _state, reader) = start_reader(
+            &format!("host: '::1', port: {port}, transport: websockets, topics: ['a/#']"),
+            10,
+        );
+        let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("a connection to [::1]")
+            .unwrap();
+        let mut request = vec![0u8; 16];
+        s.read_exact(&mut request).await.unwrap();
+        assert!(
+            request.starts_with(b"GET /mqtt "),
+            "{}",
+            String::from_utf8_lossy(&request)
         );
         reader.abort();
     }
