@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::config;
 use crate::error::CliError;
 use crate::message::{now_ms, KafkaRecord, MessageError, MqttMessage, TransformOutcome};
-use crate::pipeline::invalid_topic;
+use crate::pipeline::{batch_byte_budget, invalid_topic};
 use crate::transform::{default_component_path, RuntimeOptions, TransformError, TransformRuntime};
 
 /// Messages per component call: enough to amortise the sandbox crossing,
@@ -89,6 +89,10 @@ pub fn main(args: TransformArgs) -> Result<(), CliError> {
             // From a pipe (`mosquitto_sub ... | uns-kafka transform --input
             // -`) each line is answered as it comes; from a file, in batches.
             let batch_size = if stream { 1 } else { BATCH };
+            // As `run` cuts its batches: more payload than an eighth of the
+            // instance's memory fails on memory, and the instance replaced
+            // forgets its BIRTHs, so later output would differ from `run`'s.
+            let batch_bytes = batch_byte_budget(settings.transform.max_memory_mb);
             let mut batch = Batch::default();
             let mut raw = Vec::with_capacity(1024);
             let mut line_no = 0usize;
@@ -108,7 +112,7 @@ pub fn main(args: TransformArgs) -> Result<(), CliError> {
                 }
                 line_no += 1;
                 batch.push(parse_line(line_no, &raw));
-                if batch.len() >= batch_size {
+                if batch.len() >= batch_size || batch.bytes >= batch_bytes {
                     batch.flush(&mut transformer, &mut out, &mut line_buf)?;
                     if stream {
                         out.flush().map_err(write_err)?;
@@ -174,6 +178,8 @@ struct Batch {
     /// Per line: the index into `messages`, or the line's input error.
     slots: Vec<Result<usize, MessageError>>,
     messages: Vec<MqttMessage>,
+    /// Payload bytes in `messages`.
+    bytes: usize,
 }
 
 impl Batch {
@@ -183,6 +189,7 @@ impl Batch {
 
     fn push(&mut self, parsed: Result<MqttMessage, MessageError>) {
         self.slots.push(parsed.map(|m| {
+            self.bytes += m.payload.len();
             self.messages.push(m);
             self.messages.len() - 1
         }));
@@ -214,6 +221,7 @@ impl Batch {
             out.write_all(line_buf).map_err(write_err)?;
         }
         self.messages.clear();
+        self.bytes = 0;
         Ok(())
     }
 }

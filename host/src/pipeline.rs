@@ -918,7 +918,7 @@ type InTransform = FuturesOrdered<std::pin::Pin<Box<dyn Future<Output = Transfor
 /// 256 large messages of a backlog would pass `transform.max_memory_mb`,
 /// and the instance replaced for it forgets what it learned (Sparkplug
 /// BIRTHs) although no message was at fault.
-fn batch_byte_budget(max_memory_mb: u64) -> usize {
+pub(crate) fn batch_byte_budget(max_memory_mb: u64) -> usize {
     usize::try_from(max_memory_mb.saturating_mul(1 << 20) / 8).unwrap_or(usize::MAX)
 }
 

@@ -326,6 +326,63 @@ fn sparkplug_ndata_without_datatypes_takes_the_sign_from_the_nbirth() {
     }
 }
 
+/// A file's lines go to the component in batches cut as `run` cuts them,
+/// also by payload bytes: a batch of 200 lines of 400 KB in a 64 MiB
+/// instance failed on memory, and the fresh instance that retried them
+/// had forgotten the NBIRTH of an earlier batch, so a later NDATA read
+/// Int32 -5 as 4294967291 where `run` gives -5.
+#[test]
+fn a_file_is_cut_into_batches_by_payload_bytes_too() {
+    use metric::Value::*;
+    let nbirth = Payload {
+        seq: Some(0),
+        metrics: vec![Metric {
+            alias: Some(1),
+            ..metric("temp", datatype::INT32, IntValue(0))
+        }],
+        ..Default::default()
+    };
+    let ndata = Payload {
+        seq: Some(1),
+        metrics: vec![Metric {
+            alias: Some(1),
+            value: Some(IntValue((-5i32) as u32)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let sparkplug = |topic: &str, p: &Payload| {
+        json!({"topic": topic, "payload_b64": B64.encode(p.encode_to_vec())}).to_string()
+    };
+    // The NBIRTH and 255 small lines fill the first batch of 256.
+    let mut lines = vec![sparkplug("spBv1.0/G1/NBIRTH/edge1", &nbirth)];
+    lines.extend((1..256).map(|i| json!({"topic": "a/small", "payload": {"i": i}}).to_string()));
+    let big = "x".repeat(400_000);
+    lines.extend((0..200).map(|_| json!({"topic": "a/big", "payload": {"x": big}}).to_string()));
+    lines.push(sparkplug("spBv1.0/G1/NDATA/edge1", &ndata));
+    let conf = config_dir("transform:\n  max_memory_mb: 64\n");
+    let input = conf.path().join("in.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = run(
+        &[
+            "--config",
+            conf.path().to_str().unwrap(),
+            "--component",
+            component("uns_default").to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("component failed on a batch"), "{stderr}");
+    let parsed = parse_output(&out.stdout);
+    assert_eq!(parsed.len(), lines.len());
+    let last = only_record(&parsed[lines.len() - 1]);
+    assert_eq!(last["value"]["metrics"][0]["value"], -5, "{last}");
+}
+
 /// The README's first way to build a component, `cargo component build`
 /// (wasm32-wasip1 and the preview1 adapter, other WASI imports than the
 /// wasip2 build): it loads and transforms exactly as the wasip2 build the
