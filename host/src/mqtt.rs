@@ -212,23 +212,13 @@ impl Control {
         if !self.clean_session {
             return;
         }
-        // Before the requests: a reconnect from here on must not subscribe
+        // Before the request: a reconnect from here on must not subscribe
         // again (rumqttc does not carry an UNSUBSCRIBE over a reconnect).
         self.unsubscribing.store(true, Ordering::Release);
-        for topic in &self.topics {
-            let r = match &self.client {
-                Client::V311(c) => c
-                    .unsubscribe(topic.clone())
-                    .await
-                    .map_err(|e| e.to_string()),
-                Client::V5(c) => c
-                    .unsubscribe(topic.clone())
-                    .await
-                    .map_err(|e| e.to_string()),
-            };
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "unsubscribe on shutdown");
-            }
+        // The first filter; the reader sends each next one when the last
+        // is acknowledged, as it subscribes (see `Reader::subscribe_one`).
+        if let Some(first) = self.topics.first() {
+            unsubscribe(&self.client, first).await;
         }
     }
 
@@ -928,7 +918,13 @@ impl Reader {
                             (n > 0).then(|| n - 1)
                         });
                 }
-                Event::Unsubscribed => unsubscribed += 1,
+                Event::Unsubscribed => {
+                    unsubscribed += 1;
+                    // One at a time, for the packet ids' sake.
+                    if let Some(next) = self.topics.get(unsubscribed) {
+                        unsubscribe(&self.client, next).await;
+                    }
+                }
                 Event::Other => {}
             }
         }
@@ -952,6 +948,16 @@ fn subscription_id(filter: &str) -> usize {
 
 /// Subscribes to `topics` in one SUBSCRIBE; on MQTT 5 with `id` as its
 /// subscription identifier (one covers a whole packet).
+async fn unsubscribe(client: &Client, topic: &str) {
+    let r = match client {
+        Client::V311(c) => c.unsubscribe(topic).await.map_err(|e| e.to_string()),
+        Client::V5(c) => c.unsubscribe(topic).await.map_err(|e| e.to_string()),
+    };
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "unsubscribe on shutdown");
+    }
+}
+
 async fn subscribe(client: &Client, topics: &[String], qos: u8, id: Option<usize>) {
     let r = match client {
         Client::V311(c) => {
@@ -2267,6 +2273,51 @@ mod tests {
         )
         .await
         .expect("quiet once all acknowledged")
+        .unwrap();
+        reader.abort();
+    }
+
+    /// A clean session's drain unsubscribes one filter at a time, each
+    /// once the last is acknowledged: rumqttc gives the bridge's requests
+    /// packet ids from a small cycle without checking which are in use,
+    /// and with more filters than ids a broker could refuse one (0x91) and
+    /// keep sending its messages while the drain counted it done.
+    #[tokio::test]
+    async fn a_clean_drain_unsubscribes_one_filter_at_a_time() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let filters = ["a/#", "b/#", "c/#"];
+        let (_rx, _acker, control, mut state, reader) = start_reader(
+            &format!("host: 127.0.0.1, port: {port}, version: 4, qos: 1, topics: {filters:?}"),
+            2,
+        );
+        let mut s = accept_311(&listener).await;
+        let sub = until(&mut s, 0x82).await;
+        s.write_all(&[0x90, 0x05, sub[0], sub[1], 0x01, 0x01, 0x01])
+            .await
+            .unwrap();
+        state.wait_for(|s| *s == State::Ready).await.unwrap();
+        control.stop_subscriptions().await;
+        for filter in filters {
+            let unsub = tokio::time::timeout(Duration::from_secs(5), until(&mut s, 0xa2))
+                .await
+                .unwrap_or_else(|_| panic!("no UNSUBSCRIBE for {filter}"));
+            assert_eq!(&unsub[4..], filter.as_bytes(), "{unsub:?}");
+            let more = tokio::time::timeout(Duration::from_millis(300), read_packet(&mut s)).await;
+            assert!(
+                more.is_err(),
+                "a packet before {filter}'s UNSUBACK: {more:?}"
+            );
+            s.write_all(&[0xb0, 0x02, unsub[0], unsub[1]])
+                .await
+                .unwrap();
+        }
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            state.wait_for(|s| *s == State::Unsubscribed),
+        )
+        .await
+        .expect("quiet once all three are unsubscribed")
         .unwrap();
         reader.abort();
     }
