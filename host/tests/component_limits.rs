@@ -113,3 +113,82 @@ fn an_nbirth_of_a_hundred_thousand_metrics_is_bridged() {
         serde_json::from_slice(records[0].value.as_deref().unwrap()).unwrap();
     assert_eq!(value["metrics"][0]["value"], -5, "{value}");
 }
+
+/// A value whose JSON is many times its wire size: 2 MiB of BooleanArray
+/// bits are 16 million `false`s, 100 MB of JSON, which trapped on memory
+/// and cost the instance its BIRTHs. Refused with a reason, in the same
+/// instance, which still knows alias 1.
+#[test]
+fn json_many_times_its_wire_size_is_a_decode_error_and_the_births_survive() {
+    let mut wasm = instance();
+    let birth = Payload {
+        metrics: vec![Metric {
+            name: Some("t".into()),
+            alias: Some(1),
+            datatype: Some(3), // Int32
+            value: Some(metric::Value::IntValue(0)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    one(wasm.transform_batch(&[message("spBv1.0/g/NBIRTH/e", birth.encode_to_vec())]))
+        .expect("BIRTH bridged");
+    let mut bits = (16u32 << 20).to_le_bytes().to_vec();
+    bits.extend(std::iter::repeat_n(0u8, 2 << 20));
+    let booleans = Payload {
+        metrics: vec![Metric {
+            name: Some("flags".into()),
+            datatype: Some(32), // BooleanArray
+            value: Some(metric::Value::BytesValue(bits)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let error =
+        one(wasm.transform_batch(&[message("spBv1.0/g/NDATA/e", booleans.encode_to_vec())]))
+            .expect_err("refused");
+    assert_eq!(error.kind, "decode", "{}", error.message);
+    assert!(
+        error.message.contains("written out as JSON"),
+        "{}",
+        error.message
+    );
+    let data = Payload {
+        metrics: vec![Metric {
+            alias: Some(1),
+            value: Some(metric::Value::IntValue(-5i32 as u32)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let records = one(wasm.transform_batch(&[message("spBv1.0/g/NDATA/e", data.encode_to_vec())]))
+        .expect("DATA bridged");
+    let value: serde_json::Value =
+        serde_json::from_slice(records[0].value.as_deref().unwrap()).unwrap();
+    assert_eq!(value["metrics"][0]["value"], -5, "{value}");
+}
+
+/// A bytes value just under the README's 16 MiB is bridged at the default
+/// limits (its base64 written into a buffer of its size; grown by
+/// doubling it needed 132 MiB and trapped).
+#[test]
+fn a_bytes_value_of_almost_16_mib_is_bridged() {
+    let mut wasm = instance();
+    let len = (16 << 20) - (128 << 10);
+    let payload = Payload {
+        metrics: vec![Metric {
+            name: Some("blob".into()),
+            datatype: Some(17), // Bytes
+            value: Some(metric::Value::BytesValue(vec![7u8; len])),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let records =
+        one(wasm.transform_batch(&[message("spBv1.0/g/NDATA/e", payload.encode_to_vec())]))
+            .unwrap_or_else(|e| panic!("{}: {}", e.kind, e.message));
+    let value: serde_json::Value =
+        serde_json::from_slice(records[0].value.as_deref().unwrap()).unwrap();
+    let b64 = value["metrics"][0]["value"].as_str().expect("base64 text");
+    assert_eq!(b64.len(), len.div_ceil(3) * 4);
+}

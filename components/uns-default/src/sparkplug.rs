@@ -338,20 +338,22 @@ pub fn to_json_bytes(p: &Payload) -> Result<Vec<u8>, TransformError> {
 
 /// [`to_json_bytes`], reading top-level metric `i` that carries no datatype
 /// as `declared[i]` (what its BIRTH said, see [`crate::births`]); the
-/// output still has no `datatype` key where the message had none.
+/// output still has no `datatype` key where the message had none. JSON
+/// that would take more than one message may is a decode error
+/// ([`budget::MAX_JSON_BYTES`]).
 pub fn to_json_bytes_with(
     p: &Payload,
     declared: &[Option<Declared<'_>>],
 ) -> Result<Vec<u8>, TransformError> {
-    let mut out = Vec::with_capacity(64 + 48 * p.metrics.len());
-    serde_json::to_writer(&mut out, &WithDeclared(p, declared))
-        .map_err(|e| TransformError::decode(e.to_string()))?;
-    Ok(out)
+    budget::write_json(64 + 48 * p.metrics.len(), &WithDeclared(p, declared))
+        .map_err(TransformError::decode)
 }
 
 /// The payload as a JSON `Value`, for callers that want a tree to inspect
 /// ([`crate::decode::decode`]); the transform itself filters the text
-/// [`to_json_bytes_with`] writes. Exactly the JSON [`to_json_bytes`] writes.
+/// [`to_json_bytes_with`] writes. Exactly the JSON [`to_json_bytes`] writes,
+/// but not held to [`budget::MAX_JSON_BYTES`]: the component does not
+/// build trees.
 pub fn to_value(p: &Payload) -> Result<Value, TransformError> {
     serde_json::to_value(WithDeclared(p, &[])).map_err(|e| TransformError::decode(e.to_string()))
 }

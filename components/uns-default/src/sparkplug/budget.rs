@@ -1,11 +1,15 @@
 //! What a Sparkplug payload will take once decoded, read off the wire
-//! before prost builds it. Protobuf is dense: an empty metric is two bytes
-//! on the wire and a whole `Metric` struct (a few hundred bytes) decoded,
-//! so a 1 MB payload of empty metrics asks for more than the instance's
-//! default 128 MiB. Left to the memory limit, that traps, and the instance
-//! replaced forgets every BIRTH it had learned ([`crate::births`]); refused
-//! here it is one message dead-lettered with a reason.
+//! before prost builds it ([`check`]), and what it takes written out as
+//! JSON, counted as it is written ([`write_json`]). Protobuf is dense: an
+//! empty metric is two bytes on the wire and a whole `Metric` struct (a
+//! few hundred bytes) decoded, so a 1 MB payload of empty metrics asks for
+//! more than the instance's default 128 MiB; and JSON can be larger still:
+//! 2 MB of BooleanArray bits are 16 million `false,`, 100 MB. Left to the
+//! memory limit, that traps, and the instance replaced forgets every BIRTH
+//! it had learned ([`crate::births`]); refused here it is one message
+//! dead-lettered with a reason.
 
+use std::io;
 use std::mem::size_of;
 
 use super::payload::{data_set, template, DataSet, MetaData, Metric, Template};
@@ -17,16 +21,36 @@ use super::Payload;
 /// (its spare capacity; while the `Vec` grows, old and new blocks together
 /// take about a half more) and each string or bytes field four times its
 /// length (the decoded copy, and the JSON written from it, base64 for
-/// bytes, in a growing buffer), so the real peak stays within about 96 MiB.
-/// An NBIRTH of 100,000 ordinary metrics is estimated at about 48 MiB (the
-/// host's `component_limits` test bridges one through the component); a
-/// single bytes value may be up to 16 MiB.
+/// bytes, in a growing buffer), so the real peak stays under 128 MiB (a
+/// flood of empty metrics estimated just under this took 121).
+/// That is JSON of at most 4/3 of a field's length; JSON that is more is
+/// held to [`MAX_JSON_BYTES`] as it is written. An NBIRTH of
+/// 100,000 ordinary metrics is estimated at about 48 MiB (the host's
+/// `component_limits` test bridges one through the component); a single
+/// bytes value may be up to 16 MiB.
 pub const MAX_DECODED_BYTES: usize = 64 << 20;
 
 /// What a string or bytes field costs per byte on the wire: the decoded
 /// copy, and up to three more in the JSON written from it (base64 makes
-/// four bytes of three, and the output buffer grows by doubling).
+/// four bytes of three, and the output buffer grows by doubling). JSON
+/// that takes more is held to [`MAX_JSON_BYTES`] instead.
 const BYTES_FACTOR: usize = 4;
+
+/// Bytes of JSON one payload may be written out as. What a value writes
+/// can be many times its wire size, and only its datatype says how many:
+/// a BooleanArray writes `false,` (six bytes) for each bit, so 2 MB of
+/// bits are 100 MB of JSON; an Int8Array `-128,` (five) for each byte; a
+/// string `\u0001` (six) for each control character; a dataset cell of
+/// 13 bytes on the wire `{"value":18446744073709551615},` (31). A metric
+/// without a datatype is read with the one its BIRTH declared
+/// ([`crate::births`]), which the wire does not say, so this is not
+/// estimated up front but counted as the JSON is written ([`write_json`]).
+/// A 16 MiB bytes value's base64 takes about 21 MiB, an NBIRTH of 100,000
+/// ordinary metrics 7 to 10. Written into a buffer of its size, within
+/// the room the estimate leaves: a payload just under both limits (a
+/// flood of empty metrics and 32 MiB of BooleanArray JSON) took the
+/// component 123 MiB, the flood alone 121.
+pub const MAX_JSON_BYTES: usize = 32 << 20;
 
 /// Nesting followed at most; prost refuses deeper payloads anyway (its
 /// recursion limit is 100).
@@ -133,6 +157,121 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// JSON up to this is written in one pass into a buffer that grows as it
+/// goes; larger JSON is counted first and written into a buffer of its
+/// size. A buffer that grows by doubling takes up to twice what it keeps,
+/// and more while it moves to a larger block: a 15.9 MiB bytes value
+/// (21 MiB of base64) took the component 132 MiB so, 91 counted first.
+const ONE_PASS_JSON_BYTES: usize = 1 << 20;
+
+/// `value` written as JSON, or why not: more than [`MAX_JSON_BYTES`], or
+/// its own error. Up to three passes (written up to
+/// [`ONE_PASS_JSON_BYTES`], counted, written to size), the common one
+/// first and alone.
+pub fn write_json<T: serde::Serialize + ?Sized>(
+    capacity: usize,
+    value: &T,
+) -> Result<Vec<u8>, String> {
+    let mut out = Capped::new(capacity.min(ONE_PASS_JSON_BYTES), ONE_PASS_JSON_BYTES);
+    serde_json::to_writer(&mut out, value).map_err(|e| e.to_string())?;
+    if !out.over {
+        return Ok(out.buf);
+    }
+    drop(out);
+    let mut count = Count::default();
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => {}
+        Err(_) if count.over => {
+            return Err(format!(
+                "payload would take more than {} MiB written out as JSON, the most one message \
+                 may take (BooleanArray bits, small array elements, dataset cells or escaped \
+                 control characters can take many times their size on the wire)",
+                MAX_JSON_BYTES >> 20
+            ))
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    let mut out = Capped::new(count.len, count.len);
+    serde_json::to_writer(&mut out, value).map_err(|e| e.to_string())?;
+    if out.over {
+        // `value` wrote more than it did when counted.
+        return Err("payload written out as JSON changed between passes".into());
+    }
+    Ok(out.buf)
+}
+
+/// A buffer that takes at most `limit` bytes, and says whether more were
+/// offered (`over`) rather than failing: serde_json writes through it a
+/// few bytes at a time, and a writer that can fail gives every one of
+/// those writes an error path, which made the sandboxed Sparkplug
+/// transform a tenth slower (transform bench). Past the limit the rest is
+/// only walked, not written.
+struct Capped {
+    buf: Vec<u8>,
+    limit: usize,
+    over: bool,
+}
+
+impl Capped {
+    fn new(capacity: usize, limit: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(capacity),
+            limit,
+            over: false,
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn over_limit(&mut self) {
+        self.over = true;
+    }
+}
+
+impl io::Write for Capped {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.write_all(bytes)?;
+        Ok(bytes.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.len() > self.limit - self.buf.len() {
+            self.over_limit();
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts what would be written, failing past [`MAX_JSON_BYTES`].
+#[derive(Default)]
+struct Count {
+    len: usize,
+    over: bool,
+}
+
+impl io::Write for Count {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.len += bytes.len();
+        if self.len > MAX_JSON_BYTES {
+            self.over = true;
+            return Err(io::Error::other("JSON over its limit"));
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Adds to `total` the bytes the fields of one `msg` in `bytes` take
@@ -330,6 +469,198 @@ mod tests {
         bytes.extend(empty_metrics(600_000));
         assert!(Payload::decode(&bytes[..]).is_ok(), "prost takes it");
         assert!(check(&bytes).is_err());
+    }
+
+    use super::super::datatype::*;
+    use super::super::payload::metric::Value;
+    use crate::{transform_with, Births, Config, ErrorKind, Message};
+
+    /// `p` through the transform on `topic`, as the component runs it: the
+    /// record's value, or the decode error's reason.
+    fn bridge(births: &mut Births, topic: &str, p: &Payload) -> Result<Vec<u8>, String> {
+        let bytes = p.encode_to_vec();
+        let msg = Message {
+            topic,
+            payload: &bytes,
+            qos: 0,
+            retain: false,
+            user_properties: &[],
+            content_type: None,
+            received_at_ms: 1,
+        };
+        match transform_with(&Config::default(), Some(births), &msg) {
+            Ok(mut records) => Ok(records.remove(0).value.unwrap()),
+            Err(e) => {
+                assert_eq!(e.kind, ErrorKind::Decode, "{}", e.message);
+                Err(e.message)
+            }
+        }
+    }
+
+    fn one(datatype: Option<u32>, value: Value) -> Payload {
+        Payload {
+            metrics: vec![Metric {
+                name: Some("m".into()),
+                alias: Some(1),
+                datatype,
+                value: Some(value),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// Refused as it is written, by the reason it gives; the estimate lets
+    /// it through (the wire cannot say what its JSON will take).
+    fn refused(births: &mut Births, topic: &str, p: &Payload) {
+        assert_eq!(check(&p.encode_to_vec()), Ok(()));
+        let why = bridge(births, topic, p).map(|v| v.len()).unwrap_err();
+        assert!(
+            why.starts_with("payload would take more than 32 MiB written out as JSON"),
+            "{why}"
+        );
+    }
+
+    const NDATA: &str = "spBv1.0/g/NDATA/e";
+
+    /// 2 MiB of BooleanArray bits: 16,777,216 `false,`, 100 MB of JSON.
+    fn sixteen_million_booleans() -> Vec<u8> {
+        let mut b = (1u32 << 24).to_le_bytes().to_vec();
+        b.extend(vec![0u8; 1 << 21]);
+        b
+    }
+
+    /// What the component trapped on (its memory limit, 128 MiB) is a
+    /// decode error with a reason: a BooleanArray, a string of control
+    /// characters (`\u0001`, six bytes each), an Int8Array (`-128,`).
+    #[test]
+    fn json_many_times_its_wire_size_is_refused() {
+        let mut births = Births::default();
+        let bits = sixteen_million_booleans();
+        refused(
+            &mut births,
+            NDATA,
+            &one(Some(BOOLEAN_ARRAY), Value::BytesValue(bits)),
+        );
+        let controls = "\u{1}".repeat(10 << 20);
+        refused(
+            &mut births,
+            NDATA,
+            &one(Some(STRING), Value::StringValue(controls)),
+        );
+        let int8 = vec![0x80; 12 << 20];
+        refused(
+            &mut births,
+            NDATA,
+            &one(Some(INT8_ARRAY), Value::BytesValue(int8)),
+        );
+    }
+
+    /// Each array type at its longest JSON per wire byte, 15 MiB of it
+    /// (under the estimate's limit): every one over [`MAX_JSON_BYTES`].
+    #[test]
+    fn every_array_type_at_its_widest_is_refused() {
+        fn repeat<const N: usize>(x: [u8; N]) -> Vec<u8> {
+            x.repeat((15 << 20) / N)
+        }
+        let mut strings = vec![1u8; 15 << 20];
+        strings.push(0);
+        let widest = [
+            (INT8_ARRAY, repeat(i8::MIN.to_le_bytes())),
+            (UINT8_ARRAY, repeat(u8::MAX.to_le_bytes())),
+            (INT16_ARRAY, repeat(i16::MIN.to_le_bytes())),
+            (UINT16_ARRAY, repeat(u16::MAX.to_le_bytes())),
+            (INT32_ARRAY, repeat(i32::MIN.to_le_bytes())),
+            (UINT32_ARRAY, repeat(u32::MAX.to_le_bytes())),
+            (INT64_ARRAY, repeat(i64::MIN.to_le_bytes())),
+            (UINT64_ARRAY, repeat(u64::MAX.to_le_bytes())),
+            (DATETIME_ARRAY, repeat(u64::MAX.to_le_bytes())),
+            (FLOAT_ARRAY, repeat((-1.234_567_8e15_f32).to_le_bytes())),
+            (
+                DOUBLE_ARRAY,
+                repeat((-1.2345678901234567e-300f64).to_le_bytes()),
+            ),
+            (STRING_ARRAY, strings),
+        ];
+        let mut births = Births::default();
+        for (datatype, bytes) in widest {
+            refused(
+                &mut births,
+                NDATA,
+                &one(Some(datatype), Value::BytesValue(bytes)),
+            );
+        }
+    }
+
+    /// A DATA metric without a datatype is read as its BIRTH declared it:
+    /// the same bits, which the wire alone would have as 2 MiB of base64,
+    /// are refused, and the BIRTH is still known.
+    #[test]
+    fn an_array_its_birth_declared_is_refused_too() {
+        let mut births = Births::default();
+        let birth = one(Some(BOOLEAN_ARRAY), Value::BytesValue(vec![0; 4]));
+        bridge(&mut births, "spBv1.0/g/NBIRTH/e", &birth).unwrap();
+        let data = |bits: Vec<u8>| Payload {
+            metrics: vec![Metric {
+                alias: Some(1),
+                value: Some(Value::BytesValue(bits)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        refused(&mut births, NDATA, &data(sixteen_million_booleans()));
+        let json = bridge(&mut births, NDATA, &data(vec![3, 0, 0, 0, 0xA0])).unwrap();
+        assert_eq!(
+            json,
+            br#"{"metrics":[{"alias":1,"value":[true,false,true]}]}"#
+        );
+    }
+
+    /// Large JSON of ordinary payloads is written, into a buffer of its
+    /// size (one grown by doubling took the component past its limit for
+    /// a 15.9 MiB bytes value), and is the JSON a single pass writes.
+    #[test]
+    fn large_json_of_ordinary_payloads_is_written_to_size() {
+        let mut births = Births::default();
+        let blob: Vec<u8> = (0..(15_900u32 << 10)).map(|i| (i * 7) as u8).collect();
+        let p = one(Some(BYTES), Value::BytesValue(blob));
+        let json = bridge(&mut births, NDATA, &p).unwrap();
+        assert_eq!(json.len(), 21_708_861);
+        assert_eq!(json.capacity(), json.len());
+        assert_eq!(
+            json,
+            serde_json::to_vec(&super::super::to_value(&p).unwrap()).unwrap()
+        );
+        // 60,000 ordinary metrics, as above (the host's component_limits
+        // test bridges 100,000 through the component).
+        let birth = Payload {
+            metrics: (0..60_000u64)
+                .map(|i| Metric {
+                    name: Some(format!("line/{i}/temperature")),
+                    alias: Some(i),
+                    timestamp: Some(1_700_000_000_000),
+                    datatype: Some(DOUBLE),
+                    value: Some(Value::DoubleValue(1.5)),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let json = bridge(&mut births, "spBv1.0/g/NBIRTH/big", &birth).unwrap();
+        assert_eq!(json.capacity(), json.len());
+        assert_eq!(
+            json,
+            serde_json::to_vec(&super::super::to_value(&birth).unwrap()).unwrap()
+        );
+        // A million booleans: 6 MB of JSON from 125 kB.
+        let mut bits = 1_000_000u32.to_le_bytes().to_vec();
+        bits.extend(vec![0xFF; 125_000]);
+        let json = bridge(
+            &mut births,
+            NDATA,
+            &one(Some(BOOLEAN_ARRAY), Value::BytesValue(bits)),
+        );
+        assert_eq!(json.unwrap().len(), 5_000_060);
     }
 
     fn push_varint(out: &mut Vec<u8>, mut n: usize) {
