@@ -192,3 +192,40 @@ fn a_bytes_value_of_almost_16_mib_is_bridged() {
     let b64 = value["metrics"][0]["value"].as_str().expect("base64 text");
     assert_eq!(b64.len(), len.div_ceil(3) * 4);
 }
+
+/// The largest BooleanArray the up-front estimate lets through (15 MiB of
+/// bits, 126 million values, 700 MB of JSON) is refused as a decode error
+/// at once, not after walking its values to find the JSON over its limit
+/// (half a second on this machine, near the call's time limit of 1 s).
+#[test]
+fn the_largest_boolean_array_is_refused_before_it_is_walked() {
+    let mut wasm = instance();
+    let count = 15u32 << 23;
+    let mut bits = count.to_le_bytes().to_vec();
+    bits.extend(std::iter::repeat_n(0u8, (count / 8) as usize));
+    let booleans = Payload {
+        metrics: vec![Metric {
+            name: Some("flags".into()),
+            datatype: Some(32), // BooleanArray
+            value: Some(metric::Value::BytesValue(bits)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let error =
+        one(wasm.transform_batch(&[message("spBv1.0/g/NDATA/e", booleans.encode_to_vec())]))
+            .expect_err("refused");
+    assert_eq!(
+        error.kind,
+        "decode",
+        "{} after {:?}",
+        error.message,
+        started.elapsed()
+    );
+    assert!(
+        error.message.contains("BooleanArray of 125829120 values"),
+        "{}",
+        error.message
+    );
+}

@@ -949,6 +949,16 @@ fn boolean_array<S: Serializer>(s: S, b: &[u8]) -> Result<S::Ok, S::Error> {
             bits.len()
         )));
     }
+    // Eight values a byte, up to six bytes of JSON each: refused here, as
+    // walking the 126 million values the size estimate lets through only
+    // to find them over the JSON limit takes half the call's time limit.
+    if count.saturating_mul(6) > budget::MAX_JSON_BYTES {
+        return Err(ser::Error::custom(format!(
+            "BooleanArray of {count} values would take more than {} MiB written out as JSON, \
+             the most one message may take",
+            budget::MAX_JSON_BYTES >> 20
+        )));
+    }
     s.collect_seq((0..count).map(|i| bits[i / 8] & (0x80 >> (i % 8)) != 0))
 }
 

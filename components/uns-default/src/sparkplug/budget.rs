@@ -222,12 +222,6 @@ impl Capped {
             over: false,
         }
     }
-
-    #[cold]
-    #[inline(never)]
-    fn over_limit(&mut self) {
-        self.over = true;
-    }
 }
 
 impl io::Write for Capped {
@@ -240,7 +234,7 @@ impl io::Write for Capped {
     #[inline]
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         if bytes.len() > self.limit - self.buf.len() {
-            self.over_limit();
+            self.over = true;
         } else {
             self.buf.extend_from_slice(bytes);
         }
@@ -516,7 +510,7 @@ mod tests {
         assert_eq!(check(&p.encode_to_vec()), Ok(()));
         let why = bridge(births, topic, p).map(|v| v.len()).unwrap_err();
         assert!(
-            why.starts_with("payload would take more than 32 MiB written out as JSON"),
+            why.contains("would take more than 32 MiB written out as JSON"),
             "{why}"
         );
     }
