@@ -2093,7 +2093,8 @@ async fn a_reload_to_less_memory_cuts_batches_to_it() {
     let got = consumer.collect(200, Duration::from_secs(60)).await;
     let log = bridge.log();
     assert_eq!(got.len(), 200, "log:\n{log}");
-    assert!(!log.contains("component failed on a batch"), "log:\n{log}");
+    // (The busy message may share a batch, which then fails on time.)
+    assert!(!log.contains("kind=memory"), "log:\n{log}");
     publisher.disconnect().await;
     assert_eq!(
         bridge.terminate(Duration::from_secs(30)).await.code(),
