@@ -284,30 +284,40 @@ fn sparkplug_nbirth_decodes_metrics_of_several_datatypes() {
     assert_eq!(by_name("arr")["value"], json!([-300, 7]));
 }
 
+/// An NBIRTH declaring metric `temp`, alias 1, an Int32.
+fn nbirth_int32_alias_1() -> Payload {
+    Payload {
+        seq: Some(0),
+        metrics: vec![Metric {
+            alias: Some(1),
+            ..metric("temp", datatype::INT32, metric::Value::IntValue(0))
+        }],
+        ..Default::default()
+    }
+}
+
+/// An NDATA of alias 1 alone, without its datatype: `value` as the wire
+/// carries an Int32 (its unsigned 32 bits).
+fn ndata_alias_1(seq: u64, value: i32) -> Payload {
+    Payload {
+        seq: Some(seq),
+        metrics: vec![Metric {
+            alias: Some(1),
+            value: Some(metric::Value::IntValue(value as u32)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
 /// In the compiled component, over batches: NDATA metrics that carry only
 /// an alias read their sign from the NBIRTH, which the instance remembers
 /// (its table lives outside the per-batch arena, so hundreds of batches on
 /// run as before).
 #[test]
 fn sparkplug_ndata_without_datatypes_takes_the_sign_from_the_nbirth() {
-    use metric::Value::*;
-    let nbirth = Payload {
-        seq: Some(0),
-        metrics: vec![Metric {
-            alias: Some(1),
-            ..metric("temp", datatype::INT32, IntValue(0))
-        }],
-        ..Default::default()
-    };
-    let ndata = |i: u32| Payload {
-        seq: Some(u64::from(i % 256)),
-        metrics: vec![Metric {
-            alias: Some(1),
-            value: Some(IntValue((-(i as i32)) as u32)),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    let nbirth = nbirth_int32_alias_1();
+    let ndata = |i: u32| ndata_alias_1(u64::from(i % 256), -(i as i32));
     let line = |topic: &str, p: &Payload| json!({"topic": topic, "payload_b64": B64.encode(p.encode_to_vec())});
     let mut lines = vec![line("spBv1.0/G1/NDATA/edge1", &ndata(7))];
     lines.push(line("spBv1.0/G1/NBIRTH/edge1", &nbirth));
@@ -333,24 +343,7 @@ fn sparkplug_ndata_without_datatypes_takes_the_sign_from_the_nbirth() {
 /// Int32 -5 as 4294967291 where `run` gives -5.
 #[test]
 fn a_file_is_cut_into_batches_by_payload_bytes_too() {
-    use metric::Value::*;
-    let nbirth = Payload {
-        seq: Some(0),
-        metrics: vec![Metric {
-            alias: Some(1),
-            ..metric("temp", datatype::INT32, IntValue(0))
-        }],
-        ..Default::default()
-    };
-    let ndata = Payload {
-        seq: Some(1),
-        metrics: vec![Metric {
-            alias: Some(1),
-            value: Some(IntValue((-5i32) as u32)),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    let (nbirth, ndata) = (nbirth_int32_alias_1(), ndata_alias_1(1, -5));
     let sparkplug = |topic: &str, p: &Payload| {
         json!({"topic": topic, "payload_b64": B64.encode(p.encode_to_vec())}).to_string()
     };
