@@ -140,18 +140,21 @@ fn an_nbirth_of_a_hundred_thousand_metrics_is_bridged() {
     assert_eq!(value["metrics"][0]["value"], -5, "{value}");
 }
 
-/// A value whose JSON is many times its wire size: 2 MiB of BooleanArray
-/// bits are 16 million `false`s, 100 MB of JSON, which trapped on memory
-/// and cost the instance its BIRTHs. Refused with a reason, in the same
-/// instance, which still knows alias 1.
+/// A value whose JSON is many times its wire size: 12 MiB of Int8Array
+/// -128s are `-128,` each, 60 MiB of JSON, which trapped on memory and
+/// cost the instance its BIRTHs. Measured as it is written and refused
+/// with a reason, in the same instance, which still knows alias 1.
 #[test]
 fn json_many_times_its_wire_size_is_a_decode_error_and_the_births_survive() {
     let mut wasm = instance();
     learn_alias_1_as_int32(&mut wasm);
-    let mut bits = (16u32 << 20).to_le_bytes().to_vec();
-    bits.extend(std::iter::repeat_n(0u8, 2 << 20));
-    let booleans = one_metric("flags", 32, metric::Value::BytesValue(bits)); // BooleanArray
-    refused(&mut wasm, booleans, "written out as JSON");
+    let bytes = vec![0x80u8; 12 << 20];
+    let int8s = one_metric("samples", 22, metric::Value::BytesValue(bytes)); // Int8Array
+    refused(
+        &mut wasm,
+        int8s,
+        "payload would take more than 32 MiB written out as JSON",
+    );
     assert_alias_1_is_an_int32(&mut wasm);
 }
 
@@ -171,10 +174,10 @@ fn a_bytes_value_of_almost_16_mib_is_bridged() {
     assert_eq!(b64.len(), len.div_ceil(3) * 4);
 }
 
-/// The largest BooleanArray the up-front estimate lets through (15 MiB of
-/// bits, 126 million values, 700 MB of JSON) is refused as a decode error
-/// at once, not after walking its values to find the JSON over its limit
-/// (half a second on this machine, near the call's time limit of 1 s).
+/// A BooleanArray near the largest the up-front estimate lets through (15
+/// MiB of bits, 126 million values, 755 MB of JSON) is refused as a decode
+/// error at once, not after walking its values to find the JSON over its
+/// limit (half a second on this machine, near the call's time limit of 1 s).
 #[test]
 fn the_largest_boolean_array_is_refused_before_it_is_walked() {
     let mut wasm = instance();

@@ -352,8 +352,8 @@ pub fn to_json_bytes_with(
 /// The payload as a JSON `Value`, for callers that want a tree to inspect
 /// ([`crate::decode::decode`]); the transform itself filters the text
 /// [`to_json_bytes_with`] writes. Exactly the JSON [`to_json_bytes`] writes,
-/// but not held to [`budget::MAX_JSON_BYTES`]: the component does not
-/// build trees.
+/// but held to [`budget::MAX_JSON_BYTES`] only where a value says its size
+/// up front (a BooleanArray): the component does not build trees.
 pub fn to_value(p: &Payload) -> Result<Value, TransformError> {
     serde_json::to_value(WithDeclared(p, &[])).map_err(|e| TransformError::decode(e.to_string()))
 }
@@ -949,10 +949,11 @@ fn boolean_array<S: Serializer>(s: S, b: &[u8]) -> Result<S::Ok, S::Error> {
             bits.len()
         )));
     }
-    // Eight values a byte, up to six bytes of JSON each: refused here, as
-    // walking the 126 million values the size estimate lets through only
-    // to find them over the JSON limit takes half the call's time limit.
-    if count.saturating_mul(6) > budget::MAX_JSON_BYTES {
+    // Eight values a byte, at least five bytes of JSON each (`true,`):
+    // refused here, as walking the 130 million values the size estimate
+    // lets through only to find them over the JSON limit takes half the
+    // call's time limit.
+    if count.saturating_mul(5) > budget::MAX_JSON_BYTES {
         return Err(ser::Error::custom(format!(
             "BooleanArray of {count} values would take more than {} MiB written out as JSON, \
              the most one message may take",

@@ -44,7 +44,7 @@ const BYTES_FACTOR: usize = 4;
 /// 13 bytes on the wire `{"value":18446744073709551615},` (31). A metric
 /// without a datatype is read with the one its BIRTH declared
 /// ([`crate::births`]), which the wire does not say, so this is not
-/// estimated up front but counted as the JSON is written ([`write_json`]).
+/// estimated up front but measured as the JSON is written ([`write_json`]).
 /// A 16 MiB bytes value's base64 takes about 21 MiB, an NBIRTH of 100,000
 /// ordinary metrics 7 to 10. Written into a buffer of its size, within
 /// the room the estimate leaves: a payload just under both limits (a
@@ -160,58 +160,53 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
 }
 
 /// JSON up to this is written in one pass into a buffer that grows as it
-/// goes; larger JSON is counted first and written into a buffer of its
-/// size. A buffer that grows by doubling takes up to twice what it keeps,
-/// and more while it moves to a larger block: a 15.9 MiB bytes value
-/// (21 MiB of base64) took the component 132 MiB so, 91 counted first.
+/// goes; larger JSON is measured by that pass and written again into a
+/// buffer of its size. A buffer that grows by doubling takes up to twice
+/// what it keeps, and more while it moves to a larger block: a 15.9 MiB
+/// bytes value (21 MiB of base64) took the component 132 MiB so, 91
+/// written to size.
 const ONE_PASS_JSON_BYTES: usize = 1 << 20;
 
 /// `value` written as JSON, or why not: more than [`MAX_JSON_BYTES`], or
-/// its own error. Up to three passes (written up to
-/// [`ONE_PASS_JSON_BYTES`], counted, written to size), the common one
-/// first and alone.
+/// its own error. One pass, and a second for JSON over
+/// [`ONE_PASS_JSON_BYTES`] (the first measured it).
 pub fn write_json<T: serde::Serialize + ?Sized>(
     capacity: usize,
     value: &T,
 ) -> Result<Vec<u8>, String> {
     let mut out = Capped::new(capacity.min(ONE_PASS_JSON_BYTES), ONE_PASS_JSON_BYTES);
     serde_json::to_writer(&mut out, value).map_err(|e| e.to_string())?;
-    if !out.over {
+    if out.skipped == 0 {
         return Ok(out.buf);
     }
+    let len = out.buf.len() + out.skipped;
     drop(out);
-    let mut count = Count::default();
-    match serde_json::to_writer(&mut count, value) {
-        Ok(()) => {}
-        Err(_) if count.over => {
-            return Err(format!(
-                "payload would take more than {} MiB written out as JSON, the most one message \
-                 may take (BooleanArray bits, small array elements, dataset cells or escaped \
-                 control characters can take many times their size on the wire)",
-                MAX_JSON_BYTES >> 20
-            ))
-        }
-        Err(e) => return Err(e.to_string()),
+    if len > MAX_JSON_BYTES {
+        return Err(format!(
+            "payload would take more than {} MiB written out as JSON, the most one message \
+             may take (BooleanArray bits, small array elements, dataset cells or escaped \
+             control characters can take many times their size on the wire)",
+            MAX_JSON_BYTES >> 20
+        ));
     }
-    let mut out = Capped::new(count.len, count.len);
+    let mut out = Capped::new(len, len);
     serde_json::to_writer(&mut out, value).map_err(|e| e.to_string())?;
-    if out.over {
-        // `value` wrote more than it did when counted.
+    if out.skipped > 0 {
+        // `value` wrote more than it did when measured.
         return Err("payload written out as JSON changed between passes".into());
     }
     Ok(out.buf)
 }
 
-/// A buffer that takes at most `limit` bytes, and says whether more were
-/// offered (`over`) rather than failing: serde_json writes through it a
-/// few bytes at a time, and a writer that can fail gives every one of
-/// those writes an error path, which made the sandboxed Sparkplug
-/// transform a tenth slower (transform bench). Past the limit the rest is
-/// only walked, not written.
+/// A buffer that takes at most `limit` bytes and counts what it skips past
+/// that, rather than failing: serde_json writes through it a few bytes at
+/// a time, and a writer that can fail gives every one of those writes an
+/// error path, which made the sandboxed Sparkplug transform a tenth slower
+/// (transform bench).
 struct Capped {
     buf: Vec<u8>,
     limit: usize,
-    over: bool,
+    skipped: usize,
 }
 
 impl Capped {
@@ -219,7 +214,7 @@ impl Capped {
         Self {
             buf: Vec::with_capacity(capacity),
             limit,
-            over: false,
+            skipped: 0,
         }
     }
 }
@@ -234,33 +229,13 @@ impl io::Write for Capped {
     #[inline]
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         if bytes.len() > self.limit - self.buf.len() {
-            self.over = true;
+            // A hole in the JSON, which is then thrown away; every byte
+            // offered is written or skipped, so the two add up to its size.
+            self.skipped += bytes.len();
         } else {
             self.buf.extend_from_slice(bytes);
         }
         Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Counts what would be written, failing past [`MAX_JSON_BYTES`].
-#[derive(Default)]
-struct Count {
-    len: usize,
-    over: bool,
-}
-
-impl io::Write for Count {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.len += bytes.len();
-        if self.len > MAX_JSON_BYTES {
-            self.over = true;
-            return Err(io::Error::other("JSON over its limit"));
-        }
-        Ok(bytes.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
