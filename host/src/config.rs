@@ -336,13 +336,15 @@ mod defaults {
 }
 
 impl MqttSettings {
-    /// `host` as a URL writes it: an IPv6 address in brackets, its zone's
-    /// `%` as `%25` (RFC 6874). Bare, `::1` in `ws://::1:1883/mqtt` is no
-    /// authority a URL parser takes, and every connection would fail.
+    /// `host` as a URL writes it: an IPv6 address in brackets. Bare, `::1`
+    /// in `ws://::1:1883/mqtt` is no authority a URL parser takes, and
+    /// every connection would fail. A zone stays as written: rumqttc's
+    /// websockets reach a numeric one (`fe80::1%2`), not a named one
+    /// (`%eth0`).
     pub fn url_host(&self) -> String {
         let host = self.host.as_deref().unwrap_or_default();
         if host.contains(':') {
-            format!("[{}]", host.replace('%', "%25"))
+            format!("[{host}]")
         } else {
             host.to_owned()
         }
@@ -877,7 +879,7 @@ impl Layers {
         // session outlives its connection: a clean session's random id
         // with an expiry leaves, after every crash, a session on the
         // broker queueing messages nobody will read.
-        if mqtt.clean_session && mqtt.session_expiry > 0 {
+        if mqtt.clean_session && mqtt.version == MqttVersion::V5 && mqtt.session_expiry > 0 {
             return Err(err_because(
                 "mqtt.session_expiry",
                 "mqtt.clean_session",
@@ -2010,7 +2012,7 @@ mod tests {
             ("broker", "broker"),
             ("10.0.0.1", "10.0.0.1"),
             ("::1", "[::1]"),
-            ("fe80::1%eth0", "[fe80::1%25eth0]"),
+            ("fe80::1%eth0", "[fe80::1%eth0]"),
         ] {
             let m: MqttSettings = serde_yaml::from_str(&format!("host: '{host}'")).unwrap();
             assert_eq!(m.url_host(), url, "{host}");

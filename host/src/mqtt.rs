@@ -67,6 +67,15 @@ pub struct Inbound {
 /// through on an MQTT 5 connection.
 const OWN_PACKET_IDS: u16 = 16;
 
+/// UNSUBSCRIBEs a clean session's drain keeps unacknowledged: rumqttc
+/// hands out its ids from a cycle of [`OWN_PACKET_IDS`] (MQTT 3.1.1: 100)
+/// without checking which are in use, so all of many filters at once
+/// would reuse ids a broker may refuse (0x91) while it goes on sending
+/// that filter's messages; one at a time would cost a round trip per
+/// filter, each behind the backlog the reader is still bridging. Two ids
+/// are left for a SUBSCRIBE the stop found in flight.
+const UNSUBSCRIBES_IN_FLIGHT: usize = OWN_PACKET_IDS as usize - 2;
+
 /// Acknowledges one message; dropping it without [`Acker::ack`] leaves the
 /// message unacknowledged (the broker redelivers it to a persistent
 /// session).
@@ -215,10 +224,10 @@ impl Control {
         // Before the request: a reconnect from here on must not subscribe
         // again (rumqttc does not carry an UNSUBSCRIBE over a reconnect).
         self.unsubscribing.store(true, Ordering::Release);
-        // The first filter; the reader sends each next one when the last
-        // is acknowledged, as it subscribes (see `Reader::subscribe_one`).
-        if let Some(first) = self.topics.first() {
-            unsubscribe(&self.client, first).await;
+        // The first few filters; the reader sends the next one as each is
+        // acknowledged.
+        for topic in self.topics.iter().take(UNSUBSCRIBES_IN_FLIGHT) {
+            unsubscribe(&self.client, topic).await;
         }
     }
 
@@ -920,8 +929,8 @@ impl Reader {
                 }
                 Event::Unsubscribed => {
                     unsubscribed += 1;
-                    // One at a time, for the packet ids' sake.
-                    if let Some(next) = self.topics.get(unsubscribed) {
+                    // A few at a time, for the packet ids' sake.
+                    if let Some(next) = self.topics.get(unsubscribed + UNSUBSCRIBES_IN_FLIGHT - 1) {
                         unsubscribe(&self.client, next).await;
                     }
                 }
@@ -946,8 +955,7 @@ fn subscription_id(filter: &str) -> usize {
     (hash % 268_435_455) as usize + 1
 }
 
-/// Subscribes to `topics` in one SUBSCRIBE; on MQTT 5 with `id` as its
-/// subscription identifier (one covers a whole packet).
+/// Unsubscribes from `topic` (a clean session's drain).
 async fn unsubscribe(client: &Client, topic: &str) {
     let r = match client {
         Client::V311(c) => c.unsubscribe(topic).await.map_err(|e| e.to_string()),
@@ -958,6 +966,8 @@ async fn unsubscribe(client: &Client, topic: &str) {
     }
 }
 
+/// Subscribes to `topics` in one SUBSCRIBE; on MQTT 5 with `id` as its
+/// subscription identifier (one covers a whole packet).
 async fn subscribe(client: &Client, topics: &[String], qos: u8, id: Option<usize>) {
     let r = match client {
         Client::V311(c) => {
@@ -2083,28 +2093,31 @@ mod tests {
         reader.abort();
     }
 
-    /// Websockets to an IPv6 address: the URL brackets it (bare, rumqttc
-    /// could not parse `ws://::1:port/mqtt` and never connected).
+    /// Websockets to an IPv6 address, also one with a (numeric) zone: the
+    /// URL brackets it (bare, rumqttc could not parse `ws://::1:port/mqtt`
+    /// and never connected).
     #[tokio::test]
     async fn websockets_reach_an_ipv6_address() {
-        let listener = TcpListener::bind("[::1]:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (_rx, _acker, _control, _state, reader) = start_reader(
-            &format!("host: '::1', port: {port}, transport: websockets, topics: ['a/#']"),
-            10,
-        );
-        let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
-            .await
-            .expect("a connection to [::1]")
-            .unwrap();
-        let mut request = vec![0u8; 16];
-        s.read_exact(&mut request).await.unwrap();
-        assert!(
-            request.starts_with(b"GET /mqtt "),
-            "{}",
-            String::from_utf8_lossy(&request)
-        );
-        reader.abort();
+        for host in ["::1", "::1%1"] {
+            let listener = TcpListener::bind("[::1]:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let (_rx, _acker, _control, _state, reader) = start_reader(
+                &format!("host: '{host}', port: {port}, transport: websockets, topics: ['a/#']"),
+                10,
+            );
+            let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+                .await
+                .unwrap_or_else(|_| panic!("no connection to {host}"))
+                .unwrap();
+            let mut request = vec![0u8; 16];
+            s.read_exact(&mut request).await.unwrap();
+            assert!(
+                request.starts_with(b"GET /mqtt "),
+                "{host}: {}",
+                String::from_utf8_lossy(&request)
+            );
+            reader.abort();
+        }
     }
 
     /// A filter's identifier is what the broker stamped on the messages a
@@ -2277,47 +2290,60 @@ mod tests {
         reader.abort();
     }
 
-    /// A clean session's drain unsubscribes one filter at a time, each
-    /// once the last is acknowledged: rumqttc gives the bridge's requests
-    /// packet ids from a small cycle without checking which are in use,
-    /// and with more filters than ids a broker could refuse one (0x91) and
-    /// keep sending its messages while the drain counted it done.
+    /// A clean session's drain keeps at most [`UNSUBSCRIBES_IN_FLIGHT`]
+    /// UNSUBSCRIBEs unacknowledged, and sends the next as each is: rumqttc
+    /// gives the bridge's requests packet ids from a small cycle without
+    /// checking which are in use, and with more filters than ids a broker
+    /// could refuse one (0x91) and keep sending its messages while the
+    /// drain counted it done.
     #[tokio::test]
-    async fn a_clean_drain_unsubscribes_one_filter_at_a_time() {
+    async fn a_clean_drain_keeps_few_unsubscribes_in_flight() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let filters = ["a/#", "b/#", "c/#"];
+        let filters: Vec<String> = (0..20).map(|i| format!("f{i:02}/#")).collect();
         let (_rx, _acker, control, mut state, reader) = start_reader(
             &format!("host: 127.0.0.1, port: {port}, version: 4, qos: 1, topics: {filters:?}"),
             2,
         );
         let mut s = accept_311(&listener).await;
         let sub = until(&mut s, 0x82).await;
-        s.write_all(&[0x90, 0x05, sub[0], sub[1], 0x01, 0x01, 0x01])
-            .await
-            .unwrap();
+        let mut suback = vec![0x90, 2 + 20, sub[0], sub[1]];
+        suback.extend([0x01; 20]);
+        s.write_all(&suback).await.unwrap();
         state.wait_for(|s| *s == State::Ready).await.unwrap();
         control.stop_subscriptions().await;
-        for filter in filters {
-            let unsub = tokio::time::timeout(Duration::from_secs(5), until(&mut s, 0xa2))
+        let next_unsubscribe = async |s: &mut TcpStream| {
+            tokio::time::timeout(Duration::from_secs(5), until(s, 0xa2))
                 .await
-                .unwrap_or_else(|_| panic!("no UNSUBSCRIBE for {filter}"));
+                .expect("an UNSUBSCRIBE")
+        };
+        let mut outstanding = std::collections::VecDeque::new();
+        for filter in &filters[..UNSUBSCRIBES_IN_FLIGHT] {
+            let unsub = next_unsubscribe(&mut s).await;
             assert_eq!(&unsub[4..], filter.as_bytes(), "{unsub:?}");
+            outstanding.push_back([unsub[0], unsub[1]]);
+        }
+        for filter in &filters[UNSUBSCRIBES_IN_FLIGHT..] {
             let more = tokio::time::timeout(Duration::from_millis(300), read_packet(&mut s)).await;
             assert!(
                 more.is_err(),
-                "a packet before {filter}'s UNSUBACK: {more:?}"
+                "more than {UNSUBSCRIBES_IN_FLIGHT} in flight: {more:?}"
             );
-            s.write_all(&[0xb0, 0x02, unsub[0], unsub[1]])
-                .await
-                .unwrap();
+            let [a, b] = outstanding.pop_front().unwrap();
+            s.write_all(&[0xb0, 0x02, a, b]).await.unwrap();
+            let unsub = next_unsubscribe(&mut s).await;
+            assert_eq!(&unsub[4..], filter.as_bytes(), "{unsub:?}");
+            outstanding.push_back([unsub[0], unsub[1]]);
+        }
+        for [a, b] in outstanding {
+            s.write_all(&[0xb0, 0x02, a, b]).await.unwrap();
         }
         tokio::time::timeout(
             Duration::from_secs(5),
             state.wait_for(|s| *s == State::Unsubscribed),
         )
         .await
-        .expect("quiet once all three are unsubscribed")
+        .expect("quiet once all twenty are unsubscribed")
         .unwrap();
         reader.abort();
     }

@@ -116,7 +116,8 @@ impl Shutdown {
 }
 
 /// How long a clean-session shutdown waits for the broker to confirm the
-/// unsubscribe before it watches for the broker falling silent instead.
+/// unsubscribes (a few at a time, see `mqtt::UNSUBSCRIBES_IN_FLIGHT`)
+/// before it watches for the broker falling silent instead.
 const UNSUBACK_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a persistent session's stop waits for the reader to hand on

@@ -284,6 +284,11 @@ fn sparkplug_nbirth_decodes_metrics_of_several_datatypes() {
     assert_eq!(by_name("arr")["value"], json!([-300, 7]));
 }
 
+/// An input line carrying `p` on `topic`.
+fn sparkplug_line(topic: &str, p: &Payload) -> Value {
+    json!({"topic": topic, "payload_b64": B64.encode(p.encode_to_vec())})
+}
+
 /// An NBIRTH declaring metric `temp`, alias 1, an Int32.
 fn nbirth_int32_alias_1() -> Payload {
     Payload {
@@ -318,7 +323,7 @@ fn ndata_alias_1(seq: u64, value: i32) -> Payload {
 fn sparkplug_ndata_without_datatypes_takes_the_sign_from_the_nbirth() {
     let nbirth = nbirth_int32_alias_1();
     let ndata = |i: u32| ndata_alias_1(u64::from(i % 256), -(i as i32));
-    let line = |topic: &str, p: &Payload| json!({"topic": topic, "payload_b64": B64.encode(p.encode_to_vec())});
+    let line = sparkplug_line;
     let mut lines = vec![line("spBv1.0/G1/NDATA/edge1", &ndata(7))];
     lines.push(line("spBv1.0/G1/NBIRTH/edge1", &nbirth));
     lines.extend((1..=600).map(|i| line("spBv1.0/G1/NDATA/edge1", &ndata(i))));
@@ -344,9 +349,7 @@ fn sparkplug_ndata_without_datatypes_takes_the_sign_from_the_nbirth() {
 #[test]
 fn a_file_is_cut_into_batches_by_payload_bytes_too() {
     let (nbirth, ndata) = (nbirth_int32_alias_1(), ndata_alias_1(1, -5));
-    let sparkplug = |topic: &str, p: &Payload| {
-        json!({"topic": topic, "payload_b64": B64.encode(p.encode_to_vec())}).to_string()
-    };
+    let sparkplug = |topic: &str, p: &Payload| sparkplug_line(topic, p).to_string();
     // The NBIRTH and 255 small lines fill the first batch of 256.
     let mut lines = vec![sparkplug("spBv1.0/G1/NBIRTH/edge1", &nbirth)];
     lines.extend((1..256).map(|i| json!({"topic": "a/small", "payload": {"i": i}}).to_string()));
